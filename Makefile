@@ -1,0 +1,49 @@
+# labctl: the two commands are `make demo` and `make test`.
+# Every target installs what it needs: host packages, the venv, the worker.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMPS := .stamps
+PYTEST_ARGS ?=
+
+.PHONY: all demo test test-unit host-deps venv worker fuzz bench clean
+
+all: worker venv
+
+$(STAMPS):
+	mkdir -p $(STAMPS)
+
+host-deps: | $(STAMPS)
+	scripts/host-deps.sh
+
+$(STAMPS)/venv: pyproject.toml | $(STAMPS)
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMPS)/venv
+
+worker: host-deps
+	$(MAKE) -s -C images/worker all sanitize fuzz
+
+# A bounded libFuzzer run over the worker's line parser.
+fuzz: worker
+	images/worker/build/fuzz_parse -runs=200000 -max_len=256 -seed=1 images/worker/fuzz-corpus 2>&1 | tail -n 2
+
+test: worker venv
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+test-unit: worker venv
+	$(VPY) -m pytest -m "not docker" $(PYTEST_ARGS)
+
+demo: worker venv
+	$(VPY) -m labctl demo
+
+bench: worker venv
+	$(VPY) bench/bench_worker.py
+
+clean:
+	$(MAKE) -C images/worker clean
+	rm -rf $(VENV) $(STAMPS)

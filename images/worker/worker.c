@@ -419,7 +419,7 @@ static int take_lock_naive(const char *path, int *code)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Heartbeats                                                               */
+/* Heartbeats: "incarnation pid seq processed unix_ms[ stopped]"            */
 
 /* Name resolution can block for seconds (a partitioned container cannot reach
  * its DNS server), which would freeze the volume heartbeat too, and then a
@@ -588,13 +588,15 @@ static void beat_send_udp(struct beat *b, const char *msg, size_t len, int64_t n
     }
 }
 
-static void beat_now(struct beat *b, uint64_t processed)
+/* suffix: "" for a beat, " stopped" for the last one of a clean exit, so a
+ * watcher can tell a graceful stop from a crash. */
+static void beat_now(struct beat *b, uint64_t processed, const char *suffix)
 {
     int64_t now = now_ms();
     char msg[128];
     b->seq++;
-    int n = snprintf(msg, sizeof msg, "%s %ld %" PRIu64 " %" PRIu64 " %" PRId64 "\n", g_incarnation,
-                     (long)getpid(), b->seq, processed, wall_ms());
+    int n = snprintf(msg, sizeof msg, "%s %ld %" PRIu64 " %" PRIu64 " %" PRId64 "%s\n", g_incarnation,
+                     (long)getpid(), b->seq, processed, wall_ms(), suffix);
     if (b->file) {
         /* Replace atomically so a reader never sees half a line. */
         int fd = open(b->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -618,7 +620,7 @@ static void beat_now(struct beat *b, uint64_t processed)
 static void beat_maybe(struct beat *b, uint64_t processed)
 {
     if (beat_enabled(b) && now_ms() >= b->next_at)
-        beat_now(b, processed);
+        beat_now(b, processed, "");
 }
 
 /* Milliseconds a poll may wait before the next beat is due (-1: forever). */
@@ -1206,6 +1208,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     code = cfg.listen ? run_listen(&w, &c) : run_stdio(&w, &c);
+    if (beat_enabled(&w.beat))
+        beat_now(&w.beat, w.processed, " stopped");
     beat_close(&w.beat);
     free(c.in);
     if (g_stop)

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""Monitor: a failure detector that tells crash, pause and partition apart.
+
+It watches the worker through three channels (design.md, "Channels"):
+
+* network: UDP heartbeats, judged by a fixed timeout and by a phi accrual
+  detector (Hayashibara et al., 2004);
+* volume: the heartbeat file's freshness (a paused process stops writing it,
+  a partitioned one does not);
+* kernel: the worker's flock on the lock file, probed with a momentary
+  non-blocking shared flock. A frozen process still holds its lock; a dead one
+  cannot. A free lock is a fact, not a guess: no timeout is needed.
+
+Each tick it gives one verdict from the classification table:
+
+    lock free/absent                           -> CRASHED   (STOPPED after a clean exit)
+    lock held, new incarnation                 -> RESTARTED, then HEALTHY
+    lock held, net beats flowing               -> HEALTHY
+    lock held, net silent, volume beat fresh   -> PARTITIONED
+    lock held, net silent, volume beat stale   -> PAUSED
+
+and beside it the heartbeat-only verdict (ALIVE/DEAD) of the exercise's naive
+monitor, which calls every one of these failures "dead".
+
+Timing. --timeout-ms is the longest a verdict may take after a fault. A
+channel is silent once it has gone (timeout - interval) without a beat; with
+ticks one interval apart the verdict then lands within the timeout.
+
+Phi accrual. Over the last WINDOW inter-arrival times (mean mu, standard
+deviation sigma, sigma floored at MIN_STD_MS so a very regular sender does not
+make a few milliseconds of jitter look fatal), the suspicion after t ms of
+silence is
+
+    phi(t) = -log10(1 - F(t)),   F(t) = 1/2 * erfc(-(t - mu) / (sigma * sqrt 2))
+
+the normal CDF. phi = 1 means a 10 % chance that a beat this late would still
+come, phi = 8 one in 10^8. With the defaults (200 ms beats, sigma floored at
+100 ms) phi crosses 8 after about mu + 5.6 sigma = 760 ms of silence. Phi is
+reported beside the fixed timeout so the two can be compared; the verdict uses
+the timeout, whose latency is predictable.
+
+Standard library only. Events as JSON lines on stdout (docs/events.md).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import selectors
+import signal
+import socket
+import statistics
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+WINDOW = 100
+MIN_STD_MS = 100.0
+PHI_CAP = 300.0  # 1 - F underflows past this; the cap keeps JSON finite
+RESTARTED_HOLD_S = 1.0
+
+HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED, UNKNOWN = (
+    "HEALTHY", "CRASHED", "PAUSED", "PARTITIONED", "RESTARTED", "STOPPED", "UNKNOWN")
+ALIVE, DEAD = "ALIVE", "DEAD"
+
+
+# --------------------------------------------------------------------------- phi accrual
+
+
+class PhiAccrual:
+    """Phi accrual failure detector over a sliding window of inter-arrival times (ms)."""
+
+    def __init__(self, window: int = WINDOW, min_std_ms: float = MIN_STD_MS):
+        self.intervals: deque[float] = deque(maxlen=window)
+        self.min_std = min_std_ms
+        self.last: float | None = None
+
+    def heartbeat(self, at_ms: float) -> None:
+        if self.last is not None:
+            self.intervals.append(at_ms - self.last)
+        self.last = at_ms
+
+    def phi(self, now_ms: float) -> float:
+        if self.last is None or not self.intervals:
+            return 0.0
+        return phi_of(now_ms - self.last, statistics.fmean(self.intervals),
+                      max(statistics.pstdev(self.intervals), self.min_std))
+
+
+def phi_of(elapsed_ms: float, mean_ms: float, std_ms: float) -> float:
+    """-log10 of the probability that a beat comes later than elapsed_ms."""
+    p_later = 0.5 * math.erfc((elapsed_ms - mean_ms) / (std_ms * math.sqrt(2)))
+    if p_later <= 10 ** -PHI_CAP:
+        return PHI_CAP
+    return -math.log10(p_later)
+
+
+# --------------------------------------------------------------------------- channels
+
+
+@dataclass
+class LockState:
+    state: str  # held | free | absent | unreadable
+    pid: int | None = None
+    incarnation: str | None = None
+
+
+def probe_lock(path: str) -> LockState:
+    """A momentary shared flock: it fails only while someone holds the exclusive lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return LockState("absent")
+    except OSError:
+        return LockState("unreadable")
+    try:
+        pid, inc = parse_lock_content(os.read(fd, 128))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return LockState("held", pid, inc)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return LockState("free", pid, inc)
+    finally:
+        os.close(fd)
+
+
+def parse_lock_content(data: bytes) -> tuple[int | None, str | None]:
+    """'PID INCARNATION' as the worker writes it; garbage gives (None, None)."""
+    parts = data.split()
+    pid = int(parts[0]) if parts and parts[0].isdigit() else None
+    inc = parts[1].decode("ascii", "replace") if len(parts) > 1 and pid is not None else None
+    return pid, inc
+
+
+@dataclass
+class Beat:
+    incarnation: str
+    pid: int
+    seq: int
+    processed: int
+    unix_ms: int
+    stopped: bool = False
+
+
+def parse_beat(data: bytes) -> Beat | None:
+    """'incarnation pid seq processed unix_ms [stopped]', or None if malformed."""
+    parts = data.split()
+    if len(parts) not in (5, 6):
+        return None
+    try:
+        return Beat(parts[0].decode("ascii"), int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]),
+                    len(parts) == 6 and parts[5] == b"stopped")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def read_beat_file(path: str) -> Beat | None:
+    try:
+        with open(path, "rb") as f:
+            return parse_beat(f.read(256))
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- the classifier
+
+
+@dataclass
+class Observation:
+    now: float  # monotonic seconds
+    now_wall_ms: float
+    lock: LockState
+    net_age_ms: float | None  # since the last UDP beat (or since watching began)
+    file_beat: Beat | None
+
+
+class Classifier:
+    """Turns observations into verdicts per design.md's table. Pure: no I/O."""
+
+    def __init__(self, interval_ms: float, timeout_ms: float):
+        self.silent_after_ms = max(timeout_ms - interval_ms, interval_ms)
+        self.incarnation: str | None = None
+        self.inc_seen_at: float | None = None
+        self.restarted_until = 0.0
+        self.seen_worker = False
+
+    def classify(self, o: Observation) -> tuple[str, str]:
+        """(verdict, heartbeat-only verdict)."""
+        net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
+        naive = DEAD if net_silent else ALIVE
+        if o.lock.state != "held":
+            if not self.seen_worker:
+                return UNKNOWN, naive
+            b = o.file_beat
+            if b and b.stopped and b.incarnation == self.incarnation:
+                return STOPPED, naive
+            return CRASHED, naive
+        self.seen_worker = True
+        if o.lock.incarnation != self.incarnation:
+            if self.incarnation is not None:
+                self.restarted_until = o.now + RESTARTED_HOLD_S
+            self.incarnation = o.lock.incarnation
+            self.inc_seen_at = o.now
+        # A new incarnation has had no time to beat yet: judge its network
+        # silence only from the moment it appeared.
+        if self.inc_seen_at is not None and o.net_age_ms is not None:
+            since_inc_ms = (o.now - self.inc_seen_at) * 1000
+            net_silent = min(o.net_age_ms, since_inc_ms) > self.silent_after_ms
+        if not net_silent:
+            if o.now < self.restarted_until:
+                return RESTARTED, naive
+            return HEALTHY, naive
+        fresh = o.file_beat is not None and (o.now_wall_ms - o.file_beat.unix_ms) <= self.silent_after_ms
+        return (PARTITIONED if fresh else PAUSED), naive
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Events:
+    def __init__(self, path: str | None):
+        self.file = open(path, "a", buffering=1, encoding="utf-8") if path else None
+
+    def emit(self, kind: str, **fields) -> None:
+        line = json.dumps({"ts": round(time.time(), 6), "source": "monitor", "kind": kind, **fields},
+                          separators=(",", ":")) + "\n"
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        if self.file:
+            self.file.write(line)
+
+
+class Monitor:
+    def __init__(self, args):
+        self.args = args
+        self.interval = args.interval_ms / 1000
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((args.bind, args.udp_port))
+        self.sock.setblocking(False)
+        self.phi = PhiAccrual()
+        self.cls = Classifier(args.interval_ms, args.timeout_ms)
+        self.events = Events(args.events)
+        self.started = time.monotonic()
+        self.last_udp: float | None = None
+        self.last_udp_beat: Beat | None = None
+        self.udp_count = 0
+        self.verdict = ""
+        self.naive = ""
+        self.stop = False
+
+    def drain_udp(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(512)
+            except (BlockingIOError, InterruptedError):
+                return
+            beat = parse_beat(data)
+            if beat is None:
+                continue
+            now = time.monotonic()
+            self.last_udp = now
+            self.last_udp_beat = beat
+            self.udp_count += 1
+            self.phi.heartbeat(now * 1000)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        lock = probe_lock(self.args.lock)
+        file_beat = read_beat_file(self.args.heartbeat_file)
+        ref = self.last_udp if self.last_udp is not None else self.started
+        net_age_ms = (now - ref) * 1000
+        obs = Observation(now, time.time() * 1000, lock, net_age_ms, file_beat)
+        verdict, naive = self.cls.classify(obs)
+        phi = self.phi.phi(now * 1000)
+        fields = {
+            "verdict": verdict,
+            "naive": naive,
+            "phi": round(phi, 2),
+            "phi_suspect": phi >= self.args.phi_threshold,
+            "net_age_ms": round(net_age_ms),
+            "file_age_ms": round(obs.now_wall_ms - file_beat.unix_ms) if file_beat else None,
+            "lock": lock.state,
+            "pid": lock.pid,
+            "incarnation": lock.incarnation,
+            "seq": file_beat.seq if file_beat else None,
+            "processed": file_beat.processed if file_beat else None,
+            "udp_beats": self.udp_count,
+        }
+        if verdict != self.verdict or naive != self.naive:
+            self.events.emit("verdict", previous=self.verdict or None, previous_naive=self.naive or None, **fields)
+            self.verdict, self.naive = verdict, naive
+        self.events.emit("tick", **fields)
+
+    def run(self) -> int:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        self.events.emit("start", udp_port=self.args.udp_port, interval_ms=self.args.interval_ms,
+                         timeout_ms=self.args.timeout_ms, phi_threshold=self.args.phi_threshold,
+                         silent_after_ms=self.cls.silent_after_ms)
+        next_tick = time.monotonic()
+        end = self.started + self.args.duration_s if self.args.duration_s else None
+        while not self.stop:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                break
+            if now >= next_tick:
+                self.drain_udp()
+                self.tick()
+                next_tick += self.interval
+                if next_tick <= now:  # fell behind: skip, don't burst
+                    next_tick = now + self.interval
+                continue
+            # Wake for each datagram so arrival times are exact, and for the tick.
+            if sel.select(timeout=next_tick - now):
+                self.drain_udp()
+        self.events.emit("stop", verdict=self.verdict)
+        return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"wants 1 or more, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="Tell a crashed worker from a paused or partitioned one.")
+    ap.add_argument("--udp-port", type=positive_int, required=True, help="where the worker's heartbeats arrive")
+    ap.add_argument("--bind", default="0.0.0.0", help="address to receive heartbeats on (default all)")
+    ap.add_argument("--heartbeat-file", required=True, help="the worker's heartbeat file on the shared volume")
+    ap.add_argument("--lock", required=True, help="the worker's lock file on the shared volume")
+    ap.add_argument("--interval-ms", type=positive_int, default=200, help="tick period (default 200)")
+    ap.add_argument("--timeout-ms", type=positive_int, default=2000, help="longest a verdict may take (default 2000)")
+    ap.add_argument("--phi-threshold", type=float, default=8.0, help="phi at which the accrual detector suspects")
+    ap.add_argument("--events", help="also append events (JSON lines) to this file")
+    ap.add_argument("--duration-s", type=float, default=0, help="stop after this long (default: run until SIGTERM)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.timeout_ms <= args.interval_ms:
+        ap.error(f"--timeout-ms ({args.timeout_ms}) must exceed --interval-ms ({args.interval_ms})")
+    try:
+        mon = Monitor(args)
+    except OSError as e:
+        print(f"monitor: error: cannot listen on UDP {args.bind}:{args.udp_port}: {e.strerror}", file=sys.stderr)
+        return 71
+
+    def on_term(signum, frame):
+        mon.stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    return mon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The exercise's data set: sensor readings, with faults mixed in.
+
+Valid readings are integers 1-100. Mixed in, once each, at positions drawn
+from the seed: -10 and -25 (corrupted readings: a simulated hardware fault),
+0 (a dead sensor, which process_data.py treats as critical) and 999 (the
+worker's bug trigger). The same N and seed always give the same file.
+
+    generate_data.py N [--seed S] [--output PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+
+SPECIALS = (-10, 0, 999, -25)
+
+
+def generate(n: int, seed: int) -> list[int]:
+    """n readings: n - 4 valid ones with the four specials at seeded positions."""
+    if n < 0:
+        raise ValueError("the number of readings cannot be negative")
+    rng = random.Random(seed)
+    specials = SPECIALS[: min(n, len(SPECIALS))]
+    values = [rng.randint(1, 100) for _ in range(n - len(specials))]
+    for s in specials:
+        values.insert(rng.randrange(len(values) + 1), s)
+    return values
+
+
+def write(path: str, values: list[int]) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write("".join(f"{v}\n" for v in values))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Generate the exercise's sensor data set.")
+    ap.add_argument("n", type=int, help="number of readings (4 of them are the faults)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--output", default="input.dat", help="file to write (default: input.dat)")
+    args = ap.parse_args(argv)
+    if args.n < 0:
+        ap.error("N must be 0 or more")
+    try:
+        write(args.output, generate(args.n, args.seed))
+    except OSError as e:
+        print(f"generate_data: error: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return 73
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

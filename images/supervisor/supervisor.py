@@ -1,0 +1,687 @@
+#!/usr/bin/env python3
+"""Supervisor: feeds input to the worker and collects every result exactly once.
+
+The job coordinator of the lab. It streams input lines to the worker's
+`--listen` port with a window of items in flight and survives everything that
+can happen to the worker:
+
+* a crash (reset, refused, EOF with items in flight): CRITICAL, check the lock
+  file on the shared volume, reconnect with backoff and jitter, resume from the
+  first unacknowledged item;
+* a poison item: after a crash, items are resent one at a time until the
+  culprit is isolated; an item that crashed the worker --max-item-crashes times
+  is dead-lettered and skipped, so the job completes;
+* a timeout: no response in T ms. A timeout cannot tell a crash from a pause
+  from a partition, so the items stay in flight and the supervisor reconnects;
+* its own death: outputs are append-only and a durable checkpoint (after flush
+  and fsync) records how far they are valid; a restart truncates them back to
+  it and resumes, so no row is lost or doubled.
+
+Standard library only: the image builds offline. Console log on stderr in the
+exercise's format; events as JSON lines on stdout (docs/events.md).
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import selectors
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_USAGE = 64
+EXIT_DATAERR = 65
+EXIT_NOINPUT = 66
+EXIT_UNAVAILABLE = 69
+EXIT_CANTCREAT = 73
+EXIT_IOERR = 74
+
+OUTPUTS = {
+    "results": ("results.csv", b"index,n,square\n"),
+    "corrupted": ("corrupted.csv", b"index,value\n"),
+    "rejected": ("rejected.csv", b"index,reason\n"),
+    "dead": ("dead-letter.csv", b"index,item,reason,crashes\n"),
+}
+CHECKPOINT = "checkpoint.json"
+CHECKPOINT_EVERY_S = 0.5
+PROGRESS_EVERY_S = 0.5
+SEND_CHUNK = 4096  # items joined into one send buffer
+
+log = logging.getLogger("supervisor")
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Events:
+    """One JSON object per line: ts (Unix seconds), source, kind, fields."""
+
+    def __init__(self, source: str, path: str | None, stream=sys.stdout):
+        self.source = source
+        self.stream = stream
+        self.file = open(path, "a", buffering=1, encoding="utf-8") if path else None
+
+    def emit(self, kind: str, **fields) -> None:
+        rec = {"ts": round(time.time(), 6), "source": self.source, "kind": kind, **fields}
+        line = json.dumps(rec, separators=(",", ":")) + "\n"
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # a gone reader must not stop the job
+        if self.file:
+            self.file.write(line)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class ProtocolError(Exception):
+    """A response that is not one of the worker's forms, or answers another item."""
+
+
+RESULT, CORRUPTED, REJECTED = "result", "corrupted", "rejected"
+
+
+def parse_response(line: bytes) -> tuple[str, object]:
+    """One response line (no newline) → (RESULT, (n, square)) | (CORRUPTED, v) | (REJECTED, reason)."""
+    if line.startswith(b"ERROR: "):
+        rest = line[7:]
+        if rest.startswith(b"Corrupted data "):
+            try:
+                return CORRUPTED, int(rest[15:])
+            except ValueError:
+                raise ProtocolError(f"corrupted-data response without a number: {line[:80]!r}") from None
+        if rest.startswith(b"Malformed input: ") or rest.startswith(b"Out of range: "):
+            return REJECTED, rest.decode("ascii", "replace")
+        raise ProtocolError(f"unknown error response: {line[:80]!r}")
+    n, sep, sq = line.partition(b",")
+    if not sep or not n.isdigit() or not sq.isdigit():
+        raise ProtocolError(f"not a result: {line[:80]!r}")
+    n_i, sq_i = int(n), int(sq)
+    if sq_i != n_i * n_i:
+        raise ProtocolError(f"wrong square in {line[:80]!r}")
+    return RESULT, (n_i, sq_i)
+
+
+def answers(item: bytes, kind: str, value) -> bool:
+    """Whether a parsed response belongs to this input item (catches misalignment)."""
+    try:
+        n = int(item.strip(b" \t\r"))
+    except ValueError:
+        return kind == REJECTED
+    if kind == RESULT:
+        return value[0] == n
+    if kind == CORRUPTED:
+        return value == n
+    return True  # out of range: any number too large to square
+
+
+# --------------------------------------------------------------------------- input
+
+
+def load_items(path: Path) -> list[bytes]:
+    """Input lines without their newline; a last line without one still counts."""
+    data = path.read_bytes()
+    if not data:
+        return []
+    items = data.split(b"\n")
+    if items[-1] == b"":
+        items.pop()
+    return items
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- durable outputs
+
+
+class CheckpointMismatch(Exception):
+    pass
+
+
+@dataclass
+class Progress:
+    next: int = 0  # every item before this position is resolved and durable
+    counts: dict = field(default_factory=lambda: {"processed": 0, "corrupted": 0, "rejected": 0, "dead_lettered": 0})
+    crash_counts: dict = field(default_factory=dict)  # position -> crashes it caused
+    worker_crashes: int = 0
+    timeouts: int = 0
+    reconnects: int = 0
+    restarts_of_supervisor: int = 0
+
+
+class Outputs:
+    """Append-only CSV files plus a checkpoint that says how much of them is valid.
+
+    Rows are written before the checkpoint moves; the checkpoint moves only
+    after flush and fsync. A restart truncates every file to the sizes in the
+    checkpoint, dropping rows whose items will be sent again.
+    """
+
+    def __init__(self, outdir: Path, input_digest: str, fresh: bool):
+        self.dir = outdir
+        self.digest = input_digest
+        outdir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = outdir / CHECKPOINT
+        self.progress = Progress()
+        sizes = None
+        if self.ckpt_path.exists() and not fresh:
+            try:
+                ck = json.loads(self.ckpt_path.read_text())
+            except (ValueError, OSError) as e:
+                raise CheckpointMismatch(f"{self.ckpt_path}: unreadable checkpoint ({e}); use --fresh to start over") from None
+            if ck.get("input_sha256") != input_digest:
+                raise CheckpointMismatch(
+                    f"{self.ckpt_path}: checkpoint is for another input file; use --fresh or another --output"
+                )
+            p = ck["progress"]
+            self.progress = Progress(
+                next=p["next"],
+                counts=p["counts"],
+                crash_counts={int(k): v for k, v in p["crash_counts"].items()},
+                worker_crashes=p["worker_crashes"],
+                timeouts=p["timeouts"],
+                reconnects=p["reconnects"],
+                restarts_of_supervisor=p.get("restarts_of_supervisor", 0) + 1,
+            )
+            sizes = ck["sizes"]
+        self.files = {}
+        for key, (name, header) in OUTPUTS.items():
+            path = outdir / name
+            f = open(path, "r+b" if (sizes and path.exists()) else "w+b")
+            if sizes:
+                f.truncate(sizes[key])
+                f.seek(sizes[key])
+            else:
+                f.write(header)
+            self.files[key] = f
+        self.checkpoint()
+
+    @property
+    def resumed(self) -> bool:
+        return self.progress.restarts_of_supervisor > 0
+
+    def write(self, key: str, data: bytes) -> None:
+        self.files[key].write(data)
+
+    def checkpoint(self) -> None:
+        sizes = {}
+        for key, f in self.files.items():
+            f.flush()
+            os.fsync(f.fileno())
+            sizes[key] = f.tell()
+        p = self.progress
+        ck = {
+            "version": 1,
+            "input_sha256": self.digest,
+            "sizes": sizes,
+            "progress": {
+                "next": p.next,
+                "counts": p.counts,
+                "crash_counts": {str(k): v for k, v in p.crash_counts.items()},
+                "worker_crashes": p.worker_crashes,
+                "timeouts": p.timeouts,
+                "reconnects": p.reconnects,
+                "restarts_of_supervisor": p.restarts_of_supervisor,
+            },
+        }
+        tmp = self.ckpt_path.with_suffix(f".tmp.{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(ck, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.ckpt_path)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+# --------------------------------------------------------------------------- the worker's lock
+
+
+def lock_report(path: str | None) -> tuple[str, str]:
+    """(state, sentence) for the worker's lock file: absent | stale | held."""
+    if not path:
+        return "unknown", "no --worker-lock given, lock not checked"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "absent", f"lock file {path} was removed: the worker cleaned up as it died"
+    except OSError as e:
+        return "unknown", f"lock file {path} cannot be read: {e.strerror}"
+    try:
+        owner = os.read(fd, 64).split(b" ")[0].decode("ascii", "replace").strip() or "unknown"
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return "stale", f"lock file {path} was left behind by pid {owner} (died without cleanup): a stale lock"
+        except BlockingIOError:
+            return "held", f"lock file {path} is held by pid {owner}: a worker is alive (restarted already?)"
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Config:
+    worker: tuple[str, int]
+    input: Path
+    output: Path
+    window: int = 1024
+    timeout_s: float = 2.0
+    max_item_crashes: int = 2
+    worker_lock: str | None = None
+    give_up_s: float = 300.0
+    fresh: bool = False
+
+
+class Unavailable(Exception):
+    pass
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, items: list[bytes], outputs: Outputs, events: Events):
+        self.cfg = cfg
+        self.items = items
+        self.out = outputs
+        self.p = outputs.progress
+        self.ev = events
+        self.state = ""
+        self.isolate_until = 0  # positions below this go one at a time
+        self.attempt = 0
+        self.last_ckpt = time.monotonic()
+        self.last_progress = 0.0
+        self.started = time.monotonic()
+        self.last_advance = time.monotonic()
+
+    # -- state and events
+
+    def set_state(self, state: str, **fields) -> None:
+        if state != self.state:
+            self.state = state
+            self.ev.emit("state", state=state, acked=self.p.next, **fields)
+
+    def maybe_checkpoint(self, inflight: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_ckpt >= CHECKPOINT_EVERY_S:
+            self.out.checkpoint()
+            self.last_ckpt = now
+        if force or now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            self.ev.emit("progress", state=self.state, acked=self.p.next, total=len(self.items),
+                         inflight=inflight, **self.p.counts)
+
+    # -- responses
+
+    def absorb(self, lines: list[bytes]) -> None:
+        """Records responses for the items at the head of the window, in order."""
+        start = self.p.next
+        n = len(lines)
+        items = self.items[start:start + n]
+        if len(items) < n:
+            raise ProtocolError(f"{n} responses for {len(items)} items in flight")
+        joined = b"\n".join(lines)
+        # The fast path: no error, every response echoes its item's digits.
+        if b"ERROR" not in joined and all(r.startswith(i + b",") for r, i in zip(lines, items)):
+            self.out.write("results", b"".join(b"%d,%s\n" % pair for pair in zip(range(start + 1, start + n + 1), lines)))
+            self.p.counts["processed"] += n
+            self.p.next += n
+            return
+        for k, (resp, item) in enumerate(zip(lines, items)):
+            idx = start + k + 1
+            kind, value = parse_response(resp)
+            if not answers(item, kind, value):
+                raise ProtocolError(f"response {resp[:40]!r} does not answer item {idx} ({item[:40]!r})")
+            if kind == RESULT:
+                self.out.write("results", b"%d,%d,%d\n" % (idx, value[0], value[1]))
+                self.p.counts["processed"] += 1
+            elif kind == CORRUPTED:
+                log.warning("item %d: corrupted data %d (a hardware fault); reported, skipped", idx, value)
+                self.out.write("corrupted", b"%d,%d\n" % (idx, value))
+                self.p.counts["corrupted"] += 1
+            else:
+                self.out.write("rejected", b"%d,%s\n" % (idx, csv_field(value).encode()))
+                self.p.counts["rejected"] += 1
+            self.p.next += 1
+
+    # -- one connection
+
+    def connect(self) -> socket.socket:
+        host, port = self.cfg.worker
+        s = socket.create_connection((host, port), timeout=self.cfg.timeout_s)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        return s
+
+    def pump(self, sock: socket.socket) -> tuple[str, str]:
+        """Streams over one connection until done or it fails: (outcome, detail)."""
+        sel = selectors.DefaultSelector()
+        sel.register(sock, selectors.EVENT_READ)
+        out = bytearray()
+        rx = b""
+        sent = self.p.next
+        waiting_since = time.monotonic()
+        writing = False
+        total = len(self.items)
+        try:
+            while self.p.next < total:
+                window = 1 if self.p.next < self.isolate_until else self.cfg.window
+                self.set_state("isolating" if window == 1 else "streaming")
+                if sent == self.p.next:
+                    waiting_since = time.monotonic()
+                while sent < total and sent - self.p.next < window and len(out) < (1 << 20):
+                    end = min(total, self.p.next + window, sent + SEND_CHUNK)
+                    out += b"\n".join(self.items[sent:end])
+                    out += b"\n"
+                    sent = end
+                if out and not writing:
+                    sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                    writing = True
+                remaining = self.cfg.timeout_s - (time.monotonic() - waiting_since)
+                if remaining <= 0:
+                    return "timeout", f"no response in {self.cfg.timeout_s * 1000:.0f} ms with {sent - self.p.next} items in flight"
+                for key, mask in sel.select(timeout=min(remaining, PROGRESS_EVERY_S)):
+                    if mask & selectors.EVENT_WRITE and out:
+                        try:
+                            n = sock.send(out)
+                        except (BlockingIOError, InterruptedError):
+                            n = 0
+                        except (ConnectionResetError, BrokenPipeError) as e:
+                            return "crash", f"connection lost while sending ({e.strerror})"
+                        del out[:n]
+                        if not out:
+                            sel.modify(sock, selectors.EVENT_READ)
+                            writing = False
+                    if mask & selectors.EVENT_READ:
+                        try:
+                            data = sock.recv(1 << 20)
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except ConnectionResetError:
+                            return "crash", "connection reset by the worker"
+                        if not data:
+                            return "crash", "the worker closed the connection (EOF)" + (
+                                f" with {sent - self.p.next} items in flight" if sent > self.p.next else "")
+                        rx += data
+                        if b"\n" in rx:
+                            lines = rx.split(b"\n")
+                            rx = lines.pop()
+                            self.absorb(lines)
+                            waiting_since = time.monotonic()
+                            self.last_advance = waiting_since
+                            self.attempt = 0
+                self.maybe_checkpoint(sent - self.p.next)
+            return "done", ""
+        finally:
+            self.inflight_at_end = sent - self.p.next
+            sel.close()
+
+    # -- the whole job
+
+    def after_crash(self, detail: str) -> None:
+        inflight = self.inflight_at_end
+        self.p.worker_crashes += 1
+        state, sentence = lock_report(self.cfg.worker_lock)
+        log.critical("worker crashed: %s; %s", detail, sentence)
+        self.ev.emit("crash", detail=detail, inflight=inflight, lock=state, acked=self.p.next)
+        if inflight == 1:
+            pos = self.p.next
+            count = self.p.crash_counts.get(pos, 0) + 1
+            self.p.crash_counts[pos] = count
+            item = self.items[pos]
+            log.error("item %d (%r) was alone in flight: it crashed the worker (%d of %d)", pos + 1,
+                      item[:40].decode("ascii", "replace"), count, self.cfg.max_item_crashes)
+            if count >= self.cfg.max_item_crashes:
+                reason = f"crashed the worker {count} times"
+                self.out.write("dead", b"%d,%s,%s,%d\n" % (pos + 1, csv_field(item.decode("ascii", "replace")).encode(),
+                                                           reason.encode(), count))
+                self.p.counts["dead_lettered"] += 1
+                self.p.next += 1
+                self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=count)
+                log.error("item %d dead-lettered after %d crashes; skipping it so the job completes", pos + 1, count)
+        elif inflight > 1:
+            # Which of them? Resend one at a time until the culprit is alone.
+            self.isolate_until = max(self.isolate_until, self.p.next + inflight)
+            log.warning("isolating: resending %d items one at a time to find the one that crashed the worker", inflight)
+        self.out.checkpoint()
+
+    def backoff(self) -> None:
+        delay = min(2.0, 0.05 * (2 ** min(self.attempt, 10))) * random.uniform(0.5, 1.0)
+        self.attempt += 1
+        time.sleep(delay)  # a deliberate pause between attempts, not a wait for a condition
+
+    def run(self) -> dict:
+        total = len(self.items)
+        self.ev.emit("start", total=total, resumed_at=self.p.next, window=self.cfg.window,
+                     timeout_ms=int(self.cfg.timeout_s * 1000), worker=f"{self.cfg.worker[0]}:{self.cfg.worker[1]}")
+        if self.out.resumed:
+            log.warning("resuming from checkpoint: %d of %d items already done", self.p.next, total)
+        first = True
+        while True:
+            if time.monotonic() - self.last_advance > self.cfg.give_up_s:
+                raise Unavailable(f"no progress for {self.cfg.give_up_s:.0f} s; giving up with {total - self.p.next} items left")
+            self.set_state("connecting")
+            try:
+                sock = self.connect()
+            except OSError as e:
+                self.ev.emit("connect_failed", error=e.strerror or str(e), attempt=self.attempt)
+                if self.attempt == 0:
+                    log.error("cannot reach the worker at %s:%d (%s); retrying with backoff",
+                              *self.cfg.worker, e.strerror or e)
+                self.set_state("reconnecting")
+                self.backoff()
+                continue
+            if not first:
+                self.p.reconnects += 1
+                log.info("reconnected to the worker; resuming at item %d", self.p.next + 1)
+            self.ev.emit("connected", acked=self.p.next, reconnect=not first)
+            first = False
+            try:
+                outcome, detail = self.pump(sock)
+            except ProtocolError as e:
+                outcome, detail = "protocol", str(e)
+            if outcome == "done":
+                self.finish(sock)
+                break
+            abandon(sock)
+            if outcome == "crash":
+                self.after_crash(detail)
+            elif outcome == "timeout":
+                self.p.timeouts += 1
+                log.warning("worker unreachable: %s; a timeout cannot tell a crash from a pause from a partition, "
+                            "so the items stay in flight and we reconnect", detail)
+                self.ev.emit("timeout", detail=detail, inflight=self.inflight_at_end, acked=self.p.next)
+                self.set_state("timed_out")
+            else:
+                log.error("protocol error: %s; dropping the connection and resending from item %d", detail,
+                          self.p.next + 1)
+                self.ev.emit("protocol_error", detail=detail, acked=self.p.next)
+            self.out.checkpoint()
+            self.set_state("reconnecting")
+            self.backoff()
+        return self.summary()
+
+    def finish(self, sock: socket.socket) -> None:
+        """All acknowledged: close our side, let the worker see EOF and exit 0."""
+        self.out.checkpoint()
+        sock.setblocking(True)
+        sock.settimeout(self.cfg.timeout_s)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+        sock.close()
+
+    def summary(self) -> dict:
+        dur = time.monotonic() - self.started
+        p = self.p
+        return {
+            "read": len(self.items),
+            "processed": p.counts["processed"],
+            "corrupted": p.counts["corrupted"],
+            "rejected": p.counts["rejected"],
+            "dead_lettered": p.counts["dead_lettered"],
+            "worker_crashes": p.worker_crashes,
+            "timeouts": p.timeouts,
+            "reconnects": p.reconnects,
+            "supervisor_restarts": p.restarts_of_supervisor,
+            "duration_s": round(dur, 3),
+            "items_per_s": round(len(self.items) / dur, 1) if dur > 0 else None,
+        }
+
+
+def csv_field(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def abandon(sock: socket.socket) -> None:
+    """Close with a reset, not a FIN: the worker reads a FIN as "job over" and exits."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"wants 1 or more, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="Feed input to the worker; collect every result exactly once.")
+    ap.add_argument("--worker", required=True, type=parse_host_port, help="the worker's HOST:PORT")
+    ap.add_argument("--input", required=True, type=Path, help="input file, one reading per line")
+    ap.add_argument("--output", required=True, type=Path, help="directory for results and checkpoint")
+    ap.add_argument("--generate", type=int, metavar="N", help="first write the exercise's data set of N readings to --input")
+    ap.add_argument("--seed", type=int, default=42, help="seed for --generate (default 42)")
+    ap.add_argument("--window", type=positive_int, default=1024, help="items in flight (default 1024)")
+    ap.add_argument("--timeout-ms", type=positive_int, default=2000, help="no response this long = unreachable")
+    ap.add_argument("--max-item-crashes", type=positive_int, default=2)
+    ap.add_argument("--worker-lock", help="the worker's lock file on the shared volume, checked after a crash")
+    ap.add_argument("--events", help="also append events (JSON lines) to this file")
+    ap.add_argument("--give-up-s", type=float, default=300.0, help="exit 69 after this long without progress")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s", stream=sys.stderr)
+    try:
+        events = Events("supervisor", args.events)
+    except OSError as e:
+        log.critical("cannot open events file %s: %s", args.events, e.strerror)
+        return EXIT_CANTCREAT
+    if args.generate is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import generate_data
+
+        if args.generate < 0:
+            log.critical("--generate wants 0 or more readings, got %d", args.generate)
+            return EXIT_USAGE
+        try:
+            generate_data.write(str(args.input), generate_data.generate(args.generate, args.seed))
+        except OSError as e:
+            log.critical("cannot write generated input %s: %s", args.input, e.strerror)
+            return EXIT_CANTCREAT
+        log.info("generated %d readings (seed %d) into %s", args.generate, args.seed, args.input)
+    try:
+        items = load_items(args.input)
+        digest = file_digest(args.input)
+    except FileNotFoundError:
+        log.critical("input file %s not found", args.input)
+        return EXIT_NOINPUT
+    except IsADirectoryError:
+        log.critical("input %s is a directory, not a file", args.input)
+        return EXIT_NOINPUT
+    cfg = Config(worker=args.worker, input=args.input, output=args.output, window=args.window,
+                 timeout_s=args.timeout_ms / 1000, max_item_crashes=args.max_item_crashes,
+                 worker_lock=args.worker_lock, give_up_s=args.give_up_s, fresh=args.fresh)
+    try:
+        outputs = Outputs(args.output, digest, args.fresh)
+    except CheckpointMismatch as e:
+        log.critical("%s", e)
+        return EXIT_DATAERR
+    except OSError as e:
+        log.critical("cannot prepare output directory %s: %s", args.output, e.strerror)
+        return EXIT_CANTCREAT
+    sup = Supervisor(cfg, items, outputs, events)
+    code = EXIT_OK
+    try:
+        summary = sup.run()
+    except Unavailable as e:
+        log.critical("%s", e)
+        events.emit("error", detail=str(e))
+        summary, code = sup.summary(), EXIT_UNAVAILABLE
+    except OSError as e:
+        # A full volume or a failing disk: the checkpoint never moved past what
+        # is on disk, so a restart with room resumes cleanly.
+        what = "the output volume is full" if e.errno == errno.ENOSPC else f"I/O error: {e.strerror}"
+        log.critical("%s; outputs are consistent up to the last checkpoint (item %d)", what, sup.p.next)
+        events.emit("error", detail=what, acked=sup.p.next)
+        return EXIT_IOERR
+    summary_path = args.output / "summary.json"
+    try:
+        outputs.checkpoint()
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    except OSError as e:
+        log.critical("cannot write %s: %s", summary_path, e.strerror)
+        return EXIT_IOERR
+    finally:
+        outputs.close()
+    events.emit("done", exit_code=code, **summary)
+    if code == EXIT_OK:
+        log.info("job complete: %d read, %d processed, %d corrupted, %d rejected, %d dead-lettered, %d worker crashes, "
+                 "%d reconnects, %.0f items/s", summary["read"], summary["processed"], summary["corrupted"],
+                 summary["rejected"], summary["dead_lettered"], summary["worker_crashes"], summary["reconnects"],
+                 summary["items_per_s"] or 0)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

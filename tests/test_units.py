@@ -1,0 +1,220 @@
+"""Pure logic of the supervisor, monitor and data tools: no processes, no engine."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import sys
+
+import pytest
+
+from conftest import MONITOR, ROOT, SUPERVISOR
+
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+sup = load("supervisor", SUPERVISOR)
+mon = load("monitor", MONITOR)
+gen = load("generate_data", ROOT / "images" / "supervisor" / "generate_data.py")
+proc = load("process_data", ROOT / "images" / "supervisor" / "process_data.py")
+
+
+# ------------------------------------------------------------------ phi accrual
+
+
+@pytest.mark.parametrize(
+    "elapsed, mean, std, want",
+    [
+        (200, 200, 100, 0.30103),  # at the mean: 1 - F = 1/2
+        (300, 200, 100, 0.79955),  # one sigma late: 1 - F = 0.158655
+        (500, 200, 100, 2.86966),  # three sigma: 1 - F = 0.0013499
+        (100, 200, 100, 0.07447),  # early: 1 - F = 0.841345
+        (200 + 5.612 * 100, 200, 100, 8.0),  # the default threshold, ~760 ms at 200 ms beats
+    ],
+)
+def test_phi_against_hand_computed_values(elapsed, mean, std, want):
+    assert mon.phi_of(elapsed, mean, std) == pytest.approx(want, abs=2e-3)
+
+
+def test_phi_is_capped_and_monotonic():
+    values = [mon.phi_of(t, 200, 100) for t in range(0, 20000, 250)]
+    assert values == sorted(values)
+    assert values[-1] == mon.PHI_CAP and math.isfinite(values[-1])
+
+
+def test_phi_detector_floors_sigma_for_a_regular_sender():
+    d = mon.PhiAccrual()
+    for i in range(20):
+        d.heartbeat(i * 200.0)
+    assert d.phi(19 * 200.0 + 200) == pytest.approx(0.30103, abs=1e-4)  # sigma 0 floored to 100
+    assert d.phi(19 * 200.0 + 1000) > 8
+    assert mon.PhiAccrual().phi(1e6) == 0.0  # no history, no suspicion
+
+
+# ------------------------------------------------------------------ the classifier
+
+
+def obs(now, lock="held", inc="a", net_age=100.0, file_age=100.0, stopped=False):
+    beat = None if file_age is None else mon.Beat(inc or "a", 1, 1, 0, int(1_000_000 - file_age), stopped)
+    return mon.Observation(now, 1_000_000.0, mon.LockState(lock, 1, inc), net_age, beat)
+
+
+def test_classification_table_of_design_md():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)  # silent after 1800 ms
+    assert c.classify(obs(0.0, lock="absent")) == ("UNKNOWN", "ALIVE")
+    assert c.classify(obs(1.0)) == ("HEALTHY", "ALIVE")
+    assert c.classify(obs(20.0, net_age=1900, file_age=1900)) == ("PAUSED", "DEAD")
+    assert c.classify(obs(21.0, net_age=1900, file_age=150)) == ("PARTITIONED", "DEAD")
+    assert c.classify(obs(22.0, lock="free", net_age=1900, file_age=1900)) == ("CRASHED", "DEAD")
+    assert c.classify(obs(22.2, lock="absent", net_age=100)) == ("CRASHED", "ALIVE")
+    # A new incarnation: RESTARTED for a while, then HEALTHY.
+    assert c.classify(obs(23.0, inc="b", net_age=3000)) == ("RESTARTED", "DEAD")
+    assert c.classify(obs(23.5, inc="b", net_age=50)) == ("RESTARTED", "ALIVE")
+    assert c.classify(obs(24.5, inc="b", net_age=50)) == ("HEALTHY", "ALIVE")
+    # A clean exit leaves a "stopped" beat of the same incarnation.
+    assert c.classify(obs(30.0, lock="absent", inc="b", stopped=True)) == ("STOPPED", "ALIVE")
+
+
+def test_silence_just_under_the_threshold_is_still_healthy():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    c.classify(obs(0.0))
+    assert c.classify(obs(10.0, net_age=1799, file_age=1799))[0] == "HEALTHY"
+    assert c.classify(obs(10.2, net_age=1801, file_age=1801))[0] == "PAUSED"
+
+
+def test_beat_and_lock_parsers():
+    assert mon.parse_beat(b"abc 12 3 40 1700000000000\n") == mon.Beat("abc", 12, 3, 40, 1700000000000, False)
+    assert mon.parse_beat(b"abc 12 3 40 1700000000000 stopped\n").stopped
+    for bad in (b"", b"abc 12 3", b"abc x 3 4 5", b"\xff\xfe 1 2 3 4"):
+        assert mon.parse_beat(bad) is None
+    assert mon.parse_lock_content(b"123 deadbeef\n") == (123, "deadbeef")
+    assert mon.parse_lock_content(b"\x00garbage") == (None, None)
+    assert mon.parse_lock_content(b"") == (None, None)
+
+
+def test_probe_lock_states(tmp_path):
+    import fcntl
+    import os
+
+    p = tmp_path / "l"
+    assert mon.probe_lock(str(p)).state == "absent"
+    p.write_text("42 cafe\n")
+    assert mon.probe_lock(str(p)) == mon.LockState("free", 42, "cafe")
+    fd = os.open(p, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert mon.probe_lock(str(p)).state == "held"
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ responses
+
+
+@pytest.mark.parametrize(
+    "line, want",
+    [
+        (b"5,25", ("result", (5, 25))),
+        (b"0,0", ("result", (0, 0))),
+        (b"3037000499,9223372030926249001", ("result", (3037000499, 9223372030926249001))),
+        (b"ERROR: Corrupted data -10", ("corrupted", -10)),
+        (b"ERROR: Malformed input: abc", ("rejected", "Malformed input: abc")),
+        (b"ERROR: Out of range: 99999999999", ("rejected", "Out of range: 99999999999")),
+    ],
+)
+def test_parse_response(line, want):
+    assert sup.parse_response(line) == want
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"", b"5", b"5,", b",25", b"5,24", b"a,b", b"5,25,625", b"ERROR: Corrupted data x", b"ERROR: who knows",
+     b"-5,25", b"5 ,25"],
+)
+def test_parse_response_rejects_garbage(line):
+    with pytest.raises(sup.ProtocolError):
+        sup.parse_response(line)
+
+
+def test_answers_catches_a_response_for_another_item():
+    assert sup.answers(b"7", "result", (7, 49))
+    assert sup.answers(b" +7\r", "result", (7, 49))
+    assert not sup.answers(b"8", "result", (7, 49))
+    assert sup.answers(b"-10", "corrupted", -10)
+    assert not sup.answers(b"abc", "result", (7, 49))
+    assert sup.answers(b"abc", "rejected", "Malformed input: abc")
+
+
+def test_absorb_rejects_a_duplicate_response(tmp_path):
+    """A stale duplicate ahead of the real answer shifts everything: it must be caught."""
+    out = sup.Outputs(tmp_path, "digest", fresh=True)
+    s = sup.Supervisor(sup.Config(("x", 1), tmp_path / "in", tmp_path), [b"1", b"2", b"3"], out,
+                       sup.Events("supervisor", None, stream=open("/dev/null", "w")))
+    s.absorb([b"1,1"])
+    with pytest.raises(sup.ProtocolError):
+        s.absorb([b"1,1", b"2,4"])  # the answer to item 1 again
+    assert s.p.next == 1
+    s.absorb([b"2,4", b"3,9"])
+    out.checkpoint()
+    assert (tmp_path / "results.csv").read_text() == "index,n,square\n1,1,1\n2,2,4\n3,3,9\n"
+
+
+def test_load_items(tmp_path):
+    f = tmp_path / "in"
+    f.write_bytes(b"1\r\n2\n\n3")
+    assert sup.load_items(f) == [b"1\r", b"2", b"", b"3"]
+    f.write_bytes(b"")
+    assert sup.load_items(f) == []
+    f.write_bytes(b"\n")
+    assert sup.load_items(f) == [b""]
+
+
+def test_checkpoint_of_another_input_is_refused(tmp_path):
+    sup.Outputs(tmp_path, "one", fresh=False).close()
+    with pytest.raises(sup.CheckpointMismatch, match="another input"):
+        sup.Outputs(tmp_path, "two", fresh=False)
+
+
+# ------------------------------------------------------------------ the exercise's data tools
+
+
+def test_generate_is_reproducible_and_has_the_faults():
+    a = gen.generate(1000, 7)
+    assert a == gen.generate(1000, 7) and a != gen.generate(1000, 8)
+    assert len(a) == 1000
+    for special in (-10, 0, 999, -25):
+        assert a.count(special) == 1
+    assert all(1 <= v <= 100 for v in a if v not in (-10, 0, 999, -25))
+    assert gen.generate(2, 1) in ([-10, 0], [0, -10])
+    with pytest.raises(ValueError):
+        gen.generate(-1, 1)
+
+
+def test_process_data_warns_skips_and_stops_on_zero(caplog):
+    log = logging.getLogger("t")
+    with caplog.at_level(logging.INFO, logger="t"):
+        code, results = proc.process(["3\n", "-10\n", "abc\n", "4\n", "0\n", "5\n"], log)
+    assert code == proc.EXIT_SENSOR_DEAD
+    assert results == [(3, 9), (4, 16)]
+    levels = [r.levelname for r in caplog.records]
+    assert levels == ["INFO", "WARNING", "WARNING", "INFO", "CRITICAL"]
+
+
+def test_process_data_cli_log_format(tmp_path):
+    import subprocess
+
+    f = tmp_path / "input.dat"
+    f.write_text("2\n-25\n")
+    p = subprocess.run([sys.executable, str(ROOT / "images" / "supervisor" / "process_data.py"), str(f)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0
+    lines = p.stderr.splitlines()
+    assert " - INFO - line 1: 2 -> 4" in lines[0]
+    assert " - WARNING - line 2: corrupted data -25; skipping" in lines[1]
+    assert lines[0][:4].isdigit() and lines[0][4] == "-"  # starts with a timestamp

@@ -242,7 +242,6 @@ class Monitor:
         self.args = args
         self.interval = args.interval_ms / 1000
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((args.bind, args.udp_port))
         self.sock.setblocking(False)
         self.phi = PhiAccrual()
@@ -307,10 +306,15 @@ class Monitor:
                          silent_after_ms=self.cls.silent_after_ms)
         next_tick = time.monotonic()
         end = self.started + self.args.duration_s if self.args.duration_s else None
+        stopped_since = None
         while not self.stop:
             now = time.monotonic()
             if end is not None and now >= end:
                 break
+            if self.args.linger_after_stop_s > 0:
+                stopped_since = (stopped_since or now) if self.verdict == STOPPED else None
+                if stopped_since is not None and now - stopped_since >= self.args.linger_after_stop_s:
+                    break  # the job is over and the worker left cleanly: so can we
             if now >= next_tick:
                 self.drain_udp()
                 self.tick()
@@ -346,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--phi-threshold", type=float, default=8.0, help="phi at which the accrual detector suspects")
     ap.add_argument("--events", help="also append events (JSON lines) to this file")
     ap.add_argument("--duration-s", type=float, default=0, help="stop after this long (default: run until SIGTERM)")
+    ap.add_argument("--linger-after-stop-s", type=float, default=0,
+                    help="exit this long after the worker stopped cleanly (default 0: keep watching)")
     return ap
 
 

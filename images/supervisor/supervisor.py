@@ -298,6 +298,7 @@ class Config:
     worker_lock: str | None = None
     give_up_s: float = 300.0
     fresh: bool = False
+    rate: float = 0.0
 
 
 class Unavailable(Exception):
@@ -318,6 +319,7 @@ class Supervisor:
         self.last_progress = 0.0
         self.started = time.monotonic()
         self.last_advance = time.monotonic()
+        self.rate_base = self.p.next
 
     # -- state and events
 
@@ -369,6 +371,14 @@ class Supervisor:
                 self.p.counts["rejected"] += 1
             self.p.next += 1
 
+    def allowed(self, total: int) -> int:
+        """How many items may have been sent by now: all, or --rate per second
+        since the job began (a stream of readings arriving over time; items held
+        back during an outage are a backlog released after it)."""
+        if self.cfg.rate <= 0:
+            return total
+        return min(total, self.rate_base + int(self.cfg.rate * (time.monotonic() - self.started)))
+
     # -- one connection
 
     def connect(self) -> socket.socket:
@@ -394,8 +404,9 @@ class Supervisor:
                 self.set_state("isolating" if window == 1 else "streaming")
                 if sent == self.p.next:
                     waiting_since = time.monotonic()
-                while sent < total and sent - self.p.next < window and len(out) < (1 << 20):
-                    end = min(total, self.p.next + window, sent + SEND_CHUNK)
+                limit = self.allowed(total)
+                while sent < limit and sent - self.p.next < window and len(out) < (1 << 20):
+                    end = min(limit, self.p.next + window, sent + SEND_CHUNK)
                     out += b"\n".join(self.items[sent:end])
                     out += b"\n"
                     sent = end
@@ -405,7 +416,10 @@ class Supervisor:
                 remaining = self.cfg.timeout_s - (time.monotonic() - waiting_since)
                 if remaining <= 0:
                     return "timeout", f"no response in {self.cfg.timeout_s * 1000:.0f} ms with {sent - self.p.next} items in flight"
-                for key, mask in sel.select(timeout=min(remaining, PROGRESS_EVERY_S)):
+                wait = min(remaining, PROGRESS_EVERY_S)
+                if limit < total:
+                    wait = min(wait, 0.02)  # paced: wake to release the next items
+                for key, mask in sel.select(timeout=wait):
                     if mask & selectors.EVENT_WRITE and out:
                         try:
                             n = sock.send(out)
@@ -606,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--events", help="also append events (JSON lines) to this file")
     ap.add_argument("--give-up-s", type=float, default=300.0, help="exit 69 after this long without progress")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="release at most this many items per second (0: as fast as possible)")
     return ap
 
 
@@ -641,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOINPUT
     cfg = Config(worker=args.worker, input=args.input, output=args.output, window=args.window,
                  timeout_s=args.timeout_ms / 1000, max_item_crashes=args.max_item_crashes,
-                 worker_lock=args.worker_lock, give_up_s=args.give_up_s, fresh=args.fresh)
+                 worker_lock=args.worker_lock, give_up_s=args.give_up_s, fresh=args.fresh, rate=args.rate)
     try:
         outputs = Outputs(args.output, digest, args.fresh)
     except CheckpointMismatch as e:

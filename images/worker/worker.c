@@ -1075,7 +1075,7 @@ static int run_stdio(struct worker *w, struct conn *c)
 
 static void usage(FILE *f)
 {
-    fputs("usage: worker [--listen HOST:PORT [--serve-forever]] [--lock PATH] [--naive]\n"
+    fputs("usage: worker [--listen HOST:PORT [--serve-forever]] [--lock PATH] [--mode robust|naive]\n"
           "              [--bug-trigger N|none] [--heartbeat-ms MS] [--heartbeat-file PATH]\n"
           "              [--heartbeat-udp HOST:PORT] [--flush-every-line]\n"
           "Reads numbers, one per line, and writes n,n*n for each (stdin to stdout, or\n"
@@ -1097,7 +1097,7 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 static bool is_value_option(const char *a)
 {
     static const char *const opts[] = {"--listen", "--lock", "--heartbeat-file", "--heartbeat-udp",
-                                       "--heartbeat-ms", "--bug-trigger"};
+                                       "--heartbeat-ms", "--bug-trigger", "--mode"};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
         if (!strcmp(a, opts[i]))
             return true;
@@ -1116,6 +1116,16 @@ static int parse_args(int argc, char **argv, struct config *cfg)
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes = true;
+        /* --opt=value, as Compose files like to spell it. */
+        char name[32];
+        const char *eq = strchr(a, '=');
+        if (a[0] == '-' && a[1] == '-' && eq && (size_t)(eq - a) < sizeof name) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            val = eq + 1;
+            takes = false;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return -1;
@@ -1128,6 +1138,9 @@ static int parse_args(int argc, char **argv, struct config *cfg)
         } else if (!strcmp(a, "--serve-forever")) {
             cfg->serve_forever = true;
             takes = false;
+        } else if (!takes && !is_value_option(a)) {
+            fprintf(stderr, "worker: error: unknown option '%s'; see --help\n", a);
+            return EXIT_USAGE;
         } else if (!is_value_option(a)) {
             fprintf(stderr, "worker: error: unknown option '%s'; see --help\n", a);
             return EXIT_USAGE;
@@ -1138,6 +1151,12 @@ static int parse_args(int argc, char **argv, struct config *cfg)
             cfg->listen = val;
         } else if (!strcmp(a, "--lock")) {
             cfg->lock_path = val;
+        } else if (!strcmp(a, "--mode")) {
+            if (strcmp(val, "robust") && strcmp(val, "naive")) {
+                fprintf(stderr, "worker: error: --mode wants robust or naive, got '%s'\n", val);
+                return EXIT_USAGE;
+            }
+            cfg->naive = !strcmp(val, "naive");
         } else if (!strcmp(a, "--heartbeat-file")) {
             cfg->heartbeat_file = val;
         } else if (!strcmp(a, "--heartbeat-udp")) {
@@ -1158,15 +1177,11 @@ static int parse_args(int argc, char **argv, struct config *cfg)
                 return EXIT_USAGE;
             }
         }
-        if (takes)
+        if (takes && is_value_option(a))
             i++;
     }
     if (strlen(cfg->lock_path) >= sizeof g_lock_path) {
         fprintf(stderr, "worker: error: --lock path too long\n");
-        return EXIT_USAGE;
-    }
-    if (cfg->naive && cfg->listen) {
-        fprintf(stderr, "worker: error: --naive is the exercise's stdin worker; it has no --listen\n");
         return EXIT_USAGE;
     }
     return 0;

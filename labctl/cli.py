@@ -1,0 +1,374 @@
+"""Command line. The only module that prints or decides the exit code."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+from rich.console import Console
+from rich.live import Live as RichLive
+from rich.table import Table
+
+from labctl import __version__, compose, faults, images, lab, scenario, view
+from labctl import labels as L
+from labctl.engine import Engine, is_engine_gone
+from labctl.errors import ExitCode, LabError
+
+console = Console()
+err = Console(stderr=True)
+
+DEMO = ("scenario-crash", "scenario-pause", "scenario-partition")
+
+
+def parse_duration(text: str) -> float:
+    """'30', '30s', '2m', '1.5s' -> seconds."""
+    t = text.strip().lower()
+    mult = 60 if t.endswith("m") else 1
+    t = t.rstrip("ms") if t.endswith(("s", "m")) else t
+    try:
+        v = float(t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a duration like 30s or 2m, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"wants a positive duration, got {text!r}")
+    return v
+
+
+def lab_name(text: str) -> str:
+    try:
+        return L.check_lab_id(text)
+    except LabError as e:
+        raise argparse.ArgumentTypeError(e.what) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="labctl", description="Crash, pause and partition, side by side.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--version", action="version", version=f"labctl {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    sub.add_parser("doctor", help="check the engine, compose plugin, base image and disk")
+    p = sub.add_parser("base", help="build the local base image from the Debian archive")
+    p.add_argument("--force", action="store_true")
+    p = sub.add_parser("build", help="build the lab's images (cached by source hash)")
+    p.add_argument("--base", help="base image (default: upstream if present, else the local base)")
+    p.add_argument("--force", action="store_true")
+    p = sub.add_parser("up", help="run scenarios, each in its own lab, side by side")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    p.add_argument("--lab", type=lab_name, help="lab name (one scenario only)")
+    p.add_argument("--keep", action="store_true", help="leave the labs running afterwards")
+    p.add_argument("--base")
+    p = sub.add_parser("demo", help="crash, pause and partition side by side")
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--base")
+    p = sub.add_parser("down", help="revert faults and remove a lab (or all)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lab", type=lab_name)
+    g.add_argument("--all", action="store_true")
+    sub.add_parser("recover", help="restore a clean engine: every labctl fault reverted, every lab removed")
+    sub.add_parser("status", help="the labs and their containers")
+    p = sub.add_parser("logs", help="a lab's logs")
+    p.add_argument("service", nargs="?", choices=compose.SERVICES)
+    p.add_argument("--lab", type=lab_name)
+    p.add_argument("-f", "--follow", action="store_true")
+    p = sub.add_parser("scenarios", help="list scenarios with their lessons")
+    p.add_argument("--validate", metavar="FILE", help="check a scenario file and exit")
+    p = sub.add_parser("fault", help="inject a fault into a running lab")
+    p.add_argument("kind", choices=list(scenario.FAULTS))
+    p.add_argument("--lab", type=lab_name)
+    p.add_argument("--target", default="worker", choices=scenario.TARGETS)
+    p.add_argument("--for", dest="for_s", type=parse_duration, metavar="DURATION",
+                   help="revert after this long (30s, 2m); Ctrl-C reverts too")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    ap = build_parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return ExitCode.USAGE if e.code not in (0, None) else ExitCode.OK
+    try:
+        return int(COMMANDS[args.cmd](args))
+    except LabError as e:
+        if args.debug:
+            traceback.print_exc()
+        err.print(e.message(), markup=False, highlight=False)
+        return int(e.code)
+    except KeyboardInterrupt:
+        err.print("labctl: interrupted; run `labctl recover` if anything was left behind", markup=False)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        if is_engine_gone(e):
+            err.print(f"labctl: error: lost the Docker engine ({type(e).__name__}); start it again and run "
+                      "`labctl recover`", markup=False)
+            return int(ExitCode.ENGINE_UNREACHABLE)
+        err.print(f"labctl: error: {type(e).__name__}: {e}; rerun with --debug for the traceback", markup=False)
+        return int(ExitCode.INTERNAL)
+
+
+def say(msg: str) -> None:
+    console.print(msg, markup=False, highlight=False)
+
+
+# ----------------------------------------------------------------------- commands
+
+
+def cmd_doctor(args) -> int:
+    problems = 0
+
+    def line(ok: bool, what: str, detail: str):
+        nonlocal problems
+        problems += not ok
+        console.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {detail}", highlight=False)
+
+    try:
+        engine = Engine.open(timeout=10)
+        v = engine.version()
+        line(True, "engine", f"Docker {v.get('Version')} (API {v.get('ApiVersion')}), reachable")
+    except LabError as e:
+        line(False, "engine", e.what + "; " + (e.todo or ""))
+        return ExitCode.ENGINE_UNREACHABLE
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    line(plugin.returncode == 0, "compose plugin",
+         plugin.stdout.strip() if plugin.returncode == 0 else "missing; `make` installs it into ~/.docker/cli-plugins")
+    base = images.local_base_ref()
+    has_up = engine.image_exists(images.UPSTREAM_BASE)
+    has_local = engine.image_exists(base)
+    line(has_up or has_local, "base image",
+         images.UPSTREAM_BASE if has_up else (base if has_local else f"none; run `labctl base` (builds {base})"))
+    line(shutil.which("mmdebstrap") is not None, "mmdebstrap",
+         "installed" if shutil.which("mmdebstrap") else "missing; apt-get install mmdebstrap")
+    free = shutil.disk_usage(engine.info().get("DockerRootDir", "/")).free / 2**30
+    line(free > 3, "disk", f"{free:.1f} GiB free for the engine" + ("" if free > 3 else "; free some space"))
+    return ExitCode.OK if problems == 0 else ExitCode.FAILED
+
+
+def cmd_base(args) -> int:
+    engine = Engine.open()
+    images.build_base(engine, say, force=args.force)
+    return ExitCode.OK
+
+
+def ensure_images(engine: Engine, base_override: str | None, build: bool) -> dict[str, str]:
+    choice = images.choose_base(engine, base_override, say)
+    if choice.note:
+        say(f"labctl: {choice.note}")
+    if build:
+        with console.status("building images") as status:
+            return images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"))
+    return images.require_images(engine, choice.ref)
+
+
+def cmd_build(args) -> int:
+    engine = Engine.open()
+    choice = images.choose_base(engine, args.base, say)
+    if choice.note:
+        say(f"labctl: {choice.note}")
+    with console.status("building images") as status:
+        images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"), force=args.force)
+    return ExitCode.OK
+
+
+def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None) -> int:
+    engine = Engine.open()
+    refs = ensure_images(engine, base, build=True)
+    cancel = threading.Event()
+    runs = [lab.LabRun(engine.clone(), sc, lid, refs, keep, cancel) for sc, lid in zip(scenarios, lab_ids)]
+    results: list[lab.RunResult | None] = [None] * len(runs)
+    errors: list[LabError | None] = [None] * len(runs)
+
+    def go(i):
+        try:
+            results[i] = runs[i].run()
+        except LabError as e:
+            errors[i] = e
+
+    threads = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(len(runs))]
+    for t in threads:
+        t.start()
+    lives = [r.live for r in runs]
+    interrupted = False
+    try:
+        if console.is_terminal:
+            with RichLive(view.table(lives), console=console, refresh_per_second=4) as rl:
+                while any(t.is_alive() for t in threads):
+                    rl.update(view.table(lives))
+                    time.sleep(0.25)  # a frame interval, not a wait for a condition
+                rl.update(view.table(lives))
+        else:
+            last = {}
+            while any(t.is_alive() for t in threads):
+                for lv in lives:
+                    key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.naive, lv.supervisor)
+                    if last.get(lv.lab_id) != key:
+                        last[lv.lab_id] = key
+                        say(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} step={lv.step or '-':<26} "
+                            f"truth={lv.truth:<11} monitor={lv.monitor:<11} heartbeat-only={lv.naive:<5} "
+                            f"supervisor={lv.supervisor:<12} acked={lv.acked}/{lv.total}")
+                time.sleep(0.25)
+            console.print(view.table(lives))
+    except KeyboardInterrupt:
+        interrupted = True
+        cancel.set()
+        # Cleanup must finish: a second Ctrl-C is ignored until it has.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        err.print("labctl: interrupted; reverting faults and removing the labs...", markup=False)
+        for t in threads:
+            t.join(120)
+        signal.signal(signal.SIGINT, old)
+    for e in errors:
+        if e is not None:
+            raise e
+    done = [r for r in results if r is not None]
+    console.print(view.final_table(done))
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if done and all(r.ok for r in done) else ExitCode.FAILED
+
+
+def cmd_up(args) -> int:
+    scs = [scenario.resolve(s) for s in args.scenarios]
+    if args.lab and len(scs) > 1:
+        raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
+                       "drop --lab (names are derived per scenario) or run one scenario")
+    ids = [args.lab] if args.lab else [L.new_lab_id(sc.name) for sc in scs]
+    return run_labs(scs, ids, args.keep, args.base)
+
+
+def cmd_demo(args) -> int:
+    scs = [scenario.resolve(s) for s in DEMO]
+    return run_labs(scs, [L.new_lab_id(sc.name) for sc in scs], args.keep, args.base)
+
+
+def cmd_down(args) -> int:
+    engine = Engine.open()
+    ids = lab.lab_ids(engine) if (args.all or not args.lab) else [args.lab]
+    if not args.all and not args.lab and len(ids) > 1:
+        raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab, or --all")
+    if args.lab and args.lab not in lab.lab_ids(engine) and not faults.pending(args.lab):
+        say(f"lab {args.lab}: nothing to remove")
+        return ExitCode.OK
+    for lid in ids:
+        n = lab.teardown(engine, lid)
+        say(f"lab {lid}: reverted {n['reverted']} fault(s), removed {n['containers']} container(s), "
+            f"{n['networks']} network(s), {n['volumes']} volume(s)")
+    if not ids:
+        say("no labs")
+    return ExitCode.OK
+
+
+def cmd_recover(args) -> int:
+    args.all, args.lab = True, None
+    return cmd_down(args)
+
+
+def cmd_status(args) -> int:
+    engine = Engine.open()
+    cs = engine.containers(L.filters())
+    if not cs:
+        say("no labs")
+        return ExitCode.OK
+    t = Table(title="labs")
+    for col in ("lab", "service", "scenario", "status", "exit", "restarts"):
+        t.add_column(col)
+    for c in sorted(cs, key=lambda c: (c.labels.get(L.LAB, ""), c.labels.get(L.SERVICE, ""))):
+        t.add_row(c.labels.get(L.LAB, "?"), c.labels.get(L.SERVICE, "?"), c.labels.get(L.SCENARIO, "?"), c.status,
+                  "" if c.status == "running" else str(c.exit_code), str(c.restart_count))
+    console.print(t)
+    return ExitCode.OK
+
+
+def pick_lab(engine: Engine, given: str | None) -> str:
+    ids = lab.lab_ids(engine)
+    if given:
+        if given not in ids:
+            raise LabError(ExitCode.NOT_FOUND, f"no lab named {given!r}",
+                           "`labctl status` lists the labs" if ids else "start one with `labctl up SCENARIO --keep`")
+        return given
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise LabError(ExitCode.NOT_FOUND, "no lab is running", "start one with `labctl up SCENARIO --keep`")
+    raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab")
+
+
+def cmd_logs(args) -> int:
+    engine = Engine.open()
+    lid = pick_lab(engine, args.lab)
+    services = [args.service] if args.service else list(compose.SERVICES)
+    if args.follow:
+        if len(services) != 1:
+            raise LabError(ExitCode.USAGE, "-f follows one service", "name it: labctl logs worker -f")
+        for chunk in engine.logs(L.container_name(lid, services[0]), follow=True):
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        return ExitCode.OK
+    for s in services:
+        text = engine.logs_text(L.container_name(lid, s))
+        for ln in text.splitlines():
+            sys.stdout.write(f"{s:>10} | {ln}\n")
+    return ExitCode.OK
+
+
+def cmd_scenarios(args) -> int:
+    if args.validate:
+        from pathlib import Path
+
+        sc = scenario.load(Path(args.validate))
+        say(f"{args.validate}: ok ({sc.name}: {len(sc.timeline)} step(s), "
+            f"{len(sc.expect.windows)} window expectation(s))")
+        return ExitCode.OK
+    t = Table(title="scenarios (labctl up NAME)", show_lines=False)
+    t.add_column("name", no_wrap=True)
+    t.add_column("lesson")
+    for sc in scenario.builtin():
+        t.add_row(sc.name, sc.lesson)
+    console.print(t)
+    return ExitCode.OK
+
+
+def cmd_fault(args) -> int:
+    engine = Engine.open()
+    lid = pick_lab(engine, args.lab)
+    kind = args.kind
+    inverse = scenario.FAULTS[kind][0]
+    if args.for_s and not inverse:
+        raise LabError(ExitCode.USAGE, f"{kind} has no inverse to apply after --for", "drop --for")
+    # An inverse given by hand closes the journaled fault it undoes.
+    for intent in faults.pending(lid):
+        if intent.get("inverse") == kind and intent.get("target") == args.target:
+            faults.revert(engine, lid, intent)
+            say(f"lab {lid}: {kind} {args.target} (reverts the {intent['fault']} of "
+                f"{time.strftime('%H:%M:%S', time.localtime(intent['ts']))})")
+            return ExitCode.OK
+    intent = faults.apply(engine, lid, kind, args.target)
+    say(f"lab {lid}: {kind} {args.target}" + (f" for {args.for_s:g}s" if args.for_s else ""))
+    if not args.for_s:
+        if inverse:
+            say(f"undo with `labctl fault {inverse} --lab {lid}` (or `labctl down`)")
+        return ExitCode.OK
+    try:
+        deadline = time.monotonic() + args.for_s
+        while time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))  # waiting out a duration, by design
+    except KeyboardInterrupt:
+        say("interrupted: reverting now")
+    finally:
+        faults.revert(engine, lid, intent)
+        say(f"lab {lid}: {inverse} {args.target}")
+    return ExitCode.OK
+
+
+COMMANDS = {
+    "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
+    "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
+    "scenarios": cmd_scenarios, "fault": cmd_fault,
+}

@@ -1,0 +1,354 @@
+"""The one module that talks to the Docker engine. Everything else gets an Engine.
+
+Calls that remove or revert tolerate "not found", so teardown can run twice.
+Every engine error becomes a LabError with a message that says what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+import requests.exceptions
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from labctl.errors import ExitCode, LabError
+
+_TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout)
+# Engine calls retried when the engine hiccups (it restarts, or is briefly busy).
+engine_retry = retry(
+    retry=retry_if_exception_type(_TRANSIENT),
+    stop=stop_after_attempt(3),
+    wait=wait_exponential(multiplier=0.2, max=2),
+    reraise=True,
+)
+
+
+def unreachable(e: Exception) -> LabError:
+    return LabError(ExitCode.ENGINE_UNREACHABLE, f"the Docker engine is not reachable ({short(e)})",
+                    "start it (systemctl start docker, or dockerd &) and check DOCKER_HOST; `labctl doctor` tells more")
+
+
+def short(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+@dataclass
+class ContainerSpec:
+    name: str
+    image: str
+    command: list[str]
+    labels: dict[str, str]
+    network: str
+    aliases: list[str]
+    volume: str
+    mount: str
+    user: str | None = None
+    read_only: bool = True
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    cap_drop: list[str] = field(default_factory=lambda: ["ALL"])
+    security_opt: list[str] = field(default_factory=lambda: ["no-new-privileges:true"])
+    mem_limit: str | None = None
+    pids_limit: int | None = None
+    restart: dict | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    entrypoint: list[str] | None = None
+
+
+@dataclass
+class ContainerState:
+    id: str
+    name: str
+    status: str  # created | running | paused | restarting | exited | dead
+    exit_code: int | None
+    restart_count: int
+    pid: int
+    labels: dict[str, str]
+    networks: list[str]
+    started_at: str = ""
+    finished_at: str = ""
+    oom_killed: bool = False
+
+
+class Engine:
+    def __init__(self, client):
+        self.client = client
+        self.api = client.api
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, timeout: float = 60) -> "Engine":
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+        except docker.errors.DockerException as e:
+            raise unreachable(e) from None
+        except _TRANSIENT as e:
+            raise unreachable(e) from None
+        return cls(client)
+
+    def clone(self) -> "Engine":
+        """A second connection, for a thread that blocks on a stream."""
+        return Engine(docker.DockerClient(base_url=self.api.base_url, timeout=self.api.timeout,
+                                          version=self.api.api_version))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+    # ------------------------------------------------------------ info
+
+    def version(self) -> dict:
+        return self._call(self.client.version)
+
+    def info(self) -> dict:
+        return self._call(self.client.info)
+
+    # ------------------------------------------------------------ images
+
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self._call(self.client.images.get, ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        try:
+            img = self._call(self.client.images.get, ref)
+        except docker.errors.ImageNotFound:
+            return {}
+        return dict(img.labels or {})
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return self._call(self.client.images.get, ref).id
+        except docker.errors.ImageNotFound:
+            return None
+
+    def tag(self, ref: str, repo: str, tag: str) -> None:
+        self._call(self.client.images.get, ref).tag(repo, tag)
+
+    def try_pull(self, ref: str) -> bool:
+        """True if the image could be pulled; False when no registry answers."""
+        repo, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        try:
+            self.client.images.pull(repo, tag=tag)
+            return True
+        except (docker.errors.APIError, docker.errors.ImageNotFound):
+            return False
+
+    def build(self, path: str, tag: str, buildargs: dict[str, str], labels: dict[str, str],
+              on_line: Callable[[str], None]) -> str:
+        """Builds an image; streams the builder's output lines; returns the image id."""
+        last_error = None
+        try:
+            for chunk in self.api.build(path=path, tag=tag, buildargs=buildargs, labels=labels, rm=True,
+                                        forcerm=True, decode=True, pull=False):
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        if line.strip():
+                            on_line(line)
+                if "error" in chunk:
+                    last_error = chunk["error"].strip()
+        except docker.errors.APIError as e:
+            last_error = short(e)
+        if last_error:
+            raise LabError(ExitCode.BUILD_FAILED, f"building {tag} failed: {last_error}",
+                           "fix the Dockerfile or sources under " + path)
+        return self.image_id(tag)
+
+    def import_rootfs(self, tar_path: str, repo: str, tag: str, changes: list[str]) -> str:
+        self._call(self.api.import_image_from_file, tar_path, repository=repo, tag=tag, changes=changes)
+        return self.image_id(f"{repo}:{tag}")
+
+    # ------------------------------------------------------------ resources
+
+    def create_network(self, name: str, labels: dict[str, str]) -> str:
+        try:
+            net = self._call(self.client.networks.create, name, driver="bridge", internal=True, labels=labels,
+                             check_duplicate=True)
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                raise LabError(ExitCode.LAB_EXISTS, f"network {name} already exists",
+                               "pick another --lab name, or remove it with `labctl down --lab ...`") from None
+            raise self._engine_error(e, f"creating network {name}") from None
+        return net.id
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self._call(self.client.volumes.create, name=name, labels=labels)
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        host_config = self.api.create_host_config(
+            binds={spec.volume: {"bind": spec.mount, "mode": "rw"}},
+            read_only=spec.read_only,
+            tmpfs=spec.tmpfs or None,
+            cap_drop=spec.cap_drop,
+            security_opt=spec.security_opt,
+            mem_limit=spec.mem_limit,
+            pids_limit=spec.pids_limit,
+            restart_policy=spec.restart,
+            network_mode=spec.network,
+        )
+        net_config = self.api.create_networking_config(
+            {spec.network: self.api.create_endpoint_config(aliases=spec.aliases)})
+        try:
+            c = self._call(self.api.create_container, spec.image, command=spec.command, name=spec.name,
+                           labels=spec.labels, user=spec.user, environment=spec.environment,
+                           entrypoint=spec.entrypoint,
+                           host_config=host_config, networking_config=net_config)
+        except docker.errors.ImageNotFound:
+            raise LabError(ExitCode.IMAGE_MISSING, f"image {spec.image} is missing", "run `labctl build`") from None
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                raise LabError(ExitCode.LAB_EXISTS, f"container {spec.name} already exists",
+                               "pick another --lab name, or `labctl down --lab ...`") from None
+            raise self._engine_error(e, f"creating {spec.name}") from None
+        return c["Id"]
+
+    def start(self, name: str) -> None:
+        self._call(self.api.start, name)
+
+    def containers(self, filters: dict) -> list[ContainerState]:
+        return [self._state(c.attrs) for c in self._call(self.client.containers.list, all=True, filters=filters)]
+
+    def inspect(self, name: str) -> ContainerState | None:
+        try:
+            return self._state(self._call(self.api.inspect_container, name))
+        except docker.errors.NotFound:
+            return None
+
+    @staticmethod
+    def _state(attrs: dict) -> ContainerState:
+        st = attrs.get("State", {})
+        return ContainerState(
+            id=attrs["Id"],
+            name=attrs["Name"].lstrip("/"),
+            status=st.get("Status", "unknown"),
+            exit_code=st.get("ExitCode"),
+            restart_count=attrs.get("RestartCount", 0),
+            pid=st.get("Pid", 0),
+            labels=attrs.get("Config", {}).get("Labels") or {},
+            networks=list((attrs.get("NetworkSettings", {}).get("Networks") or {}).keys()),
+            started_at=st.get("StartedAt", ""),
+            finished_at=st.get("FinishedAt", ""),
+            oom_killed=st.get("OOMKilled", False),
+        )
+
+    def networks(self, filters: dict) -> list[tuple[str, str]]:
+        return [(n.id, n.name) for n in self._call(self.client.networks.list, filters=filters)]
+
+    def volumes(self, filters: dict) -> list[str]:
+        return [v.name for v in self._call(self.client.volumes.list, filters=filters)]
+
+    def remove_container(self, name_or_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            c = self._call(self.client.containers.get, name_or_id)
+            if c.status == "paused":
+                with contextlib.suppress(docker.errors.APIError):
+                    c.unpause()
+            # Even a stopped container can be restarting by policy: force.
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True, v=False)
+
+    def remove_network(self, name_or_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._call(self.client.networks.get, name_or_id).remove()
+
+    def remove_volume(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._call(self.client.volumes.get, name).remove(force=True)
+
+    # ------------------------------------------------------------ faults
+
+    def kill(self, name: str, signal: str = "SIGKILL") -> None:
+        self._call(self.api.kill, name, signal=signal)
+
+    def stop(self, name: str, timeout: int = 10) -> None:
+        self._call(self.api.stop, name, timeout=timeout)
+
+    def pause(self, name: str) -> None:
+        self._call(self.api.pause, name)
+
+    def unpause(self, name: str) -> None:
+        try:
+            self._call(self.api.unpause, name)
+        except docker.errors.APIError as e:
+            if e.status_code not in (404, 409):  # gone, or not paused: already reverted
+                raise
+
+    def exec(self, name: str, cmd: list[str], user: str | None = None) -> tuple[int, str]:
+        c = self._call(self.client.containers.get, name)
+        res = c.exec_run(cmd, user=user or "", demux=False)
+        return res.exit_code, (res.output or b"").decode("utf-8", "replace")
+
+    def disconnect(self, network: str, container: str) -> None:
+        self._call(self.client.networks.get, network).disconnect(container, force=True)
+
+    def reconnect(self, network: str, container: str, aliases: list[str]) -> None:
+        try:
+            self._call(self.client.networks.get, network).connect(container, aliases=aliases)
+        except docker.errors.APIError as e:
+            if "already exists" not in str(e) and e.status_code != 404:
+                raise
+
+    # ------------------------------------------------------------ streams
+
+    def logs(self, name: str, follow: bool, since: float | None = None) -> Iterator[bytes]:
+        """Log lines with the engine's RFC 3339 timestamp prefix."""
+        kw = {"stream": True, "follow": follow, "timestamps": True}
+        if since is not None:
+            kw["since"] = since
+        return self._call(self.api.logs, name, **kw)
+
+    def logs_text(self, name: str, tail: int | str = "all") -> str:
+        try:
+            return self._call(self.api.logs, name, timestamps=False, tail=tail).decode("utf-8", "replace")
+        except docker.errors.NotFound:
+            return ""
+
+    def events(self, filters: dict, since: float | None = None):
+        """The engine's event stream (decoded); close() it to stop."""
+        return self.client.events(decode=True, filters=filters, since=since)
+
+    def get_archive(self, name: str, path: str) -> Iterator[bytes]:
+        stream, _ = self._call(self.api.get_archive, name, path)
+        return stream
+
+    def wait(self, name: str, timeout: float) -> int | None:
+        try:
+            return self.api.wait(name, timeout=timeout)["StatusCode"]
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+
+    # ------------------------------------------------------------ helpers
+
+    @engine_retry
+    def _call(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    @staticmethod
+    def _engine_error(e: Exception, doing: str) -> LabError:
+        return LabError(ExitCode.ENGINE_ERROR, f"the engine refused {doing}: {short(e)}", "see `labctl doctor`")
+
+
+def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: str) -> object:
+    """Polls pred() until truthy; on timeout raises with what it last saw."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise LabError(ExitCode.FAILED, f"timed out after {timeout:.0f} s waiting for {what}; last saw {last!r}")
+        time.sleep(interval)
+
+
+def is_engine_gone(e: BaseException) -> bool:
+    return isinstance(e, (*_TRANSIENT, docker.errors.DockerException))

@@ -1,0 +1,32 @@
+"""Exit codes and the one exception type that carries a user-facing message."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # ran, but an expectation or a check did not hold
+    USAGE = 2
+    ENGINE_UNREACHABLE = 3
+    LAB_EXISTS = 4
+    IMAGE_MISSING = 5
+    BAD_SCENARIO = 6
+    BUILD_FAILED = 7
+    NOT_FOUND = 8
+    ENGINE_ERROR = 9
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class LabError(Exception):
+    """An error the user can act on: `labctl: error: <what>; <todo>`."""
+
+    def __init__(self, code: ExitCode, what: str, todo: str | None = None):
+        super().__init__(what)
+        self.code = code
+        self.what = what
+        self.todo = todo
+
+    def message(self) -> str:
+        return f"labctl: error: {self.what}" + (f"; {self.todo}" if self.todo else "")

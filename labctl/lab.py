@@ -1,0 +1,381 @@
+"""One isolated lab: create it, run a scenario's timeline in it, judge what
+every observer concluded, keep the evidence, tear it down."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from labctl import compose, faults, observe, oracle
+from labctl import labels as L
+from labctl.engine import Engine, wait_for
+from labctl.errors import ExitCode, LabError
+from labctl.scenario import Scenario
+
+BOOT_TIMEOUT_S = 30
+POLL_S = 0.25
+
+
+# ----------------------------------------------------------------------- lifecycle
+
+
+def resources(engine: Engine, lab_id: str | None = None) -> dict[str, list[str]]:
+    f = L.filters(lab_id)
+    return {
+        "containers": [c.name for c in engine.containers(f)],
+        "networks": [n for _, n in engine.networks(f)],
+        "volumes": engine.volumes(f),
+    }
+
+
+def lab_ids(engine: Engine) -> list[str]:
+    ids = set()
+    for c in engine.containers(L.filters()):
+        if L.LAB in c.labels:
+            ids.add(c.labels[L.LAB])
+    for _, name in engine.networks(L.filters()):
+        if name.startswith("labctl-") and name.endswith("-net"):
+            ids.add(name[len("labctl-"):-len("-net")])
+    for v in engine.volumes(L.filters()):
+        if v.startswith("labctl-") and v.endswith("-lab"):
+            ids.add(v[len("labctl-"):-len("-lab")])
+    return sorted(ids)
+
+
+def teardown(engine: Engine, lab_id: str) -> dict[str, int]:
+    """Reverts journaled faults, then removes everything labelled with the lab.
+    Tolerates what is already gone, so it can run twice."""
+    reverted = 0
+    try:
+        reverted = faults.revert_pending(engine, lab_id)
+    except Exception:
+        pass  # removal below unpauses and disconnects anyway
+    found = resources(engine, lab_id)
+    for name in found["containers"]:
+        engine.remove_container(name)
+    for name in found["networks"]:
+        engine.remove_network(name)
+    for name in found["volumes"]:
+        engine.remove_volume(name)
+    return {"reverted": reverted, **{k: len(v) for k, v in found.items()}}
+
+
+def claim(engine: Engine, lab_id: str) -> None:
+    """Creates the lab's network: the name is the claim. Refuses a taken name
+    without touching what is there."""
+    found = resources(engine, lab_id)
+    if any(found.values()):
+        what = ", ".join(f"{len(v)} {k}" for k, v in found.items() if v)
+        raise LabError(ExitCode.LAB_EXISTS, f"lab {lab_id!r} already exists ({what})",
+                       f"pick another --lab name, or remove it with `labctl down --lab {lab_id}`")
+    engine.create_network(L.network_name(lab_id), L.lab_labels(lab_id))
+
+
+# ----------------------------------------------------------------------- judging
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class RunResult:
+    lab_id: str
+    scenario: str
+    run_dir: Path
+    checks: list[Check] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(c.ok for c in self.checks)
+
+
+def fault_windows(events: list[dict], run_end: float) -> dict[int, tuple[float, float]]:
+    """Step number -> (applied at, reverted at) from the journal."""
+    applied, reverted = {}, {}
+    for e in events:
+        if e.get("source") != "labctl" or e.get("kind") != "fault" or e.get("step") is None:
+            continue
+        if e.get("phase") == "applied":
+            applied.setdefault(e["step"], e["ts"])
+        elif e.get("phase") == "reverted":
+            reverted.setdefault(e["step"], e["ts"])
+    return {s: (t, reverted.get(s, run_end)) for s, t in applied.items()}
+
+
+def observed(events: list[dict], who: str) -> list[tuple[float, str]]:
+    if who == "monitor":
+        return [(e["ts"], e["verdict"]) for e in events if e["source"] == "monitor" and e["kind"] in ("tick", "verdict")]
+    if who == "naive":
+        return [(e["ts"], e["naive"]) for e in events if e["source"] == "monitor" and e["kind"] in ("tick", "verdict")]
+    if who == "supervisor":
+        return [(e["ts"], e["state"]) for e in events if e["source"] == "supervisor" and e["kind"] == "state"]
+    if who == "truth":
+        return observe.truth_timeline(events)
+    raise ValueError(who)
+
+
+def judge(sc: Scenario, events: list[dict], run_end: float, outdir: Path, input_path: Path,
+          summary: dict | None, sup_exit: int | None, restarts: int, logs: str) -> list[Check]:
+    checks: list[Check] = []
+    windows = fault_windows(events, run_end)
+    for w in sc.expect.windows:
+        step = sc.timeline[w.step - 1]
+        if w.step not in windows:
+            checks.append(Check(f"step {w.step} ({step.do})", False, "the fault was never applied"))
+            continue
+        start, end = windows[w.step]
+        within = (w.within_ms or sc.lab.timeout_ms + 500) / 1000
+        for who in ("truth", "monitor", "naive", "supervisor"):
+            want = getattr(w, who)
+            if not want:
+                continue
+            seen = observed(events, who)
+            in_win = [(t, v) for t, v in seen if start <= t <= end]
+            if who == "truth":
+                before = observe.state_at(seen, start + 0.001)
+                in_win = ([(start, before)] if before else []) + in_win
+            hit = next((t for t, v in in_win if v == want), None)
+            name = f"step {w.step} {step.do}: {who} says {want}"
+            if hit is None:
+                got = sorted({v for _, v in in_win}) or ["nothing"]
+                checks.append(Check(name, False, f"never in the window; saw {', '.join(got)}"))
+            elif who in ("monitor", "naive") and hit - start > within:
+                checks.append(Check(name, False, f"after {hit - start:.2f} s, later than {within:.2f} s"))
+            else:
+                checks.append(Check(name, True, f"after {max(hit - start, 0):.2f} s"))
+    for who, wants in sc.expect.sees.items():
+        values = {v for _, v in observed(events, who)}
+        for want in wants:
+            checks.append(Check(f"{who} says {want} at some point", want in values,
+                                "seen" if want in values else f"never; saw {', '.join(sorted(values)) or 'nothing'}"))
+    for who, bad in sc.expect.never.items():
+        values = [(t, v) for t, v in observed(events, who)]
+        for b in bad:
+            hits = [t for t, v in values if v == b]
+            checks.append(Check(f"{who} never says {b}", not hits, "never" if not hits else f"{len(hits)} time(s)"))
+    job = sc.expect.job
+    if sc.lab.program == "supervisor":
+        done = summary is not None and sup_exit == 0
+        checks.append(Check("the job completes" if job.completes else "the job does not complete",
+                            done == job.completes, f"supervisor exit code {sup_exit}"))
+        if job.exactly_once and job.completes:
+            trigger = None if sc.lab.bug_trigger == "none" else int(sc.lab.bug_trigger)
+            problems = oracle.compare(outdir, input_path, trigger)
+            checks.append(Check("every valid item exactly once, squares right", not problems,
+                                "; ".join(problems[:3]) if problems else "matches the oracle"))
+        for key in ("dead_lettered", "corrupted"):
+            want = getattr(job, key)
+            if want is not None:
+                got = (summary or {}).get(key)
+                checks.append(Check(f"{key.replace('_', '-')}: {want}", got == want, f"got {got}"))
+    if job.exit_code is not None:
+        checks.append(Check(f"{sc.lab.program} exits {job.exit_code}", sup_exit == job.exit_code, f"got {sup_exit}"))
+    if job.min_worker_restarts is not None:
+        checks.append(Check(f"worker restarted by policy at least {job.min_worker_restarts}x",
+                            restarts >= job.min_worker_restarts, f"{restarts} restart(s)"))
+    if job.max_worker_restarts is not None:
+        checks.append(Check(f"worker restarted at most {job.max_worker_restarts}x",
+                            restarts <= job.max_worker_restarts, f"{restarts} restart(s)"))
+    codes = [e.get("exit_code") for e in events
+             if e["source"] == "engine" and e.get("action") == "die" and e.get("service") == "worker"]
+    for code in job.worker_exit_codes:
+        checks.append(Check(f"worker exits with {code}", code in codes, f"exit codes seen: {codes}"))
+    for text in job.log_contains:
+        checks.append(Check(f"the log says {text!r}", text in logs, "found" if text in logs else "not found"))
+    return checks
+
+
+# ----------------------------------------------------------------------- one run
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+class LabRun:
+    """Runs one scenario in its own lab; thread-safe towards the view via `live`."""
+
+    def __init__(self, engine: Engine, sc: Scenario, lab_id: str, images: dict[str, str], keep: bool,
+                 cancel: threading.Event):
+        self.engine = engine
+        self.sc = sc
+        self.lab_id = lab_id
+        self.images = images
+        self.keep = keep
+        self.cancel = cancel
+        self.live = observe.Live(lab_id, sc.name)
+        self.run_dir = faults.runs_root() / lab_id / utc_stamp()
+        self.result = RunResult(lab_id, sc.name, self.run_dir)
+        self._stop_follow = threading.Event()
+
+    # -- the lab's containers
+
+    def specs(self) -> dict:
+        svcs = compose.services(self.sc.lab.env())
+        specs = {name: compose.container_spec(svc, self.lab_id, self.sc.name, self.images[name])
+                 for name, svc in svcs.items()}
+        if self.sc.lab.program == "process-data":
+            lab = self.sc.lab
+            sup = specs["supervisor"]
+            sup.entrypoint = ["tini", "--", "sh", "-c"]
+            sup.command = [f"python3 /app/generate_data.py {lab.items} --seed {lab.seed} --output /lab/input.dat"
+                           " && exec python3 /app/process_data.py /lab/input.dat"]
+        return specs
+
+    def sleep_until(self, t: float) -> bool:
+        """False if cancelled first."""
+        return not self.cancel.wait(max(0.0, t - time.time()))
+
+    def run(self) -> RunResult:
+        live = self.live
+        t_start = time.time()
+        claimed = False
+        try:
+            claim(self.engine, self.lab_id)
+            claimed = True
+            self.engine.create_volume(L.volume_name(self.lab_id), L.lab_labels(self.lab_id))
+            specs = self.specs()
+            for name in compose.SERVICES:
+                self.engine.create_container(specs[name])
+            live.phase = "booting"
+            for name in ("monitor", "worker"):
+                self.engine.start(L.container_name(self.lab_id, name))
+            threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, "monitor", live,
+                                                          self._stop_follow), daemon=True).start()
+            if self.sc.lab.program == "supervisor":
+                # The naive worker takes no flock, so the monitor never sees it
+                # HEALTHY; its pidfile appearing is all there is to wait for.
+                naive = self.sc.lab.worker_mode == "naive"
+                wait_for(lambda: (live.lock in ("free", "held") if naive else live.monitor == "HEALTHY")
+                         or self.cancel.is_set(), BOOT_TIMEOUT_S, POLL_S,
+                         f"lab {self.lab_id}: the worker to come up (monitor says {live.monitor}, lock {live.lock})")
+            self.engine.start(L.container_name(self.lab_id, "supervisor"))
+            threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, "supervisor", live,
+                                                          self._stop_follow), daemon=True).start()
+            live.phase = "running"
+            self.timeline(time.time())
+        except LabError as e:
+            self.result.error = e.message()
+            if e.code == ExitCode.LAB_EXISTS and not claimed:
+                live.phase, live.done = "refused", True
+                raise
+        except Exception as e:  # the engine went away mid-run, most likely
+            self.result.error = f"labctl: error: {type(e).__name__}: {e}"
+        finally:
+            if claimed:
+                self.finish(t_start)
+        return self.result
+
+    def timeline(self, t0: float) -> None:
+        """Applies each step at its time, reverts it after `for`, then waits for the job."""
+        agenda = []
+        for i, step in enumerate(self.sc.timeline, 1):
+            agenda.append((t0 + step.at, i, step, False))
+            if step.for_s:
+                agenda.append((t0 + step.at + step.for_s, i, step, True))
+        agenda.sort(key=lambda a: (a[0], a[3] is False))
+        sup = L.container_name(self.lab_id, "supervisor")
+        deadline = t0 + self.sc.duration_s
+        applied: dict[int, dict] = {}
+        for when, i, step, is_revert in agenda:
+            while time.time() < when:
+                if self.cancel.wait(min(POLL_S, max(0.0, when - time.time()))):
+                    return
+                observe.poll_truth(self.engine, self.lab_id, self.live)
+            if is_revert:
+                self.live.step = f"{i}: {step.inverse}"
+                faults.revert(self.engine, self.lab_id, applied.pop(i))
+            else:
+                self.live.step = f"{i}: {step.do} {step.target}" + (f" for {step.for_s:g}s" if step.for_s else "")
+                applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i)
+        self.live.step = "job running" if self.sc.timeline else self.live.step
+        while time.time() < deadline and not self.cancel.is_set():
+            observe.poll_truth(self.engine, self.lab_id, self.live)
+            st = self.engine.inspect(sup)
+            if st and st.status == "exited":
+                self.live.supervisor_exit = st.exit_code
+                break
+            self.cancel.wait(POLL_S)
+        else:
+            if not self.cancel.is_set():
+                self.result.error = f"labctl: error: the job did not end within {self.sc.duration_s:g} s"
+
+    def finish(self, t_start: float) -> None:
+        live = self.live
+        live.phase = "collecting"
+        try:
+            faults.revert_pending(self.engine, self.lab_id)
+        except Exception:
+            pass
+        self._stop_follow.set()
+        t_end = time.time()
+        try:
+            self.collect(t_start, t_end)
+        except Exception as e:
+            if self.result.error is None:
+                self.result.error = f"labctl: error: collecting the run failed: {type(e).__name__}: {e}"
+        finally:
+            if not self.keep:
+                live.phase = "tearing down"
+                try:
+                    teardown(self.engine, self.lab_id)
+                except Exception as e:
+                    self.result.error = self.result.error or f"labctl: error: teardown failed: {e}"
+            live.phase = "passed" if self.result.ok else ("interrupted" if self.cancel.is_set() else "FAILED")
+            live.done = True
+
+    def collect(self, t_start: float, t_end: float) -> None:
+        rd = self.run_dir
+        rd.mkdir(parents=True, exist_ok=True)
+        events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1)
+        with open(rd / "events.jsonl", "w") as f:
+            for e in events:
+                f.write(json.dumps(e, separators=(",", ":")) + "\n")
+        sup = L.container_name(self.lab_id, "supervisor")
+        self.copy_volume(sup, rd / "lab")
+        st = self.engine.inspect(sup)
+        sup_exit = st.exit_code if st and st.status == "exited" else None
+        wst = self.engine.inspect(L.container_name(self.lab_id, "worker"))
+        restarts = wst.restart_count if wst else 0
+        summary_path = rd / "lab" / "out" / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        logs = "\n".join(self.engine.logs_text(L.container_name(self.lab_id, s)) for s in compose.SERVICES)
+        if self.cancel.is_set():
+            self.result.error = self.result.error or "labctl: error: interrupted"
+        self.result.checks = judge(self.sc, events, t_end, rd / "lab" / "out", rd / "lab" / "input.dat",
+                                   summary, sup_exit, restarts, logs)
+        run_summary = {
+            "lab": self.lab_id, "scenario": self.sc.name, "lesson": self.sc.lesson,
+            "started": t_start, "ended": t_end, "ok": self.result.ok, "error": self.result.error,
+            "supervisor_exit": sup_exit, "worker_restarts": restarts, "job": summary,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.result.checks],
+            "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s} for s in self.sc.timeline],
+            "params": self.sc.lab.__dict__,
+        }
+        (rd / "summary.json").write_text(json.dumps(run_summary, indent=2) + "\n")
+
+    def copy_volume(self, container: str, dest: Path) -> None:
+        """The lab's volume, read through a stopped container (labctl mounts nothing)."""
+        try:
+            data = b"".join(self.engine.get_archive(container, "/lab/."))
+        except Exception:
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
+        # The archive's top directory is "." or "lab": flatten it.
+        inner = dest / "lab"
+        if inner.is_dir() and not (dest / "out").exists():
+            for p in inner.iterdir():
+                p.rename(dest / p.name)
+            inner.rmdir()

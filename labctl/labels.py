@@ -1,0 +1,62 @@
+"""Every label and every resource name, derived from one lab id."""
+from __future__ import annotations
+
+import re
+import secrets
+
+from labctl.errors import ExitCode, LabError
+
+PREFIX = "io.labctl"
+MANAGED = f"{PREFIX}.managed"
+LAB = f"{PREFIX}.lab"
+SERVICE = f"{PREFIX}.service"
+SCENARIO = f"{PREFIX}.scenario"
+COMPONENT = f"{PREFIX}.component"
+SOURCE_HASH = f"{PREFIX}.source-hash"
+BASE_RECIPE = f"{PREFIX}.base-recipe"
+
+LAB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def check_lab_id(lab_id: str) -> str:
+    if not LAB_ID.match(lab_id):
+        raise LabError(ExitCode.USAGE, f"bad lab name {lab_id!r}",
+                       "use 1-40 lowercase letters, digits and dashes, starting with a letter or digit")
+    return lab_id
+
+
+def new_lab_id(scenario: str) -> str:
+    stem = scenario.removeprefix("scenario-")[:30]
+    return f"{stem}-{secrets.token_hex(2)}"
+
+
+def lab_labels(lab_id: str, **extra: str) -> dict[str, str]:
+    labels = {MANAGED: "true", LAB: lab_id}
+    labels.update({f"{PREFIX}.{k.replace('_', '-')}": v for k, v in extra.items()})
+    return labels
+
+
+def service_labels(lab_id: str, service: str, scenario: str) -> dict[str, str]:
+    return {MANAGED: "true", LAB: lab_id, SERVICE: service, SCENARIO: scenario}
+
+
+def container_name(lab_id: str, service: str) -> str:
+    return f"labctl-{lab_id}-{service}"
+
+
+def network_name(lab_id: str) -> str:
+    return f"labctl-{lab_id}-net"
+
+
+def volume_name(lab_id: str) -> str:
+    return f"labctl-{lab_id}-lab"
+
+
+def filters(lab_id: str | None = None, service: str | None = None) -> dict:
+    """Docker filters matching labctl's resources: all, one lab's, or one service's."""
+    want = [f"{MANAGED}=true"]
+    if lab_id:
+        want.append(f"{LAB}={lab_id}")
+    if service:
+        want.append(f"{SERVICE}={service}")
+    return {"label": want}

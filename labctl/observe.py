@@ -1,0 +1,281 @@
+"""What everyone saw: the programs' event streams, the engine's ground truth,
+and labctl's fault journal, merged on one clock.
+
+Live: the monitor's and supervisor's stdout are followed (their events drive
+the side-by-side view), and the worker's state is polled from the engine.
+Final: the complete logs and the engine's event history are read once more
+after the run, so events.jsonl holds everything, in order, exactly once.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from labctl import faults
+from labctl import labels as L
+from labctl.engine import Engine
+
+_WORKER_LINE = re.compile(r"^worker\[(\d+)\]: (\w+): (.*)$")
+
+
+def parse_docker_ts(text: str) -> float:
+    """RFC 3339 with nanoseconds, as the engine prints it -> Unix seconds."""
+    base, _, frac = text.rstrip("Z").partition(".")
+    ts = datetime.fromisoformat(base + "+00:00").timestamp()
+    return ts + (float("0." + frac[:9]) if frac else 0.0)
+
+
+def parse_log_line(service: str, raw: str) -> dict | None:
+    """One `docker logs --timestamps` line -> an event (docs/events.md)."""
+    stamp, _, text = raw.partition(" ")
+    try:
+        ts = parse_docker_ts(stamp)
+    except ValueError:
+        return None
+    text = text.rstrip("\r\n")
+    if not text:
+        return None
+    if text.startswith("{"):
+        try:
+            ev = json.loads(text)
+            if isinstance(ev, dict) and "kind" in ev and "source" in ev:
+                return ev
+        except ValueError:
+            pass
+    if service == "worker":
+        m = _WORKER_LINE.match(text)
+        if m:
+            return {"ts": ts, "source": "worker", "kind": "log", "pid": int(m.group(1)), "level": m.group(2),
+                    "message": m.group(3)}
+        if text.startswith("ERROR: "):
+            return {"ts": ts, "source": "worker", "kind": "log", "level": "error", "message": text[7:]}
+    # Anything else (the supervisor's console log, a traceback) is kept as a log line.
+    level = "info"
+    for lv in ("CRITICAL", "ERROR", "WARNING", "INFO"):
+        if f" - {lv} - " in text:
+            level = lv.lower()
+            text = text.split(f" - {lv} - ", 1)[1]
+            break
+    return {"ts": ts, "source": service, "kind": "log", "level": level, "message": text[:500]}
+
+
+def log_events(engine: Engine, lab_id: str, service: str) -> list[dict]:
+    name = L.container_name(lab_id, service)
+    try:
+        raw = b"".join(engine.logs(name, follow=False))
+    except Exception:
+        return []
+    out = []
+    for line in raw.decode("utf-8", "replace").splitlines():
+        ev = parse_log_line(service, line)
+        if ev:
+            out.append(ev)
+    return out
+
+
+def engine_events(engine: Engine, lab_id: str, since: float, until: float) -> list[dict]:
+    """The engine's own record of the lab's containers and network, as events."""
+    names = {L.container_name(lab_id, s): s for s in ("worker", "monitor", "supervisor")}
+    ids: dict[str, str] = {}
+    out = []
+    wanted = {"create", "start", "die", "kill", "stop", "pause", "unpause", "restart", "oom", "destroy",
+              "connect", "disconnect"}
+    stream = engine.client.events(decode=True, since=since, until=until,
+                                  filters={"type": ["container", "network"]})
+    for e in stream:
+        action = (e.get("Action") or e.get("status") or "").split(":")[0]
+        if action not in wanted:
+            continue
+        attrs = (e.get("Actor") or {}).get("Attributes") or {}
+        ts = e.get("timeNano", e.get("time", 0) * 1e9) / 1e9
+        if e.get("Type") == "container":
+            service = names.get(attrs.get("name", ""))
+            if not service or attrs.get(L.LAB) != lab_id:
+                continue
+            ids[e["Actor"]["ID"]] = service
+            ev = {"ts": ts, "source": "engine", "kind": "container", "action": action, "service": service}
+            if "exitCode" in attrs:
+                ev["exit_code"] = int(attrs["exitCode"])
+            if "signal" in attrs:
+                ev["signal"] = attrs["signal"]
+            out.append(ev)
+        elif e.get("Type") == "network" and attrs.get("name") == L.network_name(lab_id):
+            service = ids.get(attrs.get("container", ""))
+            if service and action in ("connect", "disconnect"):
+                out.append({"ts": ts, "source": "engine", "kind": "network", "action": action, "service": service})
+    return out
+
+
+def collect(engine: Engine, lab_id: str, since: float, until: float) -> list[dict]:
+    """Every source, merged and sorted on the shared clock."""
+    evs = []
+    for service in ("worker", "monitor", "supervisor"):
+        evs.extend(log_events(engine, lab_id, service))
+    evs.extend(engine_events(engine, lab_id, since, until))
+    evs.extend(r for r in faults.read_journal(lab_id) if since - 1 <= r["ts"] <= until + 1)
+    evs.sort(key=lambda e: e["ts"])
+    return evs
+
+
+# ----------------------------------------------------------------------- ground truth
+
+
+def truth_timeline(events: list[dict], service: str = "worker") -> list[tuple[float, str]]:
+    """(ts, state) changes of the worker as the engine and labctl's journal saw them.
+
+    The engine cannot see SIGSTOP (the process is frozen by a signal, not by
+    the engine), so that one comes from labctl's own journal."""
+    out: list[tuple[float, str]] = []
+    state = None
+    partitioned = False
+
+    def put(ts, s):
+        nonlocal state
+        if s != state:
+            state = s
+            out.append((ts, s))
+
+    for e in events:
+        if e.get("service", e.get("target")) != service:
+            continue
+        src, kind, action = e["source"], e["kind"], e.get("action")
+        if src == "engine" and kind == "container":
+            if action == "start":
+                partitioned = False
+                put(e["ts"], "RUNNING")
+            elif action == "die":
+                put(e["ts"], "STOPPED" if e.get("exit_code") == 0 else "CRASHED")
+            elif action == "pause":
+                put(e["ts"], "PAUSED")
+            elif action == "unpause":
+                put(e["ts"], "PARTITIONED" if partitioned else "RUNNING")
+        elif src == "engine" and kind == "network":
+            if action == "disconnect" and state in ("RUNNING", "PAUSED", "SIGSTOPPED"):
+                partitioned = True
+                put(e["ts"], "PARTITIONED")
+            elif action == "connect" and partitioned:
+                partitioned = False
+                put(e["ts"], "RUNNING")
+        elif src == "labctl" and kind == "fault" and e.get("phase") in ("applied", "reverted"):
+            fault = e["fault"]
+            if fault == "sigstop" and e["phase"] == "applied":
+                put(e["ts"], "SIGSTOPPED")
+            elif fault == "sigcont" and state == "SIGSTOPPED":
+                put(e["ts"], "RUNNING")
+    return out
+
+
+def state_at(timeline: list[tuple[float, str]], ts: float) -> str | None:
+    cur = None
+    for t, s in timeline:
+        if t > ts:
+            break
+        cur = s
+    return cur
+
+
+# ----------------------------------------------------------------------- live state
+
+
+@dataclass
+class Live:
+    """What the side-by-side view shows for one lab; updated by threads."""
+    lab_id: str
+    scenario: str
+    phase: str = "starting"
+    truth: str = "-"
+    monitor: str = "-"
+    naive: str = "-"
+    phi: float = 0.0
+    supervisor: str = "-"
+    acked: int = 0
+    total: int = 0
+    processed: int = 0
+    corrupted: int = 0
+    dead_lettered: int = 0
+    crashes: int = 0
+    timeouts: int = 0
+    lock: str = "-"
+    step: str = ""
+    restarts: int = 0
+    started: float = field(default_factory=time.time)
+    result: str = ""
+    done: bool = False
+    supervisor_exit: int | None = None
+    events: list = field(default_factory=list)
+    lock_: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def absorb(self, ev: dict) -> None:
+        with self.lock_:
+            self.events.append(ev)
+            src, kind = ev.get("source"), ev.get("kind")
+            if src == "monitor" and kind in ("tick", "verdict"):
+                self.monitor = ev.get("verdict", self.monitor)
+                self.naive = ev.get("naive", self.naive)
+                self.phi = ev.get("phi", self.phi)
+                self.lock = ev.get("lock", self.lock)
+            elif src == "supervisor":
+                if kind == "state":
+                    self.supervisor = ev["state"]
+                elif kind == "progress":
+                    self.acked, self.total = ev["acked"], ev["total"]
+                    self.processed, self.corrupted = ev["processed"], ev["corrupted"]
+                    self.dead_lettered = ev["dead_lettered"]
+                elif kind == "start":
+                    self.total = ev["total"]
+                elif kind == "crash":
+                    self.crashes += 1
+                elif kind == "timeout":
+                    self.timeouts += 1
+                elif kind == "dead_letter":
+                    self.dead_lettered += 1
+                elif kind == "done":
+                    self.supervisor = "done"
+                    self.acked = self.total
+                    self.processed, self.corrupted = ev["processed"], ev["corrupted"]
+                    self.dead_lettered = ev["dead_lettered"]
+
+
+def follow(engine: Engine, lab_id: str, service: str, live: Live, stop: threading.Event) -> None:
+    """Feeds a service's events into `live` as they are printed."""
+    name = L.container_name(lab_id, service)
+    buf = ""
+    try:
+        for chunk in engine.logs(name, follow=True):
+            if stop.is_set():
+                break
+            buf += chunk.decode("utf-8", "replace")
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                ev = parse_log_line(service, line)
+                if ev:
+                    live.absorb(ev)
+    except Exception:
+        return  # the container went away: the final collection reads the rest
+
+
+def poll_truth(engine: Engine, lab_id: str, live: Live) -> None:
+    """The worker's state as the engine reports it now (SIGSTOP from the journal)."""
+    st = engine.inspect(L.container_name(lab_id, "worker"))
+    if st is None:
+        live.truth = "GONE"
+        return
+    live.restarts = st.restart_count
+    if st.status == "paused":
+        truth = "PAUSED"
+    elif st.status == "running":
+        truth = "RUNNING" if L.network_name(lab_id) in st.networks else "PARTITIONED"
+        journal = [r for r in faults.read_journal(lab_id) if r.get("phase") in ("applied", "reverted")]
+        if journal and journal[-1]["fault"] == "sigstop" and journal[-1]["phase"] == "applied":
+            truth = "SIGSTOPPED"
+    elif st.status == "restarting":
+        truth = "CRASHED"
+    elif st.status == "exited":
+        truth = "STOPPED" if st.exit_code == 0 else "CRASHED"
+    else:
+        truth = st.status.upper()
+    live.truth = truth

@@ -1,0 +1,81 @@
+"""The side-by-side view: one column per lab, one row per observer."""
+from __future__ import annotations
+
+import time
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from labctl.lab import RunResult
+from labctl.observe import Live
+
+STYLE = {
+    "HEALTHY": "green", "ALIVE": "green", "RUNNING": "green", "streaming": "green", "done": "green",
+    "passed": "bold green",
+    "CRASHED": "bold red", "DEAD": "red", "FAILED": "bold red", "GONE": "red",
+    "PAUSED": "bold yellow", "SIGSTOPPED": "bold yellow", "timed_out": "yellow", "reconnecting": "yellow",
+    "PARTITIONED": "bold magenta", "isolating": "magenta",
+    "RESTARTED": "cyan", "STOPPED": "blue", "connecting": "dim",
+}
+
+ROWS = [
+    ("step", "fault / step"),
+    ("truth", "ground truth (engine)"),
+    ("monitor", "monitor verdict"),
+    ("naive", "heartbeat-only verdict"),
+    ("phi", "phi (accrual)"),
+    ("supervisor", "supervisor"),
+    ("items", "items acked / total"),
+    ("processed", "processed"),
+    ("corrupted", "corrupted (reported)"),
+    ("dead_lettered", "dead-lettered"),
+    ("seen", "crashes / timeouts seen"),
+    ("restarts", "worker restarts"),
+    ("lock", "lock (flock probe)"),
+    ("phase", "lab"),
+]
+
+
+def cell(live: Live, key: str) -> Text:
+    if key == "items":
+        return Text(f"{live.acked:,} / {live.total:,}" if live.total else "-")
+    if key == "seen":
+        return Text(f"{live.crashes} / {live.timeouts}")
+    if key == "phi":
+        return Text(f"{live.phi:.1f}", style="red" if live.phi >= 8 else "")
+    value = getattr(live, key)
+    text = f"{value:,}" if isinstance(value, int) else str(value or "-")
+    return Text(text, style=STYLE.get(text, ""))
+
+
+def table(lives: list[Live]) -> Table:
+    t = Table(box=box.SIMPLE_HEAVY, title="labctl: what each observer concludes, beside the truth",
+              title_justify="left", expand=False)
+    t.add_column("", style="bold", no_wrap=True)
+    for lv in lives:
+        elapsed = time.time() - lv.started
+        t.add_column(f"{lv.scenario}\n[dim]{lv.lab_id} · {elapsed:4.0f}s[/dim]", no_wrap=True, min_width=18)
+    for key, label in ROWS:
+        t.add_row(label, *[cell(lv, key) for lv in lives])
+    return t
+
+
+def final_table(results: list[RunResult]) -> Table:
+    t = Table(box=box.SIMPLE_HEAVY, title="expectations", title_justify="left")
+    t.add_column("scenario", no_wrap=True)
+    t.add_column("check")
+    t.add_column("", no_wrap=True)
+    t.add_column("detail")
+    for r in results:
+        first = True
+        for c in r.checks:
+            t.add_row(r.scenario if first else "", c.name, Text("ok" if c.ok else "FAIL",
+                                                                 style="green" if c.ok else "bold red"), c.detail)
+            first = False
+        if r.error:
+            t.add_row(r.scenario if first else "", "run", Text("FAIL", style="bold red"), r.error)
+        elif not r.checks:
+            t.add_row(r.scenario, "run", Text("FAIL", style="bold red"), "nothing was checked")
+        t.add_row("", f"[dim]run directory: {r.run_dir}[/dim]", "", "")
+    return t

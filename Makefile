@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit host-deps venv worker fuzz bench clean
+.PHONY: all demo test test-unit host-deps venv worker fuzz bench clean engine images lint
 
 all: worker venv
 
@@ -32,14 +32,23 @@ worker: host-deps
 fuzz: worker
 	images/worker/build/fuzz_parse -runs=200000 -max_len=256 -seed=1 images/worker/fuzz-corpus 2>&1 | tail -n 2
 
-test: worker venv
+# The engine (started if it does not answer) and the Compose v2 plugin.
+engine: venv
+	scripts/ensure-docker.sh $(VPY)
+
+# The local base image from the Debian archive (when no registry answers)
+# and the lab's three images; cached, rebuilt only when sources change.
+images: engine host-deps
+	$(VENV)/bin/labctl build
+
+test: worker venv images
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-unit: worker venv
 	$(VPY) -m pytest -m "not docker" $(PYTEST_ARGS)
 
-demo: worker venv
-	$(VPY) -m labctl demo
+demo: worker venv images
+	$(VENV)/bin/labctl demo
 
 bench: worker venv
 	$(VPY) bench/bench_worker.py

@@ -19,7 +19,7 @@ from labctl import labels as L
 from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)
 err = Console(stderr=True)
 
 DEMO = ("scenario-crash", "scenario-pause", "scenario-partition")

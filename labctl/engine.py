@@ -94,8 +94,7 @@ class Engine:
 
     def clone(self) -> "Engine":
         """A second connection, for a thread that blocks on a stream."""
-        return Engine(docker.DockerClient(base_url=self.api.base_url, timeout=self.api.timeout,
-                                          version=self.api.api_version))
+        return Engine(docker.from_env(timeout=self.api.timeout, version=self.api.api_version))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -337,8 +336,10 @@ class Engine:
         return LabError(ExitCode.ENGINE_ERROR, f"the engine refused {doing}: {short(e)}", "see `labctl doctor`")
 
 
-def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: str) -> object:
-    """Polls pred() until truthy; on timeout raises with what it last saw."""
+def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: str,
+             seen: Callable[[], str] | None = None) -> object:
+    """Polls pred() until truthy; on timeout raises with what it last saw
+    (seen(), or pred's last value)."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -346,7 +347,8 @@ def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: 
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise LabError(ExitCode.FAILED, f"timed out after {timeout:.0f} s waiting for {what}; last saw {last!r}")
+            saw = seen() if seen else repr(last)
+            raise LabError(ExitCode.FAILED, f"timed out after {timeout:.0f} s waiting for {what}; last saw {saw}")
         time.sleep(interval)
 
 

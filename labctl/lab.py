@@ -257,8 +257,8 @@ class LabRun:
                 # HEALTHY; its pidfile appearing is all there is to wait for.
                 naive = self.sc.lab.worker_mode == "naive"
                 wait_for(lambda: (live.lock in ("free", "held") if naive else live.monitor == "HEALTHY")
-                         or self.cancel.is_set(), BOOT_TIMEOUT_S, POLL_S,
-                         f"lab {self.lab_id}: the worker to come up (monitor says {live.monitor}, lock {live.lock})")
+                         or self.cancel.is_set(), BOOT_TIMEOUT_S, POLL_S, f"lab {self.lab_id}: the worker to come up",
+                         seen=lambda: f"monitor {live.monitor}, lock {live.lock}, worker {live.truth}")
             self.engine.start(L.container_name(self.lab_id, "supervisor"))
             threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, "supervisor", live,
                                                           self._stop_follow), daemon=True).start()

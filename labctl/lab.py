@@ -100,16 +100,21 @@ class RunResult:
 
 
 def fault_windows(events: list[dict], run_end: float) -> dict[int, tuple[float, float]]:
-    """Step number -> (applied at, reverted at) from the journal."""
-    applied, reverted = {}, {}
+    """Step number -> (start, end) of its fault, from the journal. The window
+    opens at the intent (a `docker stop` takes effect while the call is still
+    running) for faults that were then applied, and closes when the revert is
+    done."""
+    intent, applied, reverted = {}, set(), {}
     for e in events:
         if e.get("source") != "labctl" or e.get("kind") != "fault" or e.get("step") is None:
             continue
-        if e.get("phase") == "applied":
-            applied.setdefault(e["step"], e["ts"])
+        if e.get("phase") == "intent":
+            intent.setdefault(e["step"], e["ts"])
+        elif e.get("phase") == "applied":
+            applied.add(e["step"])
         elif e.get("phase") == "reverted":
             reverted.setdefault(e["step"], e["ts"])
-    return {s: (t, reverted.get(s, run_end)) for s, t in applied.items()}
+    return {s: (t, reverted.get(s, run_end)) for s, t in intent.items() if s in applied}
 
 
 def observed(events: list[dict], who: str) -> list[tuple[float, str]]:

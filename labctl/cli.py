@@ -20,7 +20,12 @@ from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
 
 console = Console(width=None if sys.stdout.isatty() else 130)
-err = Console(stderr=True)
+
+
+def error(msg: str) -> None:
+    """One line on stderr, never wrapped: scripts and tests read it."""
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
 
 DEMO = ("scenario-crash", "scenario-pause", "scenario-partition")
 
@@ -98,19 +103,19 @@ def main(argv: list[str]) -> int:
     except LabError as e:
         if args.debug:
             traceback.print_exc()
-        err.print(e.message(), markup=False, highlight=False)
+        error(e.message())
         return int(e.code)
     except KeyboardInterrupt:
-        err.print("labctl: interrupted; run `labctl recover` if anything was left behind", markup=False)
+        error("labctl: interrupted; run `labctl recover` if anything was left behind")
         return int(ExitCode.INTERRUPTED)
     except Exception as e:
         if args.debug:
             traceback.print_exc()
         if is_engine_gone(e):
-            err.print(f"labctl: error: lost the Docker engine ({type(e).__name__}); start it again and run "
-                      "`labctl recover`", markup=False)
+            error(f"labctl: error: lost the Docker engine ({type(e).__name__}); start it again and run "
+                      "`labctl recover`")
             return int(ExitCode.ENGINE_UNREACHABLE)
-        err.print(f"labctl: error: {type(e).__name__}: {e}; rerun with --debug for the traceback", markup=False)
+        error(f"labctl: error: {type(e).__name__}: {e}; rerun with --debug for the traceback")
         return int(ExitCode.INTERNAL)
 
 
@@ -220,7 +225,7 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
         cancel.set()
         # Cleanup must finish: a second Ctrl-C is ignored until it has.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        err.print("labctl: interrupted; reverting faults and removing the labs...", markup=False)
+        error("labctl: interrupted; reverting faults and removing the labs...")
         for t in threads:
             t.join(120)
         signal.signal(signal.SIGINT, old)

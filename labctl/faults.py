@@ -34,8 +34,13 @@ def append(lab_id: str, record: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     rec = {"ts": round(time.time(), 6), "source": "labctl", "kind": "fault", "lab": lab_id, **record}
     line = json.dumps(rec, separators=(",", ":")) + "\n"
-    with _journal_lock, open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    with _journal_lock, open(path, "a+b") as f:
+        # A labctl killed mid-write leaves a cut line: start a fresh one.
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
     return rec

@@ -215,9 +215,10 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
                     key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.naive, lv.supervisor)
                     if last.get(lv.lab_id) != key:
                         last[lv.lab_id] = key
-                        say(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} step={lv.step or '-':<26} "
-                            f"truth={lv.truth:<11} monitor={lv.monitor:<11} heartbeat-only={lv.naive:<5} "
-                            f"supervisor={lv.supervisor:<12} acked={lv.acked}/{lv.total}")
+                        print(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} {lv.phase:<10} "
+                              f"step={lv.step or '-':<24} truth={lv.truth:<11} monitor={lv.monitor:<11} "
+                              f"heartbeat-only={lv.naive:<5} supervisor={lv.supervisor:<12} "
+                              f"acked={lv.acked}/{lv.total}", flush=True)
                 time.sleep(0.25)
             console.print(view.table(lives))
     except KeyboardInterrupt:

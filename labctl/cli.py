@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import subprocess
@@ -10,11 +11,13 @@ import threading
 import time
 import traceback
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.live import Live as RichLive
 from rich.table import Table
 
-from labctl import __version__, compose, faults, images, lab, scenario, view
+from labctl import __version__, check, compose, faults, images, lab, scenario, timeline, view
 from labctl import labels as L
 from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
@@ -83,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("scenarios", help="list scenarios with their lessons")
     p.add_argument("--validate", metavar="FILE", help="check a scenario file and exit")
+    p = sub.add_parser("check", help="judge a run from its files alone (exit 0 or 1, like a test)")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("report", help="a run's report")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", choices=("md", "json"), default="md")
+    sub.add_parser("runs", help="the recorded runs, newest first")
     p = sub.add_parser("fault", help="inject a fault into a running lab")
     p.add_argument("kind", choices=list(scenario.FAULTS))
     p.add_argument("--lab", type=lab_name)
@@ -182,7 +191,8 @@ def cmd_build(args) -> int:
     return ExitCode.OK
 
 
-def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None) -> int:
+def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
+             base: str | None) -> tuple[int, list[lab.RunResult]]:
     engine = Engine.open()
     refs = ensure_images(engine, base, build=True)
     cancel = threading.Event()
@@ -236,8 +246,8 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     done = [r for r in results if r is not None]
     console.print(view.final_table(done))
     if interrupted:
-        return ExitCode.INTERRUPTED
-    return ExitCode.OK if done and all(r.ok for r in done) else ExitCode.FAILED
+        return ExitCode.INTERRUPTED, done
+    return (ExitCode.OK if done and all(r.ok for r in done) else ExitCode.FAILED), done
 
 
 def cmd_up(args) -> int:
@@ -246,12 +256,23 @@ def cmd_up(args) -> int:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
                        "drop --lab (names are derived per scenario) or run one scenario")
     ids = [args.lab] if args.lab else [L.new_lab_id(sc.name) for sc in scs]
-    return run_labs(scs, ids, args.keep, args.base)
+    return run_labs(scs, ids, args.keep, args.base)[0]
 
 
 def cmd_demo(args) -> int:
     scs = [scenario.resolve(s) for s in DEMO]
-    return run_labs(scs, [L.new_lab_id(sc.name) for sc in scs], args.keep, args.base)
+    code, results = run_labs(scs, [L.new_lab_id(sc.name) for sc in scs], args.keep, args.base)
+    dirs = [r.run_dir for r in results if (r.run_dir / "events.jsonl").exists()]
+    if dirs:
+        out = faults.runs_root() / f"demo-{lab.utc_stamp()}"
+        out.mkdir(parents=True, exist_ok=True)
+        timeline.render_runs(dirs, out / "timeline.png")
+        (out / "report.md").write_text("# labctl demo: crash, pause and partition side by side\n\n"
+                                       "![timeline](timeline.png)\n\n" + "".join(
+                                           f"- [{r.scenario}]({Path('..') / r.run_dir.relative_to(out.parent)}"
+                                           f"/report.md): {'passed' if r.ok else 'FAILED'}\n" for r in results))
+        say(f"side-by-side timeline: {out / 'timeline.png'}")
+    return code
 
 
 def cmd_down(args) -> int:
@@ -373,8 +394,50 @@ def cmd_fault(args) -> int:
     return ExitCode.OK
 
 
+def cmd_check(args) -> int:
+    v = check.check_run(args.run_dir)
+    t = Table(title=f"check {args.run_dir}")
+    for col in ("check", "", "detail"):
+        t.add_column(col)
+    for c in v.checks:
+        t.add_row(c.name, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", c.detail)
+    console.print(t)
+    say(f"{'passed' if v.ok else 'FAILED'}: {sum(c.ok for c in v.checks)}/{len(v.checks)} checks; "
+        f"findings in {args.run_dir / 'report.md'}")
+    return ExitCode.OK if v.ok else ExitCode.FAILED
+
+
+def cmd_report(args) -> int:
+    rd = args.run_dir
+    if not (rd / "report.md").exists():
+        check.check_run(rd)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(check.read_meta(rd), indent=2) + "\n")
+    else:
+        sys.stdout.write((rd / "report.md").read_text())
+    return ExitCode.OK
+
+
+def cmd_runs(args) -> int:
+    root = faults.runs_root()
+    dirs = sorted((p for p in root.glob("*/2*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+    if not dirs:
+        say(f"no runs under {root}")
+        return ExitCode.OK
+    t = Table(title=f"runs under {root} (newest first)")
+    for col in ("time (UTC)", "lab", "scenario", "result", "directory"):
+        t.add_column(col)
+    for d in dirs:
+        meta = check.read_meta(d)
+        ok = meta.get("ok")
+        t.add_row(d.name, d.parent.name, meta.get("scenario", "?"),
+                  "[green]passed[/]" if ok else ("[red]FAILED[/]" if ok is False else "?"), str(d))
+    console.print(t)
+    return ExitCode.OK
+
+
 COMMANDS = {
     "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
     "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
-    "scenarios": cmd_scenarios, "fault": cmd_fault,
+    "scenarios": cmd_scenarios, "fault": cmd_fault, "check": cmd_check, "report": cmd_report, "runs": cmd_runs,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 import threading
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from labctl import compose, faults, observe, oracle
+from labctl import check, compose, faults, observe, timeline
 from labctl import labels as L
 from labctl.engine import Engine, wait_for
 from labctl.errors import ExitCode, LabError
@@ -76,14 +77,7 @@ def claim(engine: Engine, lab_id: str) -> None:
     engine.create_network(L.network_name(lab_id), L.lab_labels(lab_id))
 
 
-# ----------------------------------------------------------------------- judging
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
+# ----------------------------------------------------------------------- results
 
 
 @dataclass
@@ -91,113 +85,12 @@ class RunResult:
     lab_id: str
     scenario: str
     run_dir: Path
-    checks: list[Check] = field(default_factory=list)
+    checks: list[check.Check] = field(default_factory=list)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(c.ok for c in self.checks)
-
-
-def fault_windows(events: list[dict], run_end: float) -> dict[int, tuple[float, float]]:
-    """Step number -> (start, end) of its fault, from the journal. The window
-    opens at the intent (a `docker stop` takes effect while the call is still
-    running) for faults that were then applied, and closes when the revert is
-    done."""
-    intent, applied, reverted = {}, set(), {}
-    for e in events:
-        if e.get("source") != "labctl" or e.get("kind") != "fault" or e.get("step") is None:
-            continue
-        if e.get("phase") == "intent":
-            intent.setdefault(e["step"], e["ts"])
-        elif e.get("phase") == "applied":
-            applied.add(e["step"])
-        elif e.get("phase") == "reverted":
-            reverted.setdefault(e["step"], e["ts"])
-    return {s: (t, reverted.get(s, run_end)) for s, t in intent.items() if s in applied}
-
-
-def observed(events: list[dict], who: str) -> list[tuple[float, str]]:
-    if who == "monitor":
-        return [(e["ts"], e["verdict"]) for e in events if e["source"] == "monitor" and e["kind"] in ("tick", "verdict")]
-    if who == "naive":
-        return [(e["ts"], e["naive"]) for e in events if e["source"] == "monitor" and e["kind"] in ("tick", "verdict")]
-    if who == "supervisor":
-        return [(e["ts"], e["state"]) for e in events if e["source"] == "supervisor" and e["kind"] == "state"]
-    if who == "truth":
-        return observe.truth_timeline(events)
-    raise ValueError(who)
-
-
-def judge(sc: Scenario, events: list[dict], run_end: float, outdir: Path, input_path: Path,
-          summary: dict | None, sup_exit: int | None, restarts: int, logs: str) -> list[Check]:
-    checks: list[Check] = []
-    windows = fault_windows(events, run_end)
-    for w in sc.expect.windows:
-        step = sc.timeline[w.step - 1]
-        if w.step not in windows:
-            checks.append(Check(f"step {w.step} ({step.do})", False, "the fault was never applied"))
-            continue
-        start, end = windows[w.step]
-        within = (w.within_ms or sc.lab.timeout_ms + 500) / 1000
-        for who in ("truth", "monitor", "naive", "supervisor"):
-            want = getattr(w, who)
-            if not want:
-                continue
-            seen = observed(events, who)
-            in_win = [(t, v) for t, v in seen if start <= t <= end]
-            if who == "truth":
-                before = observe.state_at(seen, start + 0.001)
-                in_win = ([(start, before)] if before else []) + in_win
-            hit = next((t for t, v in in_win if v == want), None)
-            name = f"step {w.step} {step.do}: {who} says {want}"
-            if hit is None:
-                got = sorted({v for _, v in in_win}) or ["nothing"]
-                checks.append(Check(name, False, f"never in the window; saw {', '.join(got)}"))
-            elif who in ("monitor", "naive") and hit - start > within:
-                checks.append(Check(name, False, f"after {hit - start:.2f} s, later than {within:.2f} s"))
-            else:
-                checks.append(Check(name, True, f"after {max(hit - start, 0):.2f} s"))
-    for who, wants in sc.expect.sees.items():
-        values = {v for _, v in observed(events, who)}
-        for want in wants:
-            checks.append(Check(f"{who} says {want} at some point", want in values,
-                                "seen" if want in values else f"never; saw {', '.join(sorted(values)) or 'nothing'}"))
-    for who, bad in sc.expect.never.items():
-        values = [(t, v) for t, v in observed(events, who)]
-        for b in bad:
-            hits = [t for t, v in values if v == b]
-            checks.append(Check(f"{who} never says {b}", not hits, "never" if not hits else f"{len(hits)} time(s)"))
-    job = sc.expect.job
-    if sc.lab.program == "supervisor":
-        done = summary is not None and sup_exit == 0
-        checks.append(Check("the job completes" if job.completes else "the job does not complete",
-                            done == job.completes, f"supervisor exit code {sup_exit}"))
-        if job.exactly_once and job.completes:
-            trigger = None if sc.lab.bug_trigger == "none" else int(sc.lab.bug_trigger)
-            problems = oracle.compare(outdir, input_path, trigger)
-            checks.append(Check("every valid item exactly once, squares right", not problems,
-                                "; ".join(problems[:3]) if problems else "matches the oracle"))
-        for key in ("dead_lettered", "corrupted"):
-            want = getattr(job, key)
-            if want is not None:
-                got = (summary or {}).get(key)
-                checks.append(Check(f"{key.replace('_', '-')}: {want}", got == want, f"got {got}"))
-    if job.exit_code is not None:
-        checks.append(Check(f"{sc.lab.program} exits {job.exit_code}", sup_exit == job.exit_code, f"got {sup_exit}"))
-    if job.min_worker_restarts is not None:
-        checks.append(Check(f"worker restarted by policy at least {job.min_worker_restarts}x",
-                            restarts >= job.min_worker_restarts, f"{restarts} restart(s)"))
-    if job.max_worker_restarts is not None:
-        checks.append(Check(f"worker restarted at most {job.max_worker_restarts}x",
-                            restarts <= job.max_worker_restarts, f"{restarts} restart(s)"))
-    codes = [e.get("exit_code") for e in events
-             if e["source"] == "engine" and e.get("action") == "die" and e.get("service") == "worker"]
-    for code in job.worker_exit_codes:
-        checks.append(Check(f"worker exits with {code}", code in codes, f"exit codes seen: {codes}"))
-    for text in job.log_contains:
-        checks.append(Check(f"the log says {text!r}", text in logs, "found" if text in logs else "not found"))
-    return checks
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
 
 
 # ----------------------------------------------------------------------- one run
@@ -340,8 +233,10 @@ class LabRun:
             live.done = True
 
     def collect(self, t_start: float, t_end: float) -> None:
+        """Writes the run directory, then judges it from those files alone."""
         rd = self.run_dir
         rd.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.sc.path, rd / "scenario.yaml")
         events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1)
         with open(rd / "events.jsonl", "w") as f:
             for e in events:
@@ -349,25 +244,21 @@ class LabRun:
         sup = L.container_name(self.lab_id, "supervisor")
         self.copy_volume(sup, rd / "lab")
         st = self.engine.inspect(sup)
-        sup_exit = st.exit_code if st and st.status == "exited" else None
-        wst = self.engine.inspect(L.container_name(self.lab_id, "worker"))
-        restarts = wst.restart_count if wst else 0
         summary_path = rd / "lab" / "out" / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-        logs = "\n".join(self.engine.logs_text(L.container_name(self.lab_id, s)) for s in compose.SERVICES)
         if self.cancel.is_set():
             self.result.error = self.result.error or "labctl: error: interrupted"
-        self.result.checks = judge(self.sc, events, t_end, rd / "lab" / "out", rd / "lab" / "input.dat",
-                                   summary, sup_exit, restarts, logs)
-        run_summary = {
+        meta = {
             "lab": self.lab_id, "scenario": self.sc.name, "lesson": self.sc.lesson,
-            "started": t_start, "ended": t_end, "ok": self.result.ok, "error": self.result.error,
-            "supervisor_exit": sup_exit, "worker_restarts": restarts, "job": summary,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.result.checks],
+            "started": t_start, "ended": t_end, "error": self.result.error,
+            "supervisor_exit": st.exit_code if st and st.status == "exited" else None,
+            "job": json.loads(summary_path.read_text()) if summary_path.exists() else None,
             "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s} for s in self.sc.timeline],
             "params": self.sc.lab.__dict__,
         }
-        (rd / "summary.json").write_text(json.dumps(run_summary, indent=2) + "\n")
+        (rd / "summary.json").write_text(json.dumps(meta, indent=2) + "\n")
+        timeline.render([timeline.Column(self.sc.name, events, t_start, t_end)], rd / "timeline.png")
+        verdict = check.check_run(rd)
+        self.result.checks = verdict.checks
 
     def copy_volume(self, container: str, dest: Path) -> None:
         """The lab's volume, read through a stopped container (labctl mounts nothing)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from labctl import compose, faults, lab, observe, oracle, scenario
+from labctl import check, compose, faults, observe, oracle, scenario
 from labctl.cli import parse_duration
 from labctl.errors import ExitCode, LabError
 
@@ -200,13 +200,19 @@ def test_judge_windows_latency_and_job(tmp_path):
         eng(1.02, "pause"), mon(1.5, "HEALTHY"), mon(2.9, "PAUSED", "DEAD"),
         {"ts": 3.0, "source": "labctl", "kind": "fault", "phase": "reverted", "step": 1, "fault": "unpause"},
     ]
-    checks = lab.judge(sc, evs, 10, tmp_path, tmp_path / "in", {"processed": 1}, 0, 0, "")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"processed": 1}')
+    evs.append({"ts": 9, "source": "engine", "kind": "container", "action": "die", "service": "supervisor",
+                "exit_code": 0})
+    checks, _ = check.judge(sc, evs, tmp_path, 10)
     by = {c.name: c for c in checks}
     assert by["step 1 pause: monitor says PAUSED"].ok
     assert by["the job completes"].ok
     late = [e if e.get("verdict") != "PAUSED" else {**e, "ts": 3.0} for e in evs]
     sc.expect.windows[0].within_ms = 1500
-    checks = lab.judge(sc, late, 10, tmp_path, tmp_path / "in", None, 69, 0, "")
+    (out / "summary.json").unlink()
+    checks, _ = check.judge(sc, late, tmp_path, 10)
     by = {c.name: c for c in checks}
     assert not by["step 1 pause: monitor says PAUSED"].ok and "later than 1.50 s" in by[
         "step 1 pause: monitor says PAUSED"].detail

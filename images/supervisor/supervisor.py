@@ -34,6 +34,7 @@ import selectors
 import socket
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,6 +306,46 @@ class Unavailable(Exception):
     pass
 
 
+class Lookup:
+    """Name resolution that gives up waiting after a moment.
+
+    While the worker is down (or cut off), Docker's DNS has no record for it
+    and forwards the query out of an internal network, where it dies after
+    the resolver's 5 s timeout. Waiting that long would make every reconnect
+    slow. The lookup runs in a daemon thread; a caller waits at most
+    RESOLVE_WAIT_S and retries later, joining the same lookup if it is still
+    running, so slow lookups never pile up."""
+
+    RESOLVE_WAIT_S = 0.5
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: tuple[threading.Event, list] | None = None
+
+    def addresses(self, host: str, port: int) -> list:
+        with self._lock:
+            if self._pending is None:
+                done, box = threading.Event(), []
+
+                def run():
+                    try:
+                        box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                    except OSError as e:
+                        box.append(e)
+                    done.set()
+
+                threading.Thread(target=run, daemon=True).start()
+                self._pending = (done, box)
+            done, box = self._pending
+        if not done.wait(self.RESOLVE_WAIT_S):
+            raise OSError(f"looking up {host} takes too long (no DNS answer yet)")
+        with self._lock:
+            self._pending = None
+        if isinstance(box[0], OSError):
+            raise box[0]
+        return box[0]
+
+
 class Supervisor:
     def __init__(self, cfg: Config, items: list[bytes], outputs: Outputs, events: Events):
         self.cfg = cfg
@@ -320,6 +361,7 @@ class Supervisor:
         self.started = time.monotonic()
         self.last_advance = time.monotonic()
         self.rate_base = self.p.next
+        self.lookup = Lookup()
 
     # -- state and events
 
@@ -383,10 +425,20 @@ class Supervisor:
 
     def connect(self) -> socket.socket:
         host, port = self.cfg.worker
-        s = socket.create_connection((host, port), timeout=self.cfg.timeout_s)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.setblocking(False)
-        return s
+        last: OSError = OSError("no address")
+        for family, kind, proto, _, addr in self.lookup.addresses(host, port):
+            s = socket.socket(family, kind, proto)
+            s.settimeout(self.cfg.timeout_s)
+            try:
+                s.connect(addr)
+            except OSError as e:
+                s.close()
+                last = e
+                continue
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)
+            return s
+        raise last
 
     def pump(self, sock: socket.socket) -> tuple[str, str]:
         """Streams over one connection until done or it fails: (outcome, detail)."""

@@ -211,6 +211,8 @@ def judge(sc: Scenario, events: list[dict], lab_dir: Path, run_end: float) -> tu
                 limit = interval + SLACK_S
             else:
                 limit = timeout + SLACK_S
+            if lat.monitor_s is None and lat.at + limit > run_end:
+                continue  # the run ended before the monitor could have ticked
             ok = lat.monitor_s is not None and lat.monitor_s <= limit
             checks.append(Check(f"monitor saw {lat.truth.lower()} at {lat.at:.1f} as {lat.want}", ok,
                                 "never" if lat.monitor_s is None else f"after {lat.monitor_s:.2f} s (limit {limit:.2f} s)"))

@@ -202,6 +202,11 @@ class LabRun:
             st = self.engine.inspect(sup)
             if st and st.status == "exited":
                 self.live.supervisor_exit = st.exit_code
+                # Let the monitor see the worker's own end of the job too.
+                end = time.time() + 2 * self.sc.lab.interval_ms / 1000 + 1.0
+                while time.time() < end and self.live.monitor not in ("STOPPED", "CRASHED"):
+                    if self.cancel.wait(POLL_S):
+                        break
                 break
             self.cancel.wait(POLL_S)
         else:

@@ -57,6 +57,7 @@ CHECKPOINT = "checkpoint.json"
 CHECKPOINT_EVERY_S = 0.5
 PROGRESS_EVERY_S = 0.5
 SEND_CHUNK = 4096  # items joined into one send buffer
+CACHED_CONNECT_S = 0.3  # a live worker on the lab's bridge answers in well under a millisecond
 
 log = logging.getLogger("supervisor")
 
@@ -312,6 +313,77 @@ class Lookup:
     While the worker is down (or cut off), Docker's DNS has no record for it
     and forwards the query out of an internal network, where it dies after
     the resolver's 5 s timeout. Waiting that long would make every reconnect
+    slow, and so would joining a lookup that began before the worker came
+    back. So each attempt starts a fresh lookup in a daemon thread (at most
+    MAX_PENDING at once) and waits RESOLVE_WAIT_S for it; any lookup that has
+    finished meanwhile answers first."""
+
+    RESOLVE_WAIT_S = 0.5
+    MAX_PENDING = 4
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: list[tuple[threading.Event, list]] = []
+
+    def _start(self, host: str, port: int) -> tuple[threading.Event, list]:
+        done, box = threading.Event(), []
+
+        def run():
+            try:
+                box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as e:
+                box.append(e)
+            done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        return done, box
+
+    def addresses(self, host: str, port: int) -> list:
+        with self._lock:
+            finished = [box[0] for done, box in self._pending if done.is_set()]
+            self._pending = [p for p in self._pending if not p[0].is_set()]
+            answers = [r for r in finished if not isinstance(r, OSError)]
+            if answers:
+                return answers[-1]
+            if len(self._pending) < self.MAX_PENDING:
+                self._pending.append(self._start(host, port))
+            done, box = self._pending[-1]
+        if not done.wait(self.RESOLVE_WAIT_S):
+            raise OSError(f"looking up {host} takes too long (no DNS answer yet)")
+        with self._lock:
+            self._pending = [p for p in self._pending if p[1] is not box]
+        if isinstance(box[0], OSError):
+            raise box[0]
+        return box[0]
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Config:
+    worker: tuple[str, int]
+    input: Path
+    output: Path
+    window: int = 1024
+    timeout_s: float = 2.0
+    max_item_crashes: int = 2
+    worker_lock: str | None = None
+    give_up_s: float = 300.0
+    fresh: bool = False
+    rate: float = 0.0
+
+
+class Unavailable(Exception):
+    pass
+
+
+class Lookup:
+    """Name resolution that gives up waiting after a moment.
+
+    While the worker is down (or cut off), Docker's DNS has no record for it
+    and forwards the query out of an internal network, where it dies after
+    the resolver's 5 s timeout. Waiting that long would make every reconnect
     slow. The lookup runs in a daemon thread; a caller waits at most
     RESOLVE_WAIT_S and retries later, joining the same lookup if it is still
     running, so slow lookups never pile up."""
@@ -362,6 +434,7 @@ class Supervisor:
         self.last_advance = time.monotonic()
         self.rate_base = self.p.next
         self.lookup = Lookup()
+        self.known: list = []  # the address of the last successful connect
 
     # -- state and events
 
@@ -424,19 +497,28 @@ class Supervisor:
     # -- one connection
 
     def connect(self) -> socket.socket:
+        """Tries the worker's last known address first (a restarted container
+        usually gets it back, and a live host answers a connect within
+        milliseconds), then whatever the name resolves to now."""
         host, port = self.cfg.worker
         last: OSError = OSError("no address")
-        for family, kind, proto, _, addr in self.lookup.addresses(host, port):
+        tries = [(a, CACHED_CONNECT_S) for a in self.known]
+        try:
+            tries += [(a, self.cfg.timeout_s) for a in self.lookup.addresses(host, port) if a not in self.known]
+        except OSError as e:
+            last = e
+        for (family, kind, proto, _, addr), wait in tries:
             s = socket.socket(family, kind, proto)
-            s.settimeout(self.cfg.timeout_s)
+            s.settimeout(wait)
             try:
                 s.connect(addr)
             except OSError as e:
                 s.close()
-                last = e
+                last = e if not isinstance(e, TimeoutError) else OSError(f"connect to {addr[0]} timed out")
                 continue
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setblocking(False)
+            self.known = [(family, kind, proto, "", addr)]
             return s
         raise last
 

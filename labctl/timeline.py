@@ -13,7 +13,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from labctl import check  # noqa: E402
 
-LANES = ("ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats,\nitems processed")
+LANES = ("ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats\n& items processed")
 COLORS = {
     "RUNNING": "#2e7d32", "HEALTHY": "#2e7d32", "ALIVE": "#2e7d32", "streaming": "#2e7d32", "done": "#1b5e20",
     "CRASHED": "#c62828", "DEAD": "#e57373",
@@ -122,7 +122,8 @@ def render(columns: list[Column], path: Path) -> dict:
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     fig.subplots_adjust(left=0.17 if n == 1 else 0.09, right=0.98, top=0.9, bottom=0.16)
-    meta = {"Lanes": ",".join(LANES), "Columns": str(n), "FaultWindows": str(windows_drawn)}
+    meta = {"Lanes": "|".join(n.replace("\n", " ") for n in LANES), "Columns": str(n),
+            "FaultWindows": str(windows_drawn)}
     fig.savefig(path, dpi=110, metadata=meta)
     plt.close(fig)
     return meta

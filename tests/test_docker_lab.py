@@ -69,6 +69,15 @@ def test_every_scenario_meets_its_expectations(built, engine, tmp_path, name):
     assert {e["source"] for e in events} >= {"engine", "monitor", "worker", "supervisor"}
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
     assert labelled(engine, lab) == ([], [], []), "the lab is torn down after the run"
+    # The report and the picture, built from this real run; the checker agrees from the files alone.
+    report = (run_dirs[0] / "report.md").read_text()
+    assert report.startswith(f"# {name}: passed") and "## Checks" in report and "![timeline](timeline.png)" in report
+    from test_check import assert_timeline_png
+
+    sc = __import__("labctl.scenario", fromlist=["resolve"]).resolve(name)
+    assert_timeline_png(run_dirs[0] / "timeline.png", 1, len(sc.timeline))
+    again = labctl("check", str(run_dirs[0]))
+    assert again.returncode == 0, again.stdout[-2000:]
 
 
 def test_two_labs_at_once_do_not_see_each_other(built, engine, tmp_path):

@@ -1,0 +1,178 @@
+"""The checker on synthetic runs, good and damaged, and the timeline picture."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from labctl import check, timeline
+
+T0 = 1_800_000_000.0
+SCENARIO = ROOT / "labctl" / "scenarios" / "scenario-pause.yaml"
+ITEMS = [5, 7, -10, 3, 12, -25, 9, 4]
+
+
+def tick(t, verdict, naive="ALIVE", processed=0, beats=0):
+    return {"ts": T0 + t, "source": "monitor", "kind": "tick", "verdict": verdict, "naive": naive,
+            "lock": "held", "processed": processed, "udp_beats": beats}
+
+
+def make_run(tmp: Path) -> Path:
+    """A run of scenario-pause that went right, written as labctl writes it."""
+    rd = tmp / "pause-abcd" / "20261129T000000Z"
+    (rd / "lab" / "out").mkdir(parents=True)
+    shutil.copyfile(SCENARIO, rd / "scenario.yaml")
+    (rd / "lab" / "input.dat").write_text("".join(f"{v}\n" for v in ITEMS))
+    good = [(i, v) for i, v in enumerate(ITEMS, 1) if v >= 0]
+    out = rd / "lab" / "out"
+    (out / "results.csv").write_text("index,n,square\n" + "".join(f"{i},{v},{v * v}\n" for i, v in good))
+    (out / "corrupted.csv").write_text("index,value\n3,-10\n6,-25\n")
+    (out / "rejected.csv").write_text("index,reason\n")
+    (out / "dead-letter.csv").write_text("index,item,reason,crashes\n")
+    (out / "summary.json").write_text(json.dumps({"read": 8, "processed": 6, "corrupted": 2, "rejected": 0,
+                                                  "dead_lettered": 0}))
+    ev = [
+        {"ts": T0 + 0.5, "source": "engine", "kind": "container", "action": "start", "service": "worker"},
+        {"ts": T0 + 0.9, "source": "supervisor", "kind": "state", "state": "streaming", "acked": 0},
+        {"ts": T0 + 3.0, "source": "labctl", "kind": "fault", "phase": "intent", "fault": "pause", "step": 1,
+         "target": "worker", "inverse": "unpause", "id": "a"},
+        {"ts": T0 + 3.02, "source": "engine", "kind": "container", "action": "pause", "service": "worker"},
+        {"ts": T0 + 3.03, "source": "labctl", "kind": "fault", "phase": "applied", "fault": "pause", "step": 1,
+         "target": "worker", "inverse": "unpause", "id": "a"},
+        {"ts": T0 + 5.0, "source": "supervisor", "kind": "state", "state": "timed_out", "acked": 3},
+        {"ts": T0 + 9.0, "source": "engine", "kind": "container", "action": "unpause", "service": "worker"},
+        {"ts": T0 + 9.01, "source": "labctl", "kind": "fault", "phase": "reverted", "fault": "unpause", "step": 1,
+         "target": "worker", "id": "a-revert", "of": "a"},
+        {"ts": T0 + 9.5, "source": "supervisor", "kind": "state", "state": "streaming", "acked": 3},
+        {"ts": T0 + 12.0, "source": "engine", "kind": "container", "action": "die", "service": "supervisor",
+         "exit_code": 0},
+        {"ts": T0 + 12.1, "source": "engine", "kind": "container", "action": "die", "service": "worker",
+         "exit_code": 0},
+        {"ts": T0 + 12.2, "source": "monitor", "kind": "tick", "verdict": "STOPPED", "naive": "ALIVE",
+         "lock": "absent"},
+    ]
+    for k in range(6, 120):  # ticks every 0.1 s from 0.6 s to 11.9 s
+        t = k / 10
+        if 3.0 <= t < 4.9:
+            ev.append(tick(t, "HEALTHY", processed=3, beats=k))
+        elif 4.9 <= t < 9.1:
+            ev.append(tick(t, "PAUSED", "DEAD", processed=3, beats=30))
+        else:
+            ev.append(tick(t, "HEALTHY", processed=min(k, 8), beats=k))
+    ev.sort(key=lambda e: e["ts"])
+    (rd / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    (rd / "summary.json").write_text(json.dumps({"lab": "pause-abcd", "scenario": "scenario-pause",
+                                                 "started": T0, "ended": T0 + 12.5, "error": None}))
+    return rd
+
+
+def failed(v: check.Verdict) -> list[check.Check]:
+    return [c for c in v.checks if not c.ok]
+
+
+def test_a_good_run_passes_and_gets_a_report(tmp_path):
+    rd = make_run(tmp_path)
+    v = check.check_run(rd)
+    assert v.ok, failed(v)
+    report = (rd / "report.md").read_text()
+    assert report.startswith("# scenario-pause: passed")
+    assert "## Checks" in report and "## Detection latency" in report
+    assert "| PAUSED | 1.88 s (PAUSED)" in report
+    meta = json.loads((rd / "summary.json").read_text())
+    assert meta["ok"] is True and [lat["truth"] for lat in meta["latencies"]] == ["PAUSED", "STOPPED"]
+
+
+def damage_results(rd: Path, fn) -> None:
+    p = rd / "lab" / "out" / "results.csv"
+    lines = p.read_text().splitlines(keepends=True)
+    p.write_text("".join(fn(lines)))
+
+
+@pytest.mark.parametrize(
+    "damage, finding",
+    [
+        (lambda ls: ls[:2] + ls[3:], "valid item(s) lost"),
+        (lambda ls: ls + [ls[2]], "appear more than once"),
+        (lambda ls: ls[:1] + ["1,5,26\n"] + ls[2:], "5 squared is 25, not 26"),
+        (lambda ls: ls[:1] + ["1,6,36\n"] + ls[2:], "answer another reading"),
+    ],
+)
+def test_damaged_results_are_caught(tmp_path, damage, finding):
+    rd = make_run(tmp_path)
+    damage_results(rd, damage)
+    v = check.check_run(rd)
+    assert not v.ok
+    assert any(finding in c.detail for c in failed(v)), failed(v)
+    assert "**FAIL**" in (rd / "report.md").read_text()
+
+
+def test_a_verdict_that_never_came_is_caught(tmp_path):
+    rd = make_run(tmp_path)
+    evs = [json.loads(ln) for ln in (rd / "events.jsonl").read_text().splitlines()]
+    evs = [{**e, "verdict": "HEALTHY"} if e.get("verdict") == "PAUSED" else e for e in evs]
+    (rd / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evs))
+    v = check.check_run(rd)
+    names = {c.name for c in failed(v)}
+    assert "step 1 pause: monitor says PAUSED" in names
+    assert "no monitor verdict contradicts the truth" in names
+
+
+def test_a_missing_negative_or_stale_lock_is_caught(tmp_path):
+    rd = make_run(tmp_path)
+    (rd / "lab" / "out" / "corrupted.csv").write_text("index,value\n3,-10\n")
+    (rd / "lab" / "cworker.lock").write_text("7 abc\n")
+    names = {c.name: c.detail for c in failed(check.check_run(rd))}
+    assert any("corrupted.csv" in d for d in names.values())
+    assert "no stale lock left" in names
+
+
+def test_check_cli_exit_codes(tmp_path):
+    rd = make_run(tmp_path)
+    ok = subprocess.run([sys.executable, "-m", "labctl", "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and "passed:" in ok.stdout
+    damage_results(rd, lambda ls: ls[:2] + ls[3:])
+    bad = subprocess.run([sys.executable, "-m", "labctl", "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "FAILED:" in bad.stdout
+    js = subprocess.run([sys.executable, "-m", "labctl", "report", str(rd), "--format", "json"], capture_output=True,
+                        text=True, cwd=ROOT)
+    assert js.returncode == 0 and json.loads(js.stdout)["ok"] is False
+    nodir = subprocess.run([sys.executable, "-m", "labctl", "check", str(tmp_path)], capture_output=True, text=True,
+                           cwd=ROOT)
+    assert nodir.returncode == 8 and "holds no scenario.yaml" in nodir.stderr
+
+
+def assert_timeline_png(path: Path, columns: int, windows: int) -> None:
+    """Opened and checked: size, lanes, and the fault windows' shading."""
+    img = Image.open(path)
+    assert img.format == "PNG"
+    w, h = img.size
+    assert h >= 700 and w >= 600 * columns, img.size
+    lanes = img.text["Lanes"].split("|")
+    assert lanes == ["ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats & items processed"]
+    assert int(img.text["Columns"]) == columns and int(img.text["FaultWindows"]) == windows
+    # The shade blended over white: (0x90,0xa4,0xae) at alpha .35 -> about (220, 228, 231).
+    px = np.asarray(img.convert("RGB")).astype(int)
+    shaded = int((np.abs(px - np.array([220, 228, 231])).max(axis=2) < 6).sum())
+    if windows:
+        assert shaded > 2000, f"only {shaded} shaded pixels"
+    else:
+        assert shaded < 200
+
+
+def test_timeline_png_lanes_and_fault_windows(tmp_path):
+    rd = make_run(tmp_path)
+    evs = check.read_events(rd / "events.jsonl")
+    meta = timeline.render([timeline.Column("scenario-pause", evs, T0, T0 + 12.5)], tmp_path / "one.png")
+    assert meta["FaultWindows"] == "1"
+    assert_timeline_png(tmp_path / "one.png", 1, 1)
+    quiet = [e for e in evs if e["source"] != "labctl"]
+    timeline.render([timeline.Column("a", evs, T0, T0 + 12.5), timeline.Column("b", quiet, T0, T0 + 12.5)],
+                    tmp_path / "two.png")
+    assert_timeline_png(tmp_path / "two.png", 2, 1)

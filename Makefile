@@ -41,7 +41,12 @@ engine: venv
 images: engine host-deps
 	$(VENV)/bin/labctl build
 
-test: worker venv images
+# compose-lint: nothing of medium severity or above; hadolint: nothing at all.
+lint: venv
+	$(VENV)/bin/compose-lint check --fail-on medium compose.yaml
+	for f in images/*/Dockerfile; do $(VENV)/bin/hadolint $$f || exit 1; echo "hadolint $$f: clean"; done
+
+test: worker venv lint images
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-unit: worker venv

@@ -247,6 +247,10 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     console.print(view.final_table(done))
     if interrupted:
         return ExitCode.INTERRUPTED, done
+    lost = [r for r in done if r.engine_lost]
+    if lost:
+        error(lost[0].error or "labctl: error: lost the Docker engine; start it again and run `labctl recover`")
+        return ExitCode.ENGINE_UNREACHABLE, done
     return (ExitCode.OK if done and all(r.ok for r in done) else ExitCode.FAILED), done
 
 

@@ -41,6 +41,7 @@ class Service:
     cap_drop: list[str]
     security_opt: list[str]
     mem_limit: str | None
+    cpus: float | None
     pids_limit: int | None
     restart: dict | None
     mount: str
@@ -82,7 +83,7 @@ def services(env: dict[str, str], path: Path = COMPOSE_FILE) -> dict[str, Servic
         cmd = cmd.split() if isinstance(cmd, str) else list(cmd)
         out[name] = Service(
             name=name,
-            image=raw["image"],
+            image=f"{doc.get('name', 'labctl')}-{name}",
             build_context=(path.parent / raw["build"]["context"]).resolve(),
             command=[interpolate(str(c), env) for c in cmd],
             user=raw.get("user"),
@@ -91,6 +92,7 @@ def services(env: dict[str, str], path: Path = COMPOSE_FILE) -> dict[str, Servic
             cap_drop=list(raw.get("cap_drop", [])),
             security_opt=list(raw.get("security_opt", [])),
             mem_limit=raw.get("mem_limit"),
+            cpus=float(raw["cpus"]) if raw.get("cpus") else None,
             pids_limit=raw.get("pids_limit"),
             restart=restart_policy(interpolate(str(raw["restart"]), env)) if raw.get("restart") else None,
             mount=mount,
@@ -114,6 +116,7 @@ def container_spec(svc: Service, lab_id: str, scenario: str, image: str) -> Cont
         cap_drop=svc.cap_drop,
         security_opt=svc.security_opt,
         mem_limit=svc.mem_limit,
+        nano_cpus=int(svc.cpus * 1e9) if svc.cpus else None,
         pids_limit=svc.pids_limit,
         restart=svc.restart,
     )

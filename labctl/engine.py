@@ -54,6 +54,7 @@ class ContainerSpec:
     cap_drop: list[str] = field(default_factory=lambda: ["ALL"])
     security_opt: list[str] = field(default_factory=lambda: ["no-new-privileges:true"])
     mem_limit: str | None = None
+    nano_cpus: int | None = None
     pids_limit: int | None = None
     restart: dict | None = None
     environment: dict[str, str] = field(default_factory=dict)
@@ -190,6 +191,7 @@ class Engine:
             cap_drop=spec.cap_drop,
             security_opt=spec.security_opt,
             mem_limit=spec.mem_limit,
+            nano_cpus=spec.nano_cpus,
             pids_limit=spec.pids_limit,
             restart_policy=spec.restart,
             network_mode=spec.network,

@@ -117,8 +117,7 @@ def image_refs(engine: Engine, base: str) -> dict[str, str]:
     base_id = engine.image_id(base) or base
     refs = {}
     for name, svc in compose.services({}).items():
-        repo = svc.image.split(":")[0]
-        refs[name] = f"{repo}:{source_hash(svc.build_context, base_id)}"
+        refs[name] = f"{svc.image}:{source_hash(svc.build_context, base_id)}"
     return refs
 
 
@@ -135,7 +134,7 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
             engine.build(str(svc.build_context), ref, {"BASE_IMAGE": base},
                          {L.MANAGED: "true", L.COMPONENT: name, L.SOURCE_HASH: tag}, on_line)
             log(f"{name}: built {ref}")
-        engine.tag(ref, repo, "latest")  # what `docker compose up` runs
+        engine.tag(ref, svc.image, "latest")  # the name Compose gives what it builds, for `docker compose up`
     return refs
 
 

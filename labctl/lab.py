@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labctl import check, compose, faults, observe, timeline
 from labctl import labels as L
-from labctl.engine import Engine, wait_for
+from labctl.engine import Engine, is_engine_gone, wait_for
 from labctl.errors import ExitCode, LabError
 from labctl.scenario import Scenario
 
@@ -87,6 +87,7 @@ class RunResult:
     run_dir: Path
     checks: list[check.Check] = field(default_factory=list)
     error: str | None = None
+    engine_lost: bool = False
 
     @property
     def ok(self) -> bool:
@@ -167,8 +168,13 @@ class LabRun:
             if e.code == ExitCode.LAB_EXISTS and not claimed:
                 live.phase, live.done = "refused", True
                 raise
-        except Exception as e:  # the engine went away mid-run, most likely
-            self.result.error = f"labctl: error: {type(e).__name__}: {e}"
+        except Exception as e:
+            if is_engine_gone(e):
+                self.result.engine_lost = True
+                self.result.error = (f"labctl: error: lab {self.lab_id}: lost the Docker engine mid-run "
+                                     f"({type(e).__name__}); start it again and run `labctl recover`")
+            else:
+                self.result.error = f"labctl: error: lab {self.lab_id}: {type(e).__name__}: {e}"
         finally:
             if claimed:
                 self.finish(t_start)
@@ -225,6 +231,8 @@ class LabRun:
         try:
             self.collect(t_start, t_end)
         except Exception as e:
+            if is_engine_gone(e):
+                self.result.engine_lost = True
             if self.result.error is None:
                 self.result.error = f"labctl: error: collecting the run failed: {type(e).__name__}: {e}"
         finally:
@@ -233,6 +241,7 @@ class LabRun:
                 try:
                     teardown(self.engine, self.lab_id)
                 except Exception as e:
+                    self.result.engine_lost = self.result.engine_lost or is_engine_gone(e)
                     self.result.error = self.result.error or f"labctl: error: teardown failed: {e}"
             live.phase = "passed" if self.result.ok else ("interrupted" if self.cancel.is_set() else "FAILED")
             live.done = True

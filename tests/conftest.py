@@ -77,3 +77,41 @@ def connect_when_ready(port: int, timeout: float = 5.0) -> socket.socket:
 
 def python() -> str:
     return sys.executable
+
+
+# ---------------------------------------------------------------- labctl and the engine (integration)
+
+LABCTL = [sys.executable, "-m", "labctl"]
+
+
+def labctl(*args: str, env: dict | None = None, timeout: float = 300, runs: Path | None = None):
+    e = {**os.environ, **(env or {})}
+    if runs is not None:
+        e["LABCTL_RUNS"] = str(runs)
+    return subprocess.run([*LABCTL, *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from labctl.engine import Engine
+
+    eng = Engine.open()
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def built(engine):
+    """The images, built (or found up to date) once per session."""
+    p = labctl("build", timeout=1800)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return True
+
+
+def labelled(engine, lab_id: str | None = None):
+    from labctl import labels as L
+
+    f = L.filters(lab_id)
+    return ([c.name for c in engine.containers(f)], [n for _, n in engine.networks(f)], engine.volumes(f))
+
+

@@ -4,7 +4,6 @@ that can be cut to simulate a partition of the heartbeat path."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -13,54 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+from labctl import oracle
+
 from conftest import MONITOR, SUPERVISOR, WORKER, free_port, free_udp_port, wait_until
 
-NUMBER = re.compile(rb"^[ \t]*([+-]?[0-9]+)[ \t]*\r?$")
-SQUARE_MAX = 3037000499
-
-
-def oracle(lines: list[bytes], trigger: int | None = 999) -> dict:
-    """What a correct run must produce, computed independently of the programs."""
-    want = {"results": [], "corrupted": [], "rejected": [], "dead": []}
-    for idx, raw in enumerate(lines, 1):
-        m = NUMBER.match(raw)
-        if not m:
-            want["rejected"].append(idx)
-            continue
-        v = int(m.group(1))
-        if v == trigger:
-            want["dead"].append(idx)
-        elif v < 0:
-            want["corrupted"].append((idx, v))
-        elif v > SQUARE_MAX:
-            want["rejected"].append(idx)
-        else:
-            want["results"].append((idx, v, v * v))
-    return want
-
-
-def read_outputs(outdir: Path) -> dict:
-    def rows(name):
-        text = (outdir / name).read_text().splitlines()
-        return [r.split(",") for r in text[1:]]
-
-    return {
-        "results": [(int(a), int(b), int(c)) for a, b, c in rows("results.csv")],
-        "corrupted": [(int(a), int(b)) for a, b in rows("corrupted.csv")],
-        "rejected": [int(r[0]) for r in rows("rejected.csv")],
-        "dead": [int(r[0]) for r in rows("dead-letter.csv")],
-    }
-
-
 def assert_exactly_once(outdir: Path, input_path: Path, trigger: int | None = 999) -> None:
-    got = read_outputs(outdir)
-    want = oracle(input_path.read_bytes().splitlines(), trigger)
-    idx = [r[0] for r in got["results"]]
-    assert len(idx) == len(set(idx)), "a result appears twice"
-    assert sorted(got["results"]) == want["results"], "results differ from the oracle"
-    assert sorted(got["corrupted"]) == want["corrupted"]
-    assert sorted(got["rejected"]) == want["rejected"]
-    assert sorted(got["dead"]) == want["dead"]
+    """The outputs against labctl's oracle, which reads the input on its own."""
+    problems = oracle.compare(outdir, input_path, trigger)
+    assert not problems, problems
 
 
 class Platform:

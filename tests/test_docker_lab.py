@@ -14,43 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, labctl, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-LABCTL = [sys.executable, "-m", "labctl"]
 SCENARIOS = sorted(p.stem for p in (ROOT / "labctl" / "scenarios").glob("*.yaml"))
-
-
-def labctl(*args: str, env: dict | None = None, timeout: float = 300, runs: Path | None = None):
-    e = {**os.environ, **(env or {})}
-    if runs is not None:
-        e["LABCTL_RUNS"] = str(runs)
-    return subprocess.run([*LABCTL, *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
-
-
-@pytest.fixture(scope="session")
-def engine():
-    from labctl.engine import Engine
-
-    eng = Engine.open()
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="session")
-def built(engine):
-    """The images, built (or found up to date) once per session."""
-    p = labctl("build", timeout=1800)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return True
-
-
-def labelled(engine, lab_id: str | None = None):
-    from labctl import labels as L
-
-    f = L.filters(lab_id)
-    return ([c.name for c in engine.containers(f)], [n for _, n in engine.networks(f)], engine.volumes(f))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -124,7 +92,7 @@ def test_keep_then_fault_status_logs_and_down_all_leave_nothing(built, engine, t
 def test_docker_compose_up_alone_completes_the_job(built, engine, tmp_path):
     from labctl import images
 
-    project = f"labctl-ci-{uuid.uuid4().hex[:6]}"
+    project = "labctl"  # compose.yaml's own name: Compose then finds the images labctl built
     env = {**os.environ, "LAB_BASE_IMAGE": images.local_base_ref(), "LAB_ITEMS": "5000"}
     base = ["docker", "compose", "-p", project, "-f", str(ROOT / "compose.yaml")]
     try:

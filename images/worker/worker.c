@@ -53,9 +53,9 @@ enum {
     EXIT_LOCKED = 75,
 };
 
-/* A valid number has a handful of characters; a line longer than this cannot
- * be one (short of a megabyte of padding), so it is rejected without keeping
- * it all in memory. */
+/* A valid number has a handful of characters; a line of this length or more
+ * cannot be one (short of a megabyte of padding), so it is rejected, always,
+ * without keeping it all in memory. */
 #define MAX_LINE (1u << 20)
 #define READ_CHUNK (64u * 1024u)
 #define OUT_FLUSH_AT (60u * 1024u)
@@ -819,6 +819,16 @@ static enum io_status drain_lines(struct worker *w, struct conn *c)
             break;
         }
         size_t len = (size_t)(nl - (c->in + pos));
+        if (len >= MAX_LINE) {
+            /* The same answer whether the line came in one read or many. */
+            c->discard_len = len;
+            c->discard_head_len = escape_for_log(c->discard_head, c->in + pos, len);
+            pos += len + 1;
+            enum io_status st = handle_overlong(w, c);
+            if (st != IO_OK)
+                return st;
+            continue;
+        }
         /* Fast path for the common line, plain digits: no trigger, no
          * error, room in the buffer. Everything else takes handle_line. */
         if (len > 0 && len <= 9 && (c->in[pos] != '0' || len == 1) && c->out_len < OUT_FLUSH_AT &&

@@ -266,6 +266,7 @@ class LabRun:
             "started": t_start, "ended": t_end, "error": self.result.error,
             "supervisor_exit": st.exit_code if st and st.status == "exited" else None,
             "job": json.loads(summary_path.read_text()) if summary_path.exists() else None,
+            "worker_restarts": check.policy_restarts(events),
             "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s} for s in self.sc.timeline],
             "params": self.sc.lab.__dict__,
         }

@@ -160,10 +160,12 @@ def assert_timeline_png(path: Path, columns: int, windows: int) -> None:
     # The shade blended over white: (0x90,0xa4,0xae) at alpha .35 -> about (220, 228, 231).
     px = np.asarray(img.convert("RGB")).astype(int)
     shaded = int((np.abs(px - np.array([220, 228, 231])).max(axis=2) < 6).sum())
+    # Even a short window covers tens of thousands of pixels; stray pixels of
+    # a similar grey elsewhere stay in the hundreds.
     if windows:
-        assert shaded > 2000, f"only {shaded} shaded pixels"
+        assert shaded > 5000, f"only {shaded} shaded pixels"
     else:
-        assert shaded < 200
+        assert shaded < 2000, f"{shaded} shaded pixels without a fault window"
 
 
 def test_timeline_png_lanes_and_fault_windows(tmp_path):

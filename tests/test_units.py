@@ -218,3 +218,29 @@ def test_process_data_cli_log_format(tmp_path):
     assert " - INFO - line 1: 2 -> 4" in lines[0]
     assert " - WARNING - line 2: corrupted data -25; skipping" in lines[1]
     assert lines[0][:4].isdigit() and lines[0][4] == "-"  # starts with a timestamp
+
+
+def test_lookup_gives_up_waiting_and_never_blocks_a_retry(monkeypatch):
+    import socket as s
+    import threading
+    import time
+
+    release = threading.Event()
+    calls = []
+    real = s.getaddrinfo
+
+    def slow(host, port, **kw):
+        calls.append(host)
+        if len(calls) == 1:
+            release.wait(5)  # the first lookup hangs, as Docker's DNS does for a stopped container
+        return real("127.0.0.1", port, **kw)
+
+    monkeypatch.setattr(sup.socket, "getaddrinfo", slow)
+    lk = sup.Lookup()
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="takes too long"):
+        lk.addresses("worker", 7000)
+    assert time.monotonic() - t0 < 1.5
+    got = lk.addresses("worker", 7000)  # a fresh lookup, not the hung one
+    assert got and got[0][4][0] == "127.0.0.1" and len(calls) == 2
+    release.set()

@@ -357,67 +357,6 @@ class Lookup:
         return box[0]
 
 
-# --------------------------------------------------------------------------- the job
-
-
-@dataclass
-class Config:
-    worker: tuple[str, int]
-    input: Path
-    output: Path
-    window: int = 1024
-    timeout_s: float = 2.0
-    max_item_crashes: int = 2
-    worker_lock: str | None = None
-    give_up_s: float = 300.0
-    fresh: bool = False
-    rate: float = 0.0
-
-
-class Unavailable(Exception):
-    pass
-
-
-class Lookup:
-    """Name resolution that gives up waiting after a moment.
-
-    While the worker is down (or cut off), Docker's DNS has no record for it
-    and forwards the query out of an internal network, where it dies after
-    the resolver's 5 s timeout. Waiting that long would make every reconnect
-    slow. The lookup runs in a daemon thread; a caller waits at most
-    RESOLVE_WAIT_S and retries later, joining the same lookup if it is still
-    running, so slow lookups never pile up."""
-
-    RESOLVE_WAIT_S = 0.5
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._pending: tuple[threading.Event, list] | None = None
-
-    def addresses(self, host: str, port: int) -> list:
-        with self._lock:
-            if self._pending is None:
-                done, box = threading.Event(), []
-
-                def run():
-                    try:
-                        box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-                    except OSError as e:
-                        box.append(e)
-                    done.set()
-
-                threading.Thread(target=run, daemon=True).start()
-                self._pending = (done, box)
-            done, box = self._pending
-        if not done.wait(self.RESOLVE_WAIT_S):
-            raise OSError(f"looking up {host} takes too long (no DNS answer yet)")
-        with self._lock:
-            self._pending = None
-        if isinstance(box[0], OSError):
-            raise box[0]
-        return box[0]
-
-
 class Supervisor:
     def __init__(self, cfg: Config, items: list[bytes], outputs: Outputs, events: Events):
         self.cfg = cfg

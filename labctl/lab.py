@@ -116,6 +116,7 @@ class LabRun:
         self.run_dir = faults.runs_root() / lab_id / utc_stamp()
         self.result = RunResult(lab_id, sc.name, self.run_dir)
         self._stop_follow = threading.Event()
+        self.recorder: observe.EngineRecorder | None = None
 
     # -- the lab's containers
 
@@ -140,6 +141,8 @@ class LabRun:
         t_start = time.time()
         claimed = False
         try:
+            self.recorder = observe.EngineRecorder(self.engine.clone(), self.lab_id)
+            self.recorder.start()
             claim(self.engine, self.lab_id)
             claimed = True
             self.engine.create_volume(L.volume_name(self.lab_id), L.lab_labels(self.lab_id))
@@ -167,6 +170,8 @@ class LabRun:
             self.result.error = e.message()
             if e.code == ExitCode.LAB_EXISTS and not claimed:
                 live.phase, live.done = "refused", True
+                if self.recorder:
+                    self.recorder.stop()
                 raise
         except Exception as e:
             if is_engine_gone(e):
@@ -251,7 +256,8 @@ class LabRun:
         rd = self.run_dir
         rd.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.sc.path, rd / "scenario.yaml")
-        events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1)
+        engine_evs = self.recorder.stop() if self.recorder else []
+        events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1, engine_evs)
         with open(rd / "events.jsonl", "w") as f:
             for e in events:
                 f.write(json.dumps(e, separators=(",", ":")) + "\n")

@@ -77,45 +77,89 @@ def log_events(engine: Engine, lab_id: str, service: str) -> list[dict]:
     return out
 
 
-def engine_events(engine: Engine, lab_id: str, since: float, until: float) -> list[dict]:
-    """The engine's own record of the lab's containers and network, as events."""
-    names = {L.container_name(lab_id, s): s for s in ("worker", "monitor", "supervisor")}
-    ids: dict[str, str] = {}
-    out = []
-    wanted = {"create", "start", "die", "kill", "stop", "pause", "unpause", "restart", "oom", "destroy",
-              "connect", "disconnect"}
-    stream = engine.client.events(decode=True, since=since, until=until,
-                                  filters={"type": ["container", "network"]})
-    for e in stream:
+ENGINE_ACTIONS = ("create", "start", "die", "kill", "stop", "pause", "unpause", "restart", "oom", "destroy",
+                  "connect", "disconnect")
+
+
+class EngineRecorder:
+    """Records the engine's events for one lab as they happen.
+
+    The engine keeps only its last 256 events for later queries; with several
+    labs and their healthchecks that is a few seconds, so the ground truth is
+    recorded live from before the first container exists."""
+
+    def __init__(self, engine: Engine, lab_id: str):
+        self.engine = engine
+        self.lab_id = lab_id
+        self.names = {L.container_name(lab_id, s): s for s in ("worker", "monitor", "supervisor")}
+        self.ids: dict[str, str] = {}
+        self.events: list[dict] = []
+        self._streams = []
+        self._threads = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for flt in ({"type": ["container"], "label": [f"{L.LAB}={self.lab_id}"], "event": list(ENGINE_ACTIONS)},
+                    {"type": ["network"], "network": [L.network_name(self.lab_id)],
+                     "event": ["connect", "disconnect"]}):
+            stream = self.engine.events(flt, since=time.time() - 1)
+            self._streams.append(stream)
+            t = threading.Thread(target=self._run, args=(stream,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run(self, stream) -> None:
+        try:
+            for e in stream:
+                ev = self.translate(e)
+                if ev:
+                    with self._lock:
+                        self.events.append(ev)
+        except Exception:
+            return  # closed by stop(), or the engine went away
+
+    def translate(self, e: dict) -> dict | None:
         action = (e.get("Action") or e.get("status") or "").split(":")[0]
-        if action not in wanted:
-            continue
         attrs = (e.get("Actor") or {}).get("Attributes") or {}
         ts = e.get("timeNano", e.get("time", 0) * 1e9) / 1e9
         if e.get("Type") == "container":
-            service = names.get(attrs.get("name", ""))
-            if not service or attrs.get(L.LAB) != lab_id:
-                continue
-            ids[e["Actor"]["ID"]] = service
+            service = self.names.get(attrs.get("name", ""))
+            if not service or action not in ENGINE_ACTIONS:
+                return None
+            self.ids[e["Actor"]["ID"]] = service
             ev = {"ts": ts, "source": "engine", "kind": "container", "action": action, "service": service}
             if "exitCode" in attrs:
                 ev["exit_code"] = int(attrs["exitCode"])
             if "signal" in attrs:
                 ev["signal"] = attrs["signal"]
-            out.append(ev)
-        elif e.get("Type") == "network" and attrs.get("name") == L.network_name(lab_id):
-            service = ids.get(attrs.get("container", ""))
-            if service and action in ("connect", "disconnect"):
-                out.append({"ts": ts, "source": "engine", "kind": "network", "action": action, "service": service})
-    return out
+            return ev
+        if e.get("Type") == "network" and action in ("connect", "disconnect"):
+            cid = attrs.get("container", "")
+            service = self.ids.get(cid) or next((s for i, s in self.ids.items() if i.startswith(cid)), None)
+            if service:
+                return {"ts": ts, "source": "engine", "kind": "network", "action": action, "service": service}
+        return None
+
+    def stop(self) -> list[dict]:
+        """Stops recording. By now the run has waited for the supervisor's exit
+        and the monitor's last verdict, so the engine has delivered what matters."""
+        for s in self._streams:
+            try:
+                s.close()
+            except Exception:
+                pass
+        for t in self._threads:
+            t.join(2)
+        with self._lock:
+            return sorted(self.events, key=lambda e: e["ts"])
 
 
-def collect(engine: Engine, lab_id: str, since: float, until: float) -> list[dict]:
+def collect(engine: Engine, lab_id: str, since: float, until: float, engine_evs: list[dict]) -> list[dict]:
     """Every source, merged and sorted on the shared clock."""
     evs = []
     for service in ("worker", "monitor", "supervisor"):
         evs.extend(log_events(engine, lab_id, service))
-    evs.extend(engine_events(engine, lab_id, since, until))
+    evs.extend(engine_evs)
     evs.extend(r for r in faults.read_journal(lab_id) if since - 1 <= r["ts"] <= until + 1)
     evs.sort(key=lambda e: e["ts"])
     return evs

@@ -259,13 +259,29 @@ def cmd_up(args) -> int:
     if args.lab and len(scs) > 1:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
                        "drop --lab (names are derived per scenario) or run one scenario")
-    ids = [args.lab] if args.lab else [L.new_lab_id(sc.name) for sc in scs]
+    ids = [args.lab] if args.lab else fresh_ids(scs)
     return run_labs(scs, ids, args.keep, args.base)[0]
+
+
+def fresh_ids(scs: list[scenario.Scenario]) -> list[str]:
+    """One new lab id per scenario, distinct from each other and from every
+    lab the engine has now (a taken name is refused anyway, but never by us)."""
+    try:
+        taken = set(lab.lab_ids(Engine.open(timeout=10)))
+    except LabError:
+        taken = set()  # run_labs reports the unreachable engine itself
+    ids: list[str] = []
+    for sc in scs:
+        lid = L.new_lab_id(sc.name)
+        while lid in taken or lid in ids:
+            lid = L.new_lab_id(sc.name)
+        ids.append(lid)
+    return ids
 
 
 def cmd_demo(args) -> int:
     scs = [scenario.resolve(s) for s in DEMO]
-    code, results = run_labs(scs, [L.new_lab_id(sc.name) for sc in scs], args.keep, args.base)
+    code, results = run_labs(scs, fresh_ids(scs), args.keep, args.base)
     dirs = [r.run_dir for r in results if (r.run_dir / "events.jsonl").exists()]
     if dirs:
         out = faults.runs_root() / f"demo-{lab.utc_stamp()}"

@@ -260,3 +260,15 @@ def test_journal_pending_and_cut_lines(tmp_path, monkeypatch):
     faults.append("l1", {"id": "a-revert", "of": "a", "phase": "reverted", "fault": "unpause", "target": "worker"})
     assert [p["id"] for p in faults.pending("l1")] == ["b"]
     assert json.loads(faults.journal_path("l1").read_text().splitlines()[0])["source"] == "labctl"
+
+
+def test_fresh_lab_ids_never_collide(monkeypatch):
+    from labctl import cli
+    from labctl import labels as L
+
+    seq = iter(["pause-aaaa", "pause-aaaa", "pause-bbbb", "pause-cccc", "pause-dddd"])
+    monkeypatch.setattr(L, "new_lab_id", lambda name: next(seq))
+    monkeypatch.setattr(cli.lab, "lab_ids", lambda engine: ["pause-bbbb"])
+    monkeypatch.setattr(cli.Engine, "open", classmethod(lambda cls, timeout=60: None))
+    sc = scenario.resolve("scenario-pause")
+    assert cli.fresh_ids([sc, sc, sc]) == ["pause-aaaa", "pause-cccc", "pause-dddd"]

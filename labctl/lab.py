@@ -164,6 +164,12 @@ class LabRun:
             self.engine.start(L.container_name(self.lab_id, "supervisor"))
             threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, "supervisor", live,
                                                           self._stop_follow), daemon=True).start()
+            if self.sc.lab.program == "supervisor":
+                # The timeline counts from the job's start, not the container's:
+                # with many labs booting, the interpreter alone can take seconds.
+                wait_for(lambda: live.supervisor in ("streaming", "isolating", "done") or self.cancel.is_set(),
+                         BOOT_TIMEOUT_S, POLL_S, f"lab {self.lab_id}: the supervisor to start streaming",
+                         seen=lambda: f"supervisor {live.supervisor}")
             live.phase = "running"
             self.timeline(time.time())
         except LabError as e:

@@ -70,6 +70,7 @@ def test_classification_table_of_design_md():
     assert c.classify(obs(0.0, lock="absent")) == ("UNKNOWN", "ALIVE")
     assert c.classify(obs(1.0)) == ("HEALTHY", "ALIVE")
     assert c.classify(obs(20.0, net_age=1900, file_age=1900)) == ("PAUSED", "DEAD")
+    assert c.classify(obs(20.5, net_age=10, file_age=10)) == ("HEALTHY", "ALIVE")
     assert c.classify(obs(21.0, net_age=1900, file_age=150)) == ("PARTITIONED", "DEAD")
     assert c.classify(obs(22.0, lock="free", net_age=1900, file_age=1900)) == ("CRASHED", "DEAD")
     assert c.classify(obs(22.2, lock="absent", net_age=100)) == ("CRASHED", "ALIVE")
@@ -244,3 +245,16 @@ def test_lookup_gives_up_waiting_and_never_blocks_a_retry(monkeypatch):
     got = lk.addresses("worker", 7000)  # a fresh lookup, not the hung one
     assert got and got[0][4][0] == "127.0.0.1" and len(calls) == 2
     release.set()
+
+
+def test_a_thawing_worker_is_not_called_partitioned():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    c.classify(obs(0.0))
+    assert c.classify(obs(5.0, net_age=1900, file_age=1900))[0] == "PAUSED"
+    # Thawed: the volume beat is fresh, the network beat not yet in.
+    assert c.classify(obs(5.2, net_age=2100, file_age=5))[0] == "PAUSED"
+    assert c.classify(obs(5.4, net_age=20, file_age=20))[0] == "HEALTHY"
+    # A real partition after a pause is still called, one tick later.
+    c.classify(obs(9.0, net_age=1900, file_age=1900))
+    assert c.classify(obs(9.2, net_age=2100, file_age=5))[0] == "PAUSED"
+    assert c.classify(obs(9.4, net_age=2300, file_age=10))[0] == "PARTITIONED"

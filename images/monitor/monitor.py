@@ -187,6 +187,8 @@ class Classifier:
         self.inc_seen_at: float | None = None
         self.restarted_until = 0.0
         self.seen_worker = False
+        self.last = UNKNOWN
+        self.partition_pending = False
 
     def classify(self, o: Observation) -> tuple[str, str]:
         """(verdict, heartbeat-only verdict)."""
@@ -194,11 +196,11 @@ class Classifier:
         naive = DEAD if net_silent else ALIVE
         if o.lock.state != "held":
             if not self.seen_worker:
-                return UNKNOWN, naive
+                return self.remember(UNKNOWN), naive
             b = o.file_beat
             if b and b.stopped and b.incarnation == self.incarnation:
-                return STOPPED, naive
-            return CRASHED, naive
+                return self.remember(STOPPED), naive
+            return self.remember(CRASHED), naive
         self.seen_worker = True
         if o.lock.incarnation != self.incarnation:
             if self.incarnation is not None:
@@ -211,11 +213,25 @@ class Classifier:
             since_inc_ms = (o.now - self.inc_seen_at) * 1000
             net_silent = min(o.net_age_ms, since_inc_ms) > self.silent_after_ms
         if not net_silent:
+            self.partition_pending = False
             if o.now < self.restarted_until:
-                return RESTARTED, naive
-            return HEALTHY, naive
+                return self.remember(RESTARTED), naive
+            return self.remember(HEALTHY), naive
         fresh = o.file_beat is not None and (o.now_wall_ms - o.file_beat.unix_ms) <= self.silent_after_ms
-        return (PARTITIONED if fresh else PAUSED), naive
+        verdict = PARTITIONED if fresh else PAUSED
+        # A paused worker that thaws writes its volume beat a moment before its
+        # network beat lands; a tick in between would see "net silent, volume
+        # fresh". From PAUSED, PARTITIONED must hold for two ticks in a row.
+        if verdict == PARTITIONED and self.last == PAUSED and not self.partition_pending:
+            self.partition_pending = True
+            verdict = PAUSED
+        else:
+            self.partition_pending = False
+        return self.remember(verdict), naive
+
+    def remember(self, verdict: str) -> str:
+        self.last = verdict
+        return verdict
 
 
 # --------------------------------------------------------------------------- the loop
@@ -274,6 +290,7 @@ class Monitor:
         now = time.monotonic()
         lock = probe_lock(self.args.lock)
         file_beat = read_beat_file(self.args.heartbeat_file)
+        self.drain_udp()  # a beat that landed while we read the volume counts too
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
         obs = Observation(now, time.time() * 1000, lock, net_age_ms, file_beat)

@@ -30,7 +30,8 @@ worker: host-deps
 
 # A bounded libFuzzer run over the worker's line parser.
 fuzz: worker
-	images/worker/build/fuzz_parse -runs=200000 -max_len=256 -seed=1 images/worker/fuzz-corpus 2>&1 | tail -n 2
+	d=$$(mktemp -d) && images/worker/build/fuzz_parse -runs=2000000 -max_len=256 $$d images/worker/fuzz-corpus 2>&1 \
+		| tail -n 2; rm -rf $$d
 
 # The engine (started if it does not answer) and the Compose v2 plugin.
 engine: venv

@@ -150,6 +150,7 @@ class EngineRecorder:
                 pass
         for t in self._threads:
             t.join(2)
+        self.engine.close()
         with self._lock:
             return sorted(self.events, key=lambda e: e["ts"])
 
@@ -300,6 +301,8 @@ def follow(engine: Engine, lab_id: str, service: str, live: Live, stop: threadin
                     live.absorb(ev)
     except Exception:
         return  # the container went away: the final collection reads the rest
+    finally:
+        engine.close()  # this thread's own connection
 
 
 def poll_truth(engine: Engine, lab_id: str, live: Live) -> None:

@@ -78,7 +78,9 @@ def run(sc: dict, runs: Path) -> tuple[int, float, Path | None]:
 
 def figures(run_dir: Path) -> dict:
     events = [json.loads(ln) for ln in (run_dir / "events.jsonl").read_text().splitlines()]
-    ticks = [e for e in events if e["source"] == "monitor" and e["kind"] == "tick"]
+    done = next((e["ts"] for e in events if e["source"] == "supervisor" and e["kind"] == "done"), float("inf"))
+    # Up to the job's end: then the worker exits 0 and is rightly STOPPED.
+    ticks = [e for e in events if e["source"] == "monitor" and e["kind"] == "tick" and e["ts"] < done]
     healthy_from = next((i for i, e in enumerate(ticks) if e["verdict"] == "HEALTHY"), 0)
     meta = json.loads((run_dir / "summary.json").read_text())
     job = meta.get("job") or {}

@@ -213,7 +213,7 @@ class Engine:
         return c["Id"]
 
     def start(self, name: str) -> None:
-        self._call(self.api.start, name)
+        self._refusable(f"starting {name}", self.api.start, name)
 
     def containers(self, filters: dict) -> list[ContainerState]:
         return [self._state(c.attrs) for c in self._call(self.client.containers.list, all=True, filters=filters)]
@@ -266,15 +266,18 @@ class Engine:
             self._call(self.client.volumes.get, name).remove(force=True)
 
     # ------------------------------------------------------------ faults
+    # An engine that answers "no" (the container is not running, is gone...)
+    # becomes a LabError that says so; one that does not answer stays an
+    # engine error for the caller to report as lost.
 
     def kill(self, name: str, signal: str = "SIGKILL") -> None:
-        self._call(self.api.kill, name, signal=signal)
+        self._refusable(f"killing {name}", self.api.kill, name, signal=signal)
 
     def stop(self, name: str, timeout: int = 10) -> None:
-        self._call(self.api.stop, name, timeout=timeout)
+        self._refusable(f"stopping {name}", self.api.stop, name, timeout=timeout)
 
     def pause(self, name: str) -> None:
-        self._call(self.api.pause, name)
+        self._refusable(f"pausing {name}", self.api.pause, name)
 
     def unpause(self, name: str) -> None:
         try:
@@ -284,12 +287,23 @@ class Engine:
                 raise
 
     def exec(self, name: str, cmd: list[str], user: str | None = None) -> tuple[int, str]:
-        c = self._call(self.client.containers.get, name)
-        res = c.exec_run(cmd, user=user or "", demux=False)
+        def run():
+            c = self.client.containers.get(name)
+            return c.exec_run(cmd, user=user or "", demux=False)
+
+        res = self._refusable(f"running {cmd[-1]!r} in {name}", run)
         return res.exit_code, (res.output or b"").decode("utf-8", "replace")
 
     def disconnect(self, network: str, container: str) -> None:
-        self._call(self.client.networks.get, network).disconnect(container, force=True)
+        self._refusable(f"disconnecting {container}",
+                        lambda: self.client.networks.get(network).disconnect(container, force=True))
+
+    def _refusable(self, doing: str, fn, *args, **kwargs):
+        try:
+            return self._call(fn, *args, **kwargs)
+        except docker.errors.APIError as e:
+            raise LabError(ExitCode.ENGINE_ERROR, f"the engine refused {doing}: {e.explanation or short(e)}",
+                           "`labctl status` shows the lab's containers") from None
 
     def reconnect(self, network: str, container: str, aliases: list[str]) -> None:
         try:
@@ -355,4 +369,7 @@ def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: 
 
 
 def is_engine_gone(e: BaseException) -> bool:
+    """The engine stopped answering (not: it answered no)."""
+    if isinstance(e, docker.errors.APIError):
+        return False
     return isinstance(e, (*_TRANSIENT, docker.errors.DockerException))

@@ -89,6 +89,12 @@ class Target:
 
 def _do(engine: Engine, fault: str, t: Target) -> None:
     if fault == "crash":
+        # -1: every process this user may signal but PID 1 (tini) and the shell:
+        # the program dies by SIGKILL, tini exits 137, the restart policy acts.
+        code, out = engine.exec(t.container, ["sh", "-c", "kill -KILL -1"])
+        if code != 0:
+            raise LabError(ExitCode.ENGINE_ERROR, f"kill -KILL in {t.container} failed: {out.strip()[:200]}")
+    elif fault == "kill":
         engine.kill(t.container, "SIGKILL")
     elif fault == "pause":
         engine.pause(t.container)
@@ -139,10 +145,11 @@ def revert(engine: Engine, lab_id: str, intent: dict) -> None:
     try:
         try:
             _do(engine, inverse, Target(lab_id, intent["target"]))
-        except LabError:
-            raise
-        except Exception as e:  # the container may be gone or already healed
-            if "No such container" not in str(e) and "not found" not in str(e).lower():
+        except Exception as e:
+            # Gone, or already undone (unpaused, reconnected, started): reverted.
+            text = str(e).lower()
+            if not any(k in text for k in ("no such container", "not found", "not paused", "already",
+                                           "is not running", "is already in progress")):
                 raise
         outcome = "reverted"
     finally:

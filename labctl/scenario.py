@@ -12,7 +12,10 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 
 FAULTS = {
     # do: (inverse, description)
-    "crash": (None, "docker kill: SIGKILL, no cleanup, restart by policy"),
+    # `docker kill` marks a container as stopped by hand, so its restart
+    # policy leaves it down; a crash is the process dying on its own.
+    "crash": (None, "SIGKILL to the process inside the container: no cleanup, restart by policy"),
+    "kill": ("start", "docker kill: the operator kills the container; no restart by policy"),
     "pause": ("unpause", "docker pause: the cgroup freezer; the process cannot tell"),
     "unpause": (None, "docker unpause"),
     "sigstop": ("sigcont", "kill -STOP inside the container"),

@@ -84,7 +84,7 @@ def test_a_good_run_passes_and_gets_a_report(tmp_path):
     report = (rd / "report.md").read_text()
     assert report.startswith("# scenario-pause: passed")
     assert "## Checks" in report and "## Detection latency" in report
-    assert "| PAUSED | 1.88 s (PAUSED)" in report
+    assert "| PAUSED | 6.0 s | 1.88 s (PAUSED)" in report
     meta = json.loads((rd / "summary.json").read_text())
     assert meta["ok"] is True and [lat["truth"] for lat in meta["latencies"]] == ["PAUSED", "STOPPED"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import labels as L
-from labctl.engine import Engine
+from labctl.engine import Engine, wait_for
 from labctl.errors import ExitCode, LabError
 from labctl.scenario import FAULTS
 
@@ -91,9 +91,22 @@ def _do(engine: Engine, fault: str, t: Target) -> None:
     if fault == "crash":
         # -1: every process this user may signal but PID 1 (tini) and the shell:
         # the program dies by SIGKILL, tini exits 137, the restart policy acts.
-        code, out = engine.exec(t.container, ["sh", "-c", "kill -KILL -1"])
-        if code != 0:
-            raise LabError(ExitCode.ENGINE_ERROR, f"kill -KILL in {t.container} failed: {out.strip()[:200]}")
+        before = engine.inspect(t.container)
+        if before is None or before.status != "running":
+            raise LabError(ExitCode.ENGINE_ERROR, f"cannot crash {t.container}: it is not running",
+                           "`labctl status` shows the lab's containers")
+        try:
+            engine.exec(t.container, ["sh", "-c", "kill -KILL -1"])
+        except LabError:
+            pass  # the container can die under the exec itself; what counts is below
+
+        def died():
+            st = engine.inspect(t.container)
+            return st is None or st.pid != before.pid or st.restart_count != before.restart_count \
+                or st.status != "running"
+
+        wait_for(died, 10, 0.05, f"{t.container} to die after kill -KILL",
+                 seen=lambda: str(engine.inspect(t.container)))
     elif fault == "kill":
         engine.kill(t.container, "SIGKILL")
     elif fault == "pause":

@@ -213,7 +213,7 @@ class LabRun:
             else:
                 self.live.step = f"{i}: {step.do} {step.target}" + (f" for {step.for_s:g}s" if step.for_s else "")
                 applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i)
-        self.live.step = "job running" if self.sc.timeline else self.live.step
+        self.live.step = "job running"
         while time.time() < deadline and not self.cancel.is_set():
             observe.poll_truth(self.engine, self.lab_id, self.live)
             st = self.engine.inspect(sup)

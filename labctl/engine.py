@@ -216,7 +216,14 @@ class Engine:
         self._refusable(f"starting {name}", self.api.start, name)
 
     def containers(self, filters: dict) -> list[ContainerState]:
-        return [self._state(c.attrs) for c in self._call(self.client.containers.list, all=True, filters=filters)]
+        """Matching containers, inspected; one removed between the listing and
+        its inspection (a teardown under way) is simply left out."""
+        out = []
+        for summary in self._call(self.api.containers, all=True, filters=filters):
+            st = self.inspect(summary["Id"])
+            if st is not None:
+                out.append(st)
+        return out
 
     def inspect(self, name: str) -> ContainerState | None:
         try:

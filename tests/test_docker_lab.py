@@ -109,3 +109,11 @@ def test_docker_compose_up_alone_completes_the_job(built, engine, tmp_path):
         assert '"ExitCode":0' in ps.stdout.replace(" ", "")
     finally:
         subprocess.run([*base, "down", "-v", "--remove-orphans"], capture_output=True, env=env, timeout=120)
+
+
+def test_a_missing_base_image_has_its_exit_code(engine, tmp_path):
+    p = labctl("up", "scenario-pause", "--base", "labctl-no-such-base:1", runs=tmp_path)
+    assert p.returncode == 5
+    assert p.stderr.strip() == ("labctl: error: base image labctl-no-such-base:1 is not present and cannot be pulled; "
+                                "build it, or drop --base/LAB_BASE_IMAGE to use labctl's local base")
+    assert labelled(engine) == ([], [], []), "nothing was created"

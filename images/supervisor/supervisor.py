@@ -594,6 +594,7 @@ class Supervisor:
                 outcome, detail = "protocol", str(e)
             if outcome == "done":
                 self.finish(sock)
+                self.set_state("done")
                 break
             abandon(sock)
             if outcome == "crash":

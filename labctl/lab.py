@@ -175,7 +175,7 @@ class LabRun:
         except LabError as e:
             self.result.error = e.message()
             if e.code == ExitCode.LAB_EXISTS and not claimed:
-                live.phase, live.done = "refused", True
+                live.phase = "refused"
                 if self.recorder:
                     self.recorder.stop()
                 raise
@@ -218,7 +218,6 @@ class LabRun:
             observe.poll_truth(self.engine, self.lab_id, self.live)
             st = self.engine.inspect(sup)
             if st and st.status == "exited":
-                self.live.supervisor_exit = st.exit_code
                 # Let the monitor see the worker's own end of the job too.
                 end = time.time() + 2 * self.sc.lab.interval_ms / 1000 + 1.0
                 while time.time() < end and self.live.monitor not in ("STOPPED", "CRASHED"):
@@ -255,7 +254,6 @@ class LabRun:
                     self.result.engine_lost = self.result.engine_lost or is_engine_gone(e)
                     self.result.error = self.result.error or f"labctl: error: teardown failed: {e}"
             live.phase = "passed" if self.result.ok else ("interrupted" if self.cancel.is_set() else "FAILED")
-            live.done = True
 
     def collect(self, t_start: float, t_end: float) -> None:
         """Writes the run directory, then judges it from those files alone."""

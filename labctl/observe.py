@@ -248,15 +248,10 @@ class Live:
     step: str = ""
     restarts: int = 0
     started: float = field(default_factory=time.time)
-    result: str = ""
-    done: bool = False
-    supervisor_exit: int | None = None
-    events: list = field(default_factory=list)
     lock_: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def absorb(self, ev: dict) -> None:
         with self.lock_:
-            self.events.append(ev)
             src, kind = ev.get("source"), ev.get("kind")
             if src == "monitor" and kind in ("tick", "verdict"):
                 self.monitor = ev.get("verdict", self.monitor)

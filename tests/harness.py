@@ -164,7 +164,3 @@ def stop(proc: subprocess.Popen):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def now() -> float:
-    return time.time()

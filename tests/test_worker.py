@@ -292,6 +292,31 @@ def test_sigterm_finishes_removes_lock_and_exits_zero(worker_bin, tmp_path):
     assert b"stop requested" in p.stderr.read()
 
 
+def test_sigterm_at_any_moment_is_never_lost(worker_bin, tmp_path):
+    """A stop that lands between the loop's check of the flag and its wait
+    must still end the worker; once it hung forever in an untimed poll.
+    The signal is sent at the very moment the worker goes back to waiting
+    (just after it answered), many times over, to hit that window."""
+    for i in range(150):
+        lock = tmp_path / f"w{i}.lock"
+        p = start_stdin_worker(worker_bin, lock)
+        try:
+            assert ask(p, b"3") == b"3,9\n"
+            p.send_signal(signal.SIGTERM)
+            try:
+                code = p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"run {i}: SIGTERM was lost; the worker still waits for input")
+            assert code == 0, (i, p.stderr.read())
+            assert not lock.exists()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout, p.stderr):
+                f.close()
+
+
 def test_segfault_removes_lock_and_dies_by_signal_11(worker_bin, tmp_path):
     lock = tmp_path / "w.lock"
     p = start_stdin_worker(worker_bin, lock)

@@ -193,6 +193,11 @@ static size_t fmt_i64(char *dst, int64_t v)
 /* the fixed lock path buffer.                                              */
 
 static volatile sig_atomic_t g_stop;
+/* The mask that wait_io installs while it waits: SIGTERM and SIGINT are
+ * blocked everywhere else, so a stop can only land inside the wait. Checking
+ * g_stop and then calling poll() would leave a window in which a stop sets
+ * the flag just before an unbounded wait and is never seen. */
+static sigset_t g_wait_mask;
 static volatile sig_atomic_t g_own_lock;
 static char g_lock_path[PATH_MAX];
 
@@ -279,12 +284,20 @@ static int install_signals(bool naive)
     sa.sa_handler = SIG_IGN;
     if (sigaction(SIGPIPE, &sa, NULL) != 0)
         return -1;
-    if (naive)
-        return 0; /* the exercise's naive worker: default actions, no cleanup */
-    /* No SA_RESTART: a blocked poll/read must return EINTR so the loop sees g_stop. */
+    if (naive) /* the exercise's naive worker: default actions, no cleanup */
+        return sigprocmask(SIG_SETMASK, NULL, &g_wait_mask);
+    /* No SA_RESTART: the wait must return EINTR so the loop sees g_stop. */
     sa.sa_handler = on_stop;
     if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
         return -1;
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &stops, &g_wait_mask) != 0)
+        return -1;
+    sigdelset(&g_wait_mask, SIGTERM);
+    sigdelset(&g_wait_mask, SIGINT);
     sa.sa_handler = on_fatal;
     const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
@@ -662,6 +675,18 @@ struct conn {
 
 enum io_status { IO_OK, IO_CLOSED, IO_FAILED, IO_STOP };
 
+/* poll() that is the only place a stop request can be delivered. */
+static int wait_io(struct pollfd *p, nfds_t n, int timeout_ms)
+{
+    struct timespec ts, *tp = NULL;
+    if (timeout_ms >= 0) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+        tp = &ts;
+    }
+    return ppoll(p, n, tp, &g_wait_mask);
+}
+
 /* Writes all of buf to fd; keeps beating while the reader is slow. */
 static enum io_status write_all(int fd, const char *buf, size_t len, struct beat *b, uint64_t processed)
 {
@@ -676,7 +701,7 @@ static enum io_status write_all(int fd, const char *buf, size_t len, struct beat
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int rc = poll(&p, 1, beat_wait_ms(b));
+            int rc = wait_io(&p, 1, beat_wait_ms(b));
             if (rc < 0 && errno != EINTR)
                 return IO_FAILED;
             beat_maybe(b, processed);
@@ -925,14 +950,16 @@ static enum io_status serve(struct worker *w, struct conn *c, int listen_fd, int
         int rc;
         if (c->out_len || c->err_len) {
             /* Batch while input keeps coming; answer at once when it pauses. */
-            rc = poll(p, np, 0);
+            rc = wait_io(p, np, 0);
+            if (rc < 0 && errno == EINTR)
+                continue; /* a stop landed: drain_lines reports it */
             if (rc == 0) {
                 st = flush_out(c, &w->beat, w->processed);
                 if (st != IO_OK)
                     return st;
             }
         }
-        rc = poll(p, np, beat_wait_ms(&w->beat));
+        rc = wait_io(p, np, beat_wait_ms(&w->beat));
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -1019,7 +1046,7 @@ static int run_listen(struct worker *w, struct conn *c)
     for (;;) {
         if (client < 0) {
             struct pollfd p = {.fd = lfd, .events = POLLIN};
-            int rc = poll(&p, 1, beat_wait_ms(&w->beat));
+            int rc = wait_io(&p, 1, beat_wait_ms(&w->beat));
             if (g_stop)
                 break;
             beat_maybe(&w->beat, w->processed);

@@ -155,7 +155,9 @@ def test_sigkill_and_restart_crashed_then_restarted_exactly_once(lab, tmp_path):
 def test_supervisor_killed_mid_job_resumes_from_checkpoint(lab, tmp_path):
     plat, mev, _ = lab()
     inp = tmp_path / "input.dat"
-    sup, _ = start_supervisor(tmp_path, plat.port, inp, "--generate", "1500000", "--seed", "8")
+    # Paced to about 3 s, so the kill surely lands between the first
+    # checkpoint (after 0.5 s) and the job's end, however fast the machine.
+    sup, _ = start_supervisor(tmp_path, plat.port, inp, "--generate", "1500000", "--seed", "8", "--rate", "500000")
 
     def checkpointed():
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labctl import oracle
 
-from conftest import MONITOR, SUPERVISOR, WORKER, free_port, free_udp_port, wait_until
+from helpers import MONITOR, SUPERVISOR, WORKER, free_port, free_udp_port, wait_until
 
 def assert_exactly_once(outdir: Path, input_path: Path, trigger: int | None = 999) -> None:
     """The outputs against labctl's oracle, which reads the input on its own."""

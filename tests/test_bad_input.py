@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SUPERVISOR
+from helpers import SUPERVISOR, load_program
 from harness import Platform, assert_exactly_once, start_supervisor
-from test_units import sup
+
+sup = load_program("supervisor", SUPERVISOR)
 
 CASES = {
     "garbage": b"12\nhello\n\x01\x02\x03\n7\n0x10\n1e3\n--5\n   \n",

@@ -7,11 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import ROOT
+from helpers import ROOT, assert_timeline_png
 from labctl import check, timeline
 
 T0 = 1_800_000_000.0
@@ -146,26 +144,6 @@ def test_check_cli_exit_codes(tmp_path):
     nodir = subprocess.run([sys.executable, "-m", "labctl", "check", str(tmp_path)], capture_output=True, text=True,
                            cwd=ROOT)
     assert nodir.returncode == 8 and "holds no scenario.yaml" in nodir.stderr
-
-
-def assert_timeline_png(path: Path, columns: int, windows: int) -> None:
-    """Opened and checked: size, lanes, and the fault windows' shading."""
-    img = Image.open(path)
-    assert img.format == "PNG"
-    w, h = img.size
-    assert h >= 700 and w >= 600 * columns, img.size
-    lanes = img.text["Lanes"].split("|")
-    assert lanes == ["ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats & items processed"]
-    assert int(img.text["Columns"]) == columns and int(img.text["FaultWindows"]) == windows
-    # The shade blended over white: (0x90,0xa4,0xae) at alpha .35 -> about (220, 228, 231).
-    px = np.asarray(img.convert("RGB")).astype(int)
-    shaded = int((np.abs(px - np.array([220, 228, 231])).max(axis=2) < 6).sum())
-    # Even a short window covers tens of thousands of pixels; stray pixels of
-    # a similar grey elsewhere stay in the hundreds.
-    if windows:
-        assert shaded > 5000, f"only {shaded} shaded pixels"
-    else:
-        assert shaded < 2000, f"{shaded} shaded pixels without a fault window"
 
 
 def test_timeline_png_lanes_and_fault_windows(tmp_path):

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, labctl, labelled
+from helpers import ROOT, assert_timeline_png, labctl, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -38,7 +38,6 @@ def test_every_scenario_meets_its_expectations(built, engine, tmp_path, name):
     # The report and the picture, built from this real run; the checker agrees from the files alone.
     report = (run_dirs[0] / "report.md").read_text()
     assert report.startswith(f"# {name}: passed") and "## Checks" in report and "![timeline](timeline.png)" in report
-    from test_check import assert_timeline_png
 
     sc = __import__("labctl.scenario", fromlist=["resolve"]).resolve(name)
     assert_timeline_png(run_dirs[0] / "timeline.png", 1, len(sc.timeline))

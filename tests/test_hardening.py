@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, labctl, labelled, wait_until
+from helpers import LABCTL, ROOT, labctl, labelled, wait_until
 
-LABCTL = [sys.executable, "-m", "labctl"]
 docker = pytest.mark.docker
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SUPERVISOR, free_udp_port, wait_until
+from helpers import SUPERVISOR, free_udp_port, wait_until
 from harness import (Platform, UdpRelay, assert_exactly_once, start_monitor, start_supervisor, stop)
 
 INTERVAL_MS = 100

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import LABCTL, ROOT
 from labctl import check, compose, faults, observe, oracle, scenario
 from labctl.cli import parse_duration
 from labctl.errors import ExitCode, LabError
 
-LABCTL = [sys.executable, "-m", "labctl"]
 
 
 def write(tmp_path: Path, text: str) -> Path:

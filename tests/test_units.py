@@ -1,28 +1,19 @@
 """Pure logic of the supervisor, monitor and data tools: no processes, no engine."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import sys
 
 import pytest
 
-from conftest import MONITOR, ROOT, SUPERVISOR
+from helpers import MONITOR, ROOT, SUPERVISOR, load_program
 
 
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-sup = load("supervisor", SUPERVISOR)
-mon = load("monitor", MONITOR)
-gen = load("generate_data", ROOT / "images" / "supervisor" / "generate_data.py")
-proc = load("process_data", ROOT / "images" / "supervisor" / "process_data.py")
+sup = load_program("supervisor", SUPERVISOR)
+mon = load_program("monitor", MONITOR)
+gen = load_program("generate_data", ROOT / "images" / "supervisor" / "generate_data.py")
+proc = load_program("process_data", ROOT / "images" / "supervisor" / "process_data.py")
 
 
 # ------------------------------------------------------------------ phi accrual

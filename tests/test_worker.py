@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, WORKER, WORKER_DIR, connect_when_ready, free_port, free_udp_port, wait_until
+from helpers import BUILD, WORKER, WORKER_DIR, connect_when_ready, free_port, free_udp_port, wait_until
 
 # (input line, expected response line). Results go to stdout, errors to
 # stderr in stdin mode; in listen mode both come back on the socket, in order.

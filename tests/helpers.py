@@ -1,0 +1,120 @@
+"""Paths, ports, polling and program loaders shared by the tests.
+
+Tests import from here (never from conftest.py or from each other); fixtures
+live in conftest.py.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_DIR = ROOT / "images" / "worker"
+BUILD = WORKER_DIR / "build"
+WORKER = BUILD / "worker"
+WORKER_SAN = BUILD / "worker-sanitize"
+SUPERVISOR = ROOT / "images" / "supervisor" / "supervisor.py"
+MONITOR = ROOT / "images" / "monitor" / "monitor.py"
+LABCTL = [sys.executable, "-m", "labctl"]
+
+# Let the worker's own SIGSEGV handler run under ASan, and make any sanitizer
+# finding fail the process loudly.
+SAN_ENV = {
+    "ASAN_OPTIONS": "handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0:handle_abort=0:"
+    "allow_user_segv_handler=1:detect_leaks=1:abort_on_error=0:exitcode=86",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1:exitcode=87",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout: float, interval: float = 0.02, what: str = "condition"):
+    """Poll pred() until it returns a truthy value; on timeout say what was last seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
+
+
+def connect_when_ready(port: int, timeout: float = 5.0) -> socket.socket:
+    def attempt():
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            return None
+
+    return wait_until(attempt, timeout, what=f"port {port} to accept")
+
+
+def python() -> str:
+    return sys.executable
+
+
+def load_program(name: str, path: Path) -> ModuleType:
+    """One of the containers' Python programs, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------- labctl and the engine (integration)
+
+
+def labctl(*args: str, env: dict | None = None, timeout: float = 300, runs: Path | None = None):
+    e = {**os.environ, **(env or {})}
+    if runs is not None:
+        e["LABCTL_RUNS"] = str(runs)
+    return subprocess.run([*LABCTL, *args], capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
+
+
+def labelled(engine, lab_id: str | None = None):
+    from labctl import labels
+
+    f = labels.filters(lab_id)
+    return ([c.name for c in engine.containers(f)], [n for _, n in engine.networks(f)], engine.volumes(f))
+
+
+def assert_timeline_png(path: Path, columns: int, windows: int) -> None:
+    """Opened and checked: size, lanes, and the fault windows' shading."""
+    import numpy as np
+    from PIL import Image
+
+    img = Image.open(path)
+    assert img.format == "PNG"
+    w, h = img.size
+    assert h >= 700 and w >= 600 * columns, img.size
+    lanes = img.text["Lanes"].split("|")
+    assert lanes == ["ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats & items processed"]
+    assert int(img.text["Columns"]) == columns and int(img.text["FaultWindows"]) == windows
+    # The shade blended over white: (0x90,0xa4,0xae) at alpha .35 -> about (220, 228, 231).
+    px = np.asarray(img.convert("RGB")).astype(int)
+    shaded = int((np.abs(px - np.array([220, 228, 231])).max(axis=2) < 6).sum())
+    # Even a short window covers tens of thousands of pixels; stray pixels of
+    # a similar grey elsewhere stay in the hundreds.
+    if windows:
+        assert shaded > 5000, f"only {shaded} shaded pixels"
+    else:
+        assert shaded < 2000, f"{shaded} shaded pixels without a fault window"

@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit host-deps venv worker fuzz bench clean engine images lint
+.PHONY: all demo test test-unit host-deps venv worker fuzz bench clean engine images lint mutants
 
 all: worker venv
 
@@ -62,3 +62,7 @@ bench: worker venv
 clean:
 	$(MAKE) -C images/worker clean
 	rm -rf $(VENV) $(STAMPS)
+
+# Deliberate bugs in a scratch copy; the unit suite must fail on each (not part of `make test`).
+mutants: worker venv
+	$(VPY) scripts/mutants.py

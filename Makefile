@@ -20,7 +20,9 @@ host-deps: | $(STAMPS)
 $(STAMPS)/venv: pyproject.toml | $(STAMPS)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	# PYTHONWARNINGS hides setuptools' notice about editable installs, which
+	# says nothing about this project and would clutter every first run.
+	PYTHONWARNINGS=ignore $(VPY) -m pip install -q -e '.[test]'
 	touch $@
 
 venv: $(STAMPS)/venv
@@ -42,8 +44,12 @@ engine: venv
 images: engine host-deps
 	$(VENV)/bin/labctl build
 
-# compose-lint: nothing of medium severity or above; hadolint: nothing at all.
-lint: venv
+# ruff and mypy (configured in pyproject.toml), shellcheck, compose-lint
+# (nothing of medium severity or above) and hadolint (nothing at all).
+lint: venv host-deps
+	$(VENV)/bin/ruff check labctl tests bench scripts images
+	$(VENV)/bin/mypy
+	shellcheck scripts/*.sh .ci/run
 	$(VENV)/bin/compose-lint check --fail-on medium compose.yaml
 	for f in images/*/Dockerfile; do $(VENV)/bin/hadolint $$f || exit 1; echo "hadolint $$f: clean"; done
 

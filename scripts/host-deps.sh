@@ -8,6 +8,8 @@ command -v clang >/dev/null || need+=(clang)
 ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-14-dev)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v make >/dev/null || need+=(make)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v readelf >/dev/null || need+=(binutils)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

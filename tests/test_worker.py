@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -183,7 +184,10 @@ def test_listen_lone_request_answered_at_once(worker_bin, tmp_path):
             s.sendall(f"{n}\n".encode())
             line = recv_lines(s, 1, timeout=2)
             assert time.monotonic() - t0 < 1.0
-            assert line == [f"{n},{n*n}".encode()] if n >= 0 else [b"ERROR: Corrupted data -1"]
+            # Parenthesised on purpose: `assert a == b if c else d` asserts
+            # nothing at all when c is false.
+            want = [f"{n},{n*n}".encode()] if n >= 0 else [f"ERROR: Corrupted data {n}".encode()]
+            assert line == want, n
         s.close()
     finally:
         proc.kill()
@@ -220,11 +224,22 @@ def test_listen_large_batch_roundtrip(worker_bin, tmp_path):
         s = connect_when_ready(port)
         n = 200_000
         payload = b"".join(b"%d\n" % (i % 1000) for i in range(n))
-        # Write from a thread so neither side's buffers can deadlock us.
-        t = threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
+        # Write from a thread so neither side's buffers can deadlock us; keep
+        # its failure, which a thread would otherwise only print.
+        failed: list[BaseException] = []
+
+        def send():
+            try:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                failed.append(e)
+
+        t = threading.Thread(target=send)
         t.start()
         got = recv_lines(s, n, timeout=60)
         t.join()
+        assert failed == []
         assert len(got) == n
         assert got[1234] == b"234,54756"
         assert got[999] == b"999,998001"
@@ -274,7 +289,7 @@ def test_lock_file_holds_pid_and_incarnation_and_is_flocked(worker_bin, tmp_path
         assert ask(p, b"2") == b"2,4\n"  # started and serving
         pid, incarnation = lock.read_text().split()
         assert int(pid) == p.pid
-        assert len(incarnation) == 16 and int(incarnation, 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{16}", incarnation), incarnation
         assert lock_is_held(lock)
     finally:
         p.stdin.close()
@@ -355,7 +370,8 @@ def test_second_worker_on_a_live_lock_exits_75(worker_bin, tmp_path):
         assert lock.exists() and lock_is_held(lock), "the refused start must not touch the live lock"
     finally:
         p.stdin.close()
-        p.wait(timeout=10)
+        code = p.wait(timeout=10)
+    assert code == 0, "the first worker is untouched by the refused second one"
 
 
 def test_start_survives_the_monitors_momentary_probe(worker_bin, tmp_path):
@@ -474,8 +490,9 @@ def test_heartbeats_file_and_udp_rate_progress_and_sigstop(worker_bin, tmp_path)
         wait_until(lambda: sink.count_between(c0, time.monotonic()) >= 3, 2, what="UDP beats after SIGCONT")
     finally:
         p.stdin.close()
-        p.wait(timeout=10)
+        code = p.wait(timeout=10)
         sink.close()
+    assert code == 0
 
 
 def test_slow_reader_does_not_stop_the_heartbeat(worker_bin, tmp_path):

@@ -135,6 +135,9 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
                          {L.MANAGED: "true", L.COMPONENT: name, L.SOURCE_HASH: tag}, on_line)
             log(f"{name}: built {ref}")
         engine.tag(ref, svc.image, "latest")  # the name Compose gives what it builds, for `docker compose up`
+    # compose.yaml's default base: plain `docker compose up --build` then uses
+    # the same base as labctl, and needs no registry when that base is local.
+    engine.tag(base, LOCAL_BASE_REPO, "latest")
     return refs
 
 

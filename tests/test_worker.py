@@ -130,6 +130,28 @@ def test_bad_arguments_exit_64_with_a_message(tmp_path, args, msg):
     assert msg in p.stderr
 
 
+def readelf(*args: str) -> str:
+    return subprocess.run(["readelf", "-W", *args, str(WORKER)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_release_build_is_hardened():
+    """The binary that meets the input is PIE with full RELRO, stack canaries
+    and fortified libc calls (the Makefile's HARDEN flags)."""
+    if shutil.which("readelf") is None:
+        pytest.skip("readelf (binutils) is not installed: the worker's ELF cannot be inspected")
+    assert re.search(r"^\s*Type:\s+DYN\b", readelf("-h"), re.M), "not PIE: a fixed-address EXEC"
+    segments = readelf("-l")
+    assert re.search(r"^\s*INTERP\b", segments, re.M), "a DYN without INTERP is a library, not a PIE"
+    assert re.search(r"^\s*GNU_RELRO\b", segments, re.M), "no RELRO segment"
+    dynamic = readelf("-d")
+    now = re.search(r"\(FLAGS\)\s+.*\bBIND_NOW\b", dynamic) or re.search(r"\(FLAGS_1\)\s+Flags:.*\bNOW\b", dynamic)
+    assert now, "RELRO only partial: no BIND_NOW, so the GOT stays writable"
+    symbols = readelf("-s")
+    assert re.search(r"\b__stack_chk_fail\b", symbols), "no stack protector"
+    assert re.search(r"\b__(?!stack_)\w+_chk\b", symbols), "no fortified libc call (_FORTIFY_SOURCE)"
+
+
 # ---------------------------------------------------------------- listen mode
 
 

@@ -249,3 +249,76 @@ def test_a_thawing_worker_is_not_called_partitioned():
     c.classify(obs(9.0, net_age=1900, file_age=1900))
     assert c.classify(obs(9.2, net_age=2100, file_age=5))[0] == "PAUSED"
     assert c.classify(obs(9.4, net_age=2300, file_age=10))[0] == "PARTITIONED"
+
+
+# ------------------------------------------------------------------ bad lines at the speed of good ones
+
+
+def supervisor_for(tmp_path, items):
+    out = sup.Outputs(tmp_path, "digest", fresh=True)
+    return sup.Supervisor(sup.Config(("x", 1), tmp_path / "in", tmp_path), items, out,
+                          sup.Events("supervisor", None, stream=open("/dev/null", "w"))), out
+
+
+def test_error_lines_finds_only_lines_that_start_with_error():
+    lines = [b"ERROR: Malformed input: ERROR", b"1,1", b"ERROR: Corrupted data -3", b"2,4", b"3,9",
+             b"ERROR: Malformed input: x\rERROR"]
+    assert sup.error_lines(b"\n".join(lines)) == [0, 2, 5]
+    assert sup.error_lines(b"1,1\n2,4") == []
+    assert sup.error_lines(b"") == []
+
+
+def test_absorb_records_a_mixed_batch_in_order_in_each_file(tmp_path):
+    items = [b"1", b"-5", b"abc", b"2", b" 3", b"-7", b"4"]
+    responses = [b"1,1", b"ERROR: Corrupted data -5", b"ERROR: Malformed input: abc", b"2,4", b"3,9",
+                 b"ERROR: Corrupted data -7", b"4,16"]
+    s, out = supervisor_for(tmp_path, items)
+    s.absorb(responses[:3])
+    s.absorb(responses[3:])
+    out.checkpoint()
+    assert (tmp_path / "results.csv").read_text() == "index,n,square\n1,1,1\n4,2,4\n5,3,9\n7,4,16\n"
+    assert (tmp_path / "corrupted.csv").read_text() == "index,value\n2,-5\n6,-7\n"
+    assert (tmp_path / "rejected.csv").read_text() == "index,reason\n3,Malformed input: abc\n"
+    assert s.p.next == 7 and s.p.counts == {"processed": 4, "corrupted": 2, "rejected": 1, "dead_lettered": 0}
+
+
+def test_absorb_keeps_what_was_validated_before_a_misaligned_response(tmp_path):
+    items = [b"1", b"-5", b"2", b"3", b"4"]
+    s, out = supervisor_for(tmp_path, items)
+    with pytest.raises(sup.ProtocolError):
+        # Item 4's answer is missing: "4,16" answers item 4's slot.
+        s.absorb([b"1,1", b"ERROR: Corrupted data -5", b"2,4", b"4,16"])
+    assert s.p.next == 3 and s.p.counts["processed"] == 2 and s.p.counts["corrupted"] == 1
+    s.absorb([b"3,9", b"4,16"])
+    out.checkpoint()
+    assert (tmp_path / "results.csv").read_text() == "index,n,square\n1,1,1\n3,2,4\n4,3,9\n5,4,16\n"
+    assert (tmp_path / "corrupted.csv").read_text() == "index,value\n2,-5\n"
+
+
+def test_bad_lines_are_logged_first_one_by_one_then_summed_up(tmp_path, caplog, monkeypatch):
+    n = 1000
+    items = [b"-%d" % (i + 1) if i % 3 == 0 else b"%d" % i for i in range(n)]
+    responses = [b"ERROR: Corrupted data %s" % it if it.startswith(b"-") else b"%s,%d" % (it, int(it) ** 2)
+                 for it in items]
+    s, out = supervisor_for(tmp_path, items)
+    clock = [100.0]
+    monkeypatch.setattr(sup.time, "monotonic", lambda: clock[0])
+    s.corrupted_log.last_summary = clock[0]
+    with caplog.at_level(logging.WARNING, logger="supervisor"):
+        for k in range(0, n, 100):
+            s.absorb(responses[k:k + 100])
+            clock[0] += 0.25  # ten batches over 2.5 s
+        s.corrupted_log.flush(clock[0], force=True)
+    msgs = [r.getMessage() for r in caplog.records]
+    one_by_one = [m for m in msgs if m.startswith("item ")]
+    assert one_by_one[:2] == ["item 1: corrupted data -1 (a hardware fault); reported, skipped",
+                              "item 4: corrupted data -4 (a hardware fault); reported, skipped"]
+    assert len(one_by_one) == sup.BadLineLog.FIRST_N
+    summaries = [m for m in msgs if " more corrupted readings " in m]
+    assert 2 <= len(summaries) <= 4, msgs  # about one a second, plus the last
+    held = sum(int(m.split()[0]) for m in summaries)
+    corrupted = sum(1 for i in items if i.startswith(b"-"))
+    assert held + sup.BadLineLog.FIRST_N == corrupted
+    assert summaries[-1].endswith("the last: item 1000: corrupted data -1000 (a hardware fault); reported, skipped")
+    out.checkpoint()
+    assert len((tmp_path / "corrupted.csv").read_text().splitlines()) == corrupted + 1

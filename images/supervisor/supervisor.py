@@ -129,6 +129,82 @@ def answers(item: bytes, kind: str, value) -> bool:
     return True  # out of range: any number too large to square
 
 
+def echoes(lines: list[bytes], items: list[bytes]) -> bool:
+    """Every response is a result that starts with its own item's digits."""
+    return all(r.startswith(i + b",") for r, i in zip(lines, items))
+
+
+def result_rows(start: int, lines: list[bytes]) -> bytes:
+    """results.csv rows for responses already known to be results, the first
+    answering the item at position `start`."""
+    return b"".join(b"%d,%s\n" % pair for pair in zip(range(start + 1, start + len(lines) + 1), lines))
+
+
+def error_lines(joined: bytes) -> list[int]:
+    """Positions of the lines of b"\\n".join(lines) that start with ERROR,
+    found by the bytes methods so a clean stretch costs no Python step per line."""
+    found = [0] if joined.startswith(b"ERROR") else []
+    line = 0
+    pos = 0
+    hit = joined.find(b"\nERROR")
+    while hit != -1:
+        line += joined.count(b"\n", pos, hit + 1)
+        pos = hit + 1
+        found.append(line)
+        hit = joined.find(b"\nERROR", pos)
+    return found
+
+
+class Rows:
+    """The rows one batch of responses adds to each output, written together."""
+
+    __slots__ = ("results", "corrupted", "rejected", "processed")
+
+    def __init__(self):
+        self.results: list[bytes] = []
+        self.corrupted: list[bytes] = []
+        self.rejected: list[bytes] = []
+        self.processed = 0
+
+
+class BadLineLog:
+    """One kind of bad line in the log, the way log systems cope with a flood:
+    the first FIRST_N one by one, then at most one summary every EVERY_S
+    ("N more ..., the last: ..."). Every line is still in its CSV file; a
+    record per line would cost more than the line's processing."""
+
+    FIRST_N = 10
+    EVERY_S = 1.0
+
+    def __init__(self, fmt: str, what: str, where: str):
+        self.fmt, self.what, self.where = fmt, what, where
+        self.shown = 0
+        self.held = 0
+        self.first_held = 0
+        self.last: tuple = ()
+        self.last_summary = time.monotonic()
+
+    def note(self, idx: int, value) -> None:
+        if self.shown < self.FIRST_N:
+            self.shown += 1
+            log.warning(self.fmt, idx, value)
+            if self.shown == self.FIRST_N:
+                log.warning("more %s will be summed up once a second; every one is recorded in %s",
+                            self.what, self.where)
+            return
+        if not self.held:
+            self.first_held = idx
+        self.held += 1
+        self.last = (idx, value)
+
+    def flush(self, now: float, force: bool = False) -> None:
+        if self.held and (force or now - self.last_summary >= self.EVERY_S):
+            log.warning("%d more %s (items %d to %d, all in %s); the last: " + self.fmt,
+                        self.held, self.what, self.first_held, self.last[0], self.where, *self.last)
+            self.held = 0
+            self.last_summary = now
+
+
 # --------------------------------------------------------------------------- input
 
 
@@ -374,6 +450,9 @@ class Supervisor:
         self.rate_base = self.p.next
         self.lookup = Lookup()
         self.known: list = []  # the address of the last successful connect
+        self.corrupted_log = BadLineLog("item %d: corrupted data %d (a hardware fault); reported, skipped",
+                                        "corrupted readings", "corrupted.csv")
+        self.rejected_log = BadLineLog("item %d: rejected: %s", "rejected lines", "rejected.csv")
 
     # -- state and events
 
@@ -395,35 +474,68 @@ class Supervisor:
     # -- responses
 
     def absorb(self, lines: list[bytes]) -> None:
-        """Records responses for the items at the head of the window, in order."""
+        """Records responses for the items at the head of the window, in order.
+
+        Bad lines must cost about what good ones do: only the ERROR lines are
+        parsed one by one, the runs of results between them take the batch
+        path, and each output file gets one write per call. What was validated
+        before a ProtocolError is still recorded, so the outputs and `next`
+        agree when the connection is dropped."""
         start = self.p.next
         n = len(lines)
         items = self.items[start:start + n]
         if len(items) < n:
             raise ProtocolError(f"{n} responses for {len(items)} items in flight")
         joined = b"\n".join(lines)
-        # The fast path: no error, every response echoes its item's digits.
-        if b"ERROR" not in joined and all(r.startswith(i + b",") for r, i in zip(lines, items)):
-            self.out.write("results", b"".join(b"%d,%s\n" % pair for pair in zip(range(start + 1, start + n + 1), lines)))
+        if b"ERROR" not in joined and echoes(lines, items):
+            self.out.write("results", result_rows(start, lines))
             self.p.counts["processed"] += n
             self.p.next += n
             return
-        for k, (resp, item) in enumerate(zip(lines, items)):
-            idx = start + k + 1
-            kind, value = parse_response(resp)
-            if not answers(item, kind, value):
-                raise ProtocolError(f"response {resp[:40]!r} does not answer item {idx} ({item[:40]!r})")
-            if kind == RESULT:
-                self.out.write("results", b"%d,%d,%d\n" % (idx, value[0], value[1]))
-                self.p.counts["processed"] += 1
-            elif kind == CORRUPTED:
-                log.warning("item %d: corrupted data %d (a hardware fault); reported, skipped", idx, value)
-                self.out.write("corrupted", b"%d,%d\n" % (idx, value))
-                self.p.counts["corrupted"] += 1
-            else:
-                self.out.write("rejected", b"%d,%s\n" % (idx, csv_field(value).encode()))
-                self.p.counts["rejected"] += 1
-            self.p.next += 1
+        rows = Rows()
+        done = 0  # lines validated so far, their rows in `rows`
+        try:
+            for k in error_lines(joined) + [n]:
+                if k > done:
+                    run = lines[done:k]
+                    if echoes(run, items[done:k]):
+                        rows.results.append(result_rows(start + done, run))
+                        rows.processed += k - done
+                        done = k
+                    else:
+                        # An item the worker reads otherwise than its digits
+                        # (" 7", "+7", "007"), or a misaligned response.
+                        for j in range(done, k):
+                            self.absorb_one(rows, lines[j], items[j], start + j + 1)
+                            done = j + 1
+                if k < n:
+                    self.absorb_one(rows, lines[k], items[k], start + k + 1)
+                    done = k + 1
+        finally:
+            for key in ("results", "corrupted", "rejected"):
+                if getattr(rows, key):
+                    self.out.write(key, b"".join(getattr(rows, key)))
+            self.p.counts["processed"] += rows.processed
+            self.p.counts["corrupted"] += len(rows.corrupted)
+            self.p.counts["rejected"] += len(rows.rejected)
+            self.p.next = start + done
+            now = time.monotonic()
+            self.corrupted_log.flush(now)
+            self.rejected_log.flush(now)
+
+    def absorb_one(self, rows: Rows, resp: bytes, item: bytes, idx: int) -> None:
+        kind, value = parse_response(resp)
+        if not answers(item, kind, value):
+            raise ProtocolError(f"response {resp[:40]!r} does not answer item {idx} ({item[:40]!r})")
+        if kind == RESULT:
+            rows.results.append(b"%d,%d,%d\n" % (idx, value[0], value[1]))
+            rows.processed += 1
+        elif kind == CORRUPTED:
+            rows.corrupted.append(b"%d,%d\n" % (idx, value))
+            self.corrupted_log.note(idx, value)
+        else:
+            rows.rejected.append(b"%d,%s\n" % (idx, csv_field(value).encode()))
+            self.rejected_log.note(idx, value[:80])
 
     def allowed(self, total: int) -> int:
         """How many items may have been sent by now: all, or --rate per second
@@ -563,6 +675,15 @@ class Supervisor:
         time.sleep(delay)  # a deliberate pause between attempts, not a wait for a condition
 
     def run(self) -> dict:
+        try:
+            return self.run_job()
+        finally:
+            # Whatever ends the job, the log owes a count of the bad lines it held back.
+            now = time.monotonic()
+            self.corrupted_log.flush(now, force=True)
+            self.rejected_log.flush(now, force=True)
+
+    def run_job(self) -> dict:
         total = len(self.items)
         self.ev.emit("start", total=total, resumed_at=self.p.next, window=self.cfg.window,
                      timeout_ms=int(self.cfg.timeout_s * 1000), worker=f"{self.cfg.worker[0]}:{self.cfg.worker[1]}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SAN_ENV, WORKER, WORKER_DIR, WORKER_SAN, labctl
+from helpers import SAN_ENV, WORKER, WORKER_DIR, WORKER_SAN, Labs, Procs, labctl, labelled
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,3 +39,33 @@ def built(engine):
     p = labctl("build", timeout=1800)
     assert p.returncode == 0, p.stdout + p.stderr
     return True
+
+
+@pytest.fixture
+def procs():
+    """A registry for what the test starts: every process is stopped (SIGCONT,
+    SIGTERM, SIGKILL) and every file closed at teardown, also on failure."""
+    p = Procs()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def labs(engine, procs, tmp_path):
+    """Lab ids for a docker test, and a scratch LABCTL_RUNS (labs.runs).
+
+    At teardown, after the test's own processes are stopped (a labctl still
+    running would race the teardown), every id handed out and every lab
+    named in the runs dir is taken down with `labctl down --lab ID`, which
+    also reverts its journaled faults, and nothing labelled with any of
+    those ids may be left."""
+    reg = Labs(tmp_path / "runs")
+    reg.runs.mkdir()
+    yield reg
+    procs.close()
+    left = {}
+    for lab_id in reg.all():
+        d = labctl("down", "--lab", lab_id, runs=reg.runs, timeout=180)
+        if labelled(engine, lab_id) != ([], [], []):
+            left[lab_id] = (labelled(engine, lab_id), d.stdout[-500:] + d.stderr[-500:])
+    assert not left, f"labs left behind after teardown: {left}"

@@ -4,7 +4,6 @@ that can be cut to simulate a partition of the heartbeat path."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -12,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import MONITOR, SUPERVISOR, WORKER, Procs, free_port, free_udp_port, stop_process, wait_until
 from labctl import oracle
 
-from helpers import MONITOR, SUPERVISOR, WORKER, free_port, free_udp_port, wait_until
 
 def assert_exactly_once(outdir: Path, input_path: Path, trigger: int | None = 999) -> None:
     """The outputs against labctl's oracle, which reads the input on its own."""
@@ -23,10 +22,20 @@ def assert_exactly_once(outdir: Path, input_path: Path, trigger: int | None = 99
 
 
 class Platform:
-    """Keeps one worker running, restarting it when it exits (Docker's restart
-    policy, played by the test)."""
+    """Keeps one worker running, restarting it when it exits, as Docker's
+    restart policy does (played by the test).
 
-    def __init__(self, tmp: Path, udp_port: int | None = None, heartbeat_ms: int = 100, extra=()):
+    restart="on-failure" is the lab's policy (compose.yaml): a worker that
+    exits 0 at the end of its job stays down. "always" also restarts after a
+    clean exit, for a test that runs a second supervisor after the first one
+    went away (the worker exits 0 when its client closes the connection).
+
+    Register it with the `procs` fixture before start(), so it is stopped at
+    teardown even if start() fails."""
+
+    def __init__(self, tmp: Path, udp_port: int | None = None, heartbeat_ms: int = 100, extra=(),
+                 restart: str = "on-failure"):
+        assert restart in ("on-failure", "always"), restart
         self.tmp = tmp
         self.port = free_port()
         self.lock = tmp / "cworker.lock"
@@ -34,10 +43,20 @@ class Platform:
         self.udp_port = udp_port
         self.heartbeat_ms = heartbeat_ms
         self.extra = list(extra)
+        self.restart = restart
         self.proc: subprocess.Popen | None = None
+        self.start_times: list[float] = []  # time.time() just before each worker's Popen
         self.exits: list[int] = []
         self.exit_times: list[float] = []
+        # Whether the lock file was still there when each worker had exited,
+        # looked at before any restart: a deterministic view of what its
+        # exit left behind.
+        self.lock_left: list[bool] = []
         self.log = open(tmp / "worker.log", "ab")
+        # Held while deciding to start a worker and while stop() decides not
+        # to: without it, stop() could terminate one worker while the thread
+        # starts the next, which nobody would then stop.
+        self._mu = threading.Lock()
         self._stop = threading.Event()
         self._started = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -50,41 +69,56 @@ class Platform:
         return c
 
     def _run(self):
-        while not self._stop.is_set():
-            self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=self.log)
+        while True:
+            with self._mu:
+                if self._stop.is_set():
+                    return
+                self.start_times.append(time.time())
+                self.proc = subprocess.Popen(self.cmd(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=self.log)
             self._started.set()
             rc = self.proc.wait()
-            self.exits.append(rc)
             self.exit_times.append(time.time())
+            self.lock_left.append(self.lock.exists())
+            self.exits.append(rc)
+            if rc == 0 and self.restart == "on-failure":
+                return
             # Docker waits 100 ms and then starts a container (hundreds of ms
             # more); a restart faster than a tick would hide the crash.
             self._stop.wait(0.4)
 
     def start(self):
         self._t.start()
-        self._started.wait(5)
+        assert self._started.wait(5), "the platform did not start a worker"
         wait_until(lambda: self.lock.exists(), 5, what="the worker's lock file")
         return self
 
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def stop_restarting(self) -> None:
+        """From now on a worker that exits stays down."""
+        with self._mu:
+            self._stop.set()
+
+    def running(self) -> bool:
+        return self._t.is_alive()
+
     def stop(self):
-        self._stop.set()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._t.join(10)
+        self.stop_restarting()
+        if self.proc is not None:
+            stop_process(self.proc)
+        if self._t.ident is not None:
+            self._t.join(10)
+            assert not self._t.is_alive(), "the platform thread outlived its worker"
         self.log.close()
+
+    close = stop
 
 
 class EventReader:
-    """Reads a process's JSON-lines stdout in a thread, keeping every event."""
+    """Reads a process's JSON-lines stdout in a thread, keeping every event.
+    It owns the process: close() stops it, then joins the reader."""
 
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc
@@ -108,21 +142,35 @@ class EventReader:
                 return e
         return None
 
+    def close(self) -> None:
+        stop_process(self.proc)
+        # The pipe reaches EOF once the process is gone; join before closing
+        # it so the thread never reads from a closed file.
+        self._t.join(10)
+        assert not self._t.is_alive(), "the event reader did not see EOF"
+        self.proc.stdout.close()
 
-def start_monitor(tmp: Path, udp_port: int, interval_ms=100, timeout_ms=1000) -> tuple[subprocess.Popen, EventReader]:
+
+def start_monitor(procs: Procs, tmp: Path, udp_port: int, interval_ms=100,
+                  timeout_ms=1000) -> tuple[subprocess.Popen, EventReader]:
+    """A monitor process, registered with procs (stopped and its log closed at teardown)."""
+    log = procs.open(tmp / "monitor.log", "ab")  # a pipe nobody reads could fill and block it
     p = subprocess.Popen([sys.executable, str(MONITOR), "--udp-port", str(udp_port), "--bind", "127.0.0.1",
                           "--heartbeat-file", str(tmp / "worker.heartbeat"), "--lock", str(tmp / "cworker.lock"),
                           "--interval-ms", str(interval_ms), "--timeout-ms", str(timeout_ms)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return p, EventReader(p)
+                         stdout=subprocess.PIPE, stderr=log, text=True)
+    return p, procs.add(EventReader(p))
 
 
-def start_supervisor(tmp: Path, port: int, input_path: Path, *extra: str) -> tuple[subprocess.Popen, EventReader]:
+def start_supervisor(procs: Procs, tmp: Path, port: int, input_path: Path,
+                     *extra: str) -> tuple[subprocess.Popen, EventReader]:
+    """A supervisor process, registered with procs (stopped and its log closed at teardown)."""
+    log = procs.open(tmp / "supervisor.log", "ab")
     p = subprocess.Popen([sys.executable, str(SUPERVISOR), "--worker", f"127.0.0.1:{port}", "--input", str(input_path),
                           "--output", str(tmp / "out"), "--worker-lock", str(tmp / "cworker.lock"),
                           "--give-up-s", "60", *extra],
-                         stdout=subprocess.PIPE, stderr=open(tmp / "supervisor.log", "ab"), text=True)
-    return p, EventReader(p)
+                         stdout=subprocess.PIPE, stderr=log, text=True)
+    return p, procs.add(EventReader(p))
 
 
 class UdpRelay:
@@ -144,7 +192,7 @@ class UdpRelay:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(512)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not self.cut.is_set():
                 out.sendto(data, self.to)
@@ -152,15 +200,6 @@ class UdpRelay:
 
     def close(self):
         self._stop.set()
-        self._t.join()
+        if self._t.is_alive():
+            self._t.join(5)
         self.sock.close()
-
-
-def stop(proc: subprocess.Popen):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

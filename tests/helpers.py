@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -118,3 +119,94 @@ def assert_timeline_png(path: Path, columns: int, windows: int) -> None:
         assert shaded > 5000, f"only {shaded} shaded pixels"
     else:
         assert shaded < 2000, f"{shaded} shaded pixels without a fault window"
+
+
+# ---------------------------------------------------------------- teardown: nothing a test started outlives it
+
+
+def stop_process(p: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stops a process the test started, whatever state it is in, and reaps it.
+
+    SIGCONT first: a SIGSTOPped process would leave SIGTERM pending and only
+    die of the SIGKILL after the grace period."""
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGCONT)
+            p.terminate()
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+class _Process:
+    def __init__(self, p: subprocess.Popen):
+        self.p = p
+
+    def close(self) -> None:
+        stop_process(self.p)
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            if f is not None:
+                f.close()
+
+
+class Procs:
+    """What a test started (processes, files, anything with close()), closed
+    in reverse order at teardown, also when the test failed. The `procs`
+    fixture in conftest.py yields one."""
+
+    def __init__(self):
+        self._things: list = []
+
+    def add(self, thing):
+        """Registers thing (a Popen, or anything with close()) and returns it."""
+        self._things.append(_Process(thing) if isinstance(thing, subprocess.Popen) else thing)
+        return thing
+
+    def popen(self, cmd, **kw) -> subprocess.Popen:
+        return self.add(subprocess.Popen(cmd, **kw))
+
+    def open(self, path, mode: str = "r", **kw):
+        return self.add(open(path, mode, **kw))
+
+    def close(self) -> None:
+        """Closes everything, newest first; one failure does not spare the rest.
+        Safe to call twice."""
+        errors = []
+        while self._things:
+            thing = self._things.pop()
+            try:
+                thing.close()
+            except Exception as e:  # keep closing the others; report the first at the end
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+class Labs:
+    """Lab ids handed to a docker test; the `labs` fixture in conftest.py
+    tears down every one of them, and every lab named in the scratch runs
+    directory, at teardown, and checks that nothing labelled is left."""
+
+    def __init__(self, runs: Path):
+        self.runs = runs
+        self.ids: list[str] = []
+
+    def new(self, stem: str) -> str:
+        import uuid
+
+        lab_id = f"t-{stem}-{uuid.uuid4().hex[:4]}"
+        self.ids.append(lab_id)
+        return lab_id
+
+    def in_runs(self) -> list[str]:
+        """The labs labctl created under this test's runs directory (named or not)."""
+        if not self.runs.is_dir():
+            return []
+        return sorted(d.name for d in self.runs.iterdir() if d.is_dir() and not d.name.startswith("demo-"))
+
+    def all(self) -> list[str]:
+        return sorted(set(self.ids) | set(self.in_runs()))

@@ -1,4 +1,5 @@
-"""Pure logic of the supervisor, monitor and data tools: no processes, no engine."""
+"""Pure logic of the supervisor, monitor and data tools, and the monitor's exit
+as a process (with the real worker): no engine."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,6 @@ import sys
 import pytest
 
 from helpers import MONITOR, ROOT, SUPERVISOR, load_program
-
 
 sup = load_program("supervisor", SUPERVISOR)
 mon = load_program("monitor", MONITOR)
@@ -51,12 +51,18 @@ def test_phi_detector_floors_sigma_for_a_regular_sender():
 # ------------------------------------------------------------------ the classifier
 
 
-def obs(now, lock="held", inc="a", net_age=100.0, file_age=100.0, stopped=False):
-    beat = None if file_age is None else mon.Beat(inc or "a", 1, 1, 0, int(1_000_000 - file_age), stopped)
-    return mon.Observation(now, 1_000_000.0, mon.LockState(lock, 1, inc), net_age, beat)
+WALL0_MS = 1_700_000_000_000.0  # the wall clock at now = 0; it advances with now
 
 
-def test_classification_table_of_design_md():
+def obs(now, lock="held", inc="a", net_age=100.0, file_age=100.0, stopped=False, beat_inc=None, net_beat=None):
+    """An observation at monotonic `now`: the lock held by `inc`, the file's
+    beat `file_age` ms old (None: no file), written by `beat_inc` (default inc)."""
+    wall = WALL0_MS + now * 1000
+    beat = None if file_age is None else mon.Beat(beat_inc or inc or "a", 1, 1, 0, int(wall - file_age), stopped)
+    return mon.Observation(now, wall, mon.LockState(lock, 1, inc), net_age, beat, net_beat)
+
+
+def test_classification_table_of_the_readme():
     c = mon.Classifier(interval_ms=200, timeout_ms=2000)  # silent after 1800 ms
     assert c.classify(obs(0.0, lock="absent")) == ("UNKNOWN", "ALIVE")
     assert c.classify(obs(1.0)) == ("HEALTHY", "ALIVE")
@@ -322,3 +328,134 @@ def test_bad_lines_are_logged_first_one_by_one_then_summed_up(tmp_path, caplog, 
     assert summaries[-1].endswith("the last: item 1000: corrupted data -1000 (a hardware fault); reported, skipped")
     out.checkpoint()
     assert len((tmp_path / "corrupted.csv").read_text().splitlines()) == corrupted + 1
+
+
+# ------------------------------------------------------------------ STOPPED whenever the worker stops
+# (compose waits for the monitor, which exits only after STOPPED: a missed
+# stop hung `docker compose up`)
+
+
+def healthy_then_crashed(c):
+    """Incarnation "a" seen healthy, then it crashes: lock gone, its last beat not "stopped"."""
+    assert c.classify(obs(0.0))[0] == "HEALTHY"
+    assert c.classify(obs(1.0))[0] == "HEALTHY"
+    assert c.classify(obs(1.2, lock="absent", inc=None, beat_inc="a", file_age=150))[0] == "CRASHED"
+    assert c.classify(obs(1.4, lock="absent", inc=None, beat_inc="a", file_age=350))[0] == "CRASHED"
+
+
+def test_crash_then_restart_then_clean_stop_is_stopped():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    healthy_then_crashed(c)
+    assert c.classify(obs(1.6, inc="b", net_age=50, file_age=20))[0] == "RESTARTED"
+    assert c.classify(obs(1.8, inc="b", net_age=50, file_age=20))[0] == "RESTARTED"
+    # The job ends: b's last beat says "stopped", its lock is gone.
+    assert c.classify(obs(2.0, lock="absent", inc=None, beat_inc="b", file_age=30, stopped=True))[0] == "STOPPED"
+    assert c.classify(obs(2.2, lock="absent", inc=None, beat_inc="b", file_age=230, stopped=True))[0] == "STOPPED"
+
+
+def test_crash_then_a_restart_never_seen_that_stops_cleanly_is_stopped():
+    """The restarted worker did the rest of the job and left between two ticks."""
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    healthy_then_crashed(c)
+    # b started after the last tick that saw the lock held (t = 1.0) and stopped.
+    v = c.classify(obs(1.6, lock="absent", inc=None, beat_inc="b", file_age=40, stopped=True))
+    assert v[0] == "STOPPED"
+    # The lock file left by a dying process's open (free, not absent) says the same.
+    c2 = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    healthy_then_crashed(c2)
+    assert c2.classify(obs(1.6, lock="free", inc="b", file_age=40, stopped=True))[0] == "STOPPED"
+
+
+def test_a_stopped_beat_from_before_the_last_held_tick_does_not_hide_a_crash():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    assert c.classify(obs(0.0))[0] == "HEALTHY"
+    assert c.classify(obs(1.0, lock="absent", inc=None, beat_inc="a", file_age=50, stopped=True))[0] == "STOPPED"
+    # b starts and is seen, then dies before its first beat: the file still
+    # holds a's "stopped" beat, written before b was seen holding the lock.
+    assert c.classify(obs(3.0, inc="b", net_age=50, file_age=2050, beat_inc="a", stopped=True))[0] == "RESTARTED"
+    assert c.classify(obs(3.2, lock="absent", inc=None, beat_inc="a", file_age=2250, stopped=True))[0] == "CRASHED"
+
+
+def test_stopped_while_unknown_is_stopped():
+    """The worker ran its whole job between the monitor's first two ticks."""
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    assert c.classify(obs(0.0, lock="absent", inc=None, file_age=None))[0] == "UNKNOWN"
+    assert c.classify(obs(0.2, lock="absent", inc=None, beat_inc="z", file_age=60, stopped=True))[0] == "STOPPED"
+
+
+def test_a_stopped_beat_an_earlier_run_left_on_the_volume_is_not_a_stop():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    old = dict(lock="absent", inc=None, beat_inc="old", stopped=True)
+    assert c.classify(obs(0.0, file_age=60_000, **old))[0] == "UNKNOWN"
+    assert c.classify(obs(0.2, file_age=60_200, **old))[0] == "UNKNOWN"
+    assert c.classify(obs(0.4, inc="new", net_age=50, file_age=10))[0] == "HEALTHY"
+
+
+def test_a_stopped_beat_over_udp_counts_when_the_file_has_none():
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    healthy_then_crashed(c)
+    udp = mon.Beat("b", 2, 9, 10, int(WALL0_MS + 1500), True)
+    assert c.classify(obs(1.6, lock="absent", inc=None, beat_inc="a", file_age=550, net_beat=udp))[0] == "STOPPED"
+
+
+def test_monitor_process_exits_after_its_linger_when_the_restarted_worker_stops(tmp_path):
+    """The real worker (stdin mode) crashes on 999, a new one does the rest of
+    the job within a few ms and exits 0: the monitor goes CRASHED, then
+    STOPPED, and exits after --linger-after-stop-s."""
+    import json
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from helpers import WORKER, free_udp_port, wait_until
+
+    interval_s, linger_s = 0.1, 0.5
+    udp = free_udp_port()
+    lock, hb = tmp_path / "cworker.lock", tmp_path / "worker.heartbeat"
+    worker_cmd = [str(WORKER), "--lock", str(lock), "--heartbeat-file", str(hb), "--heartbeat-ms", "50",
+                  "--heartbeat-udp", f"127.0.0.1:{udp}", "--bug-trigger", "999"]
+    started = []
+    try:
+        monitor = subprocess.Popen(
+            [sys.executable, str(MONITOR), "--udp-port", str(udp), "--bind", "127.0.0.1", "--heartbeat-file", str(hb),
+             "--lock", str(lock), "--interval-ms", str(int(interval_s * 1000)), "--timeout-ms", "1000",
+             "--linger-after-stop-s", str(linger_s)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started.append(monitor)
+        events: list[dict] = []
+        reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in monitor.stdout),
+                                  daemon=True)
+        reader.start()
+
+        def verdicts():
+            return [e["verdict"] for e in list(events) if e["kind"] == "verdict"]
+
+        first = subprocess.Popen(worker_cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        started.append(first)
+        wait_until(lambda: "HEALTHY" in verdicts(), 10, what="HEALTHY")
+        first.stdin.write(b"1\n999\n")
+        first.stdin.flush()
+        assert first.wait(5) == -signal.SIGSEGV
+        wait_until(lambda: verdicts()[-1] == "CRASHED", 5, what="CRASHED")
+        # "Docker" restarts it; the rest of the job takes a few ms, far less than a tick.
+        second = subprocess.run(worker_cmd, input=b"2\n3\n", capture_output=True, timeout=10)
+        assert second.returncode == 0 and second.stdout == b"2,4\n3,9\n"
+        stopped_at = time.monotonic()
+        rc = monitor.wait(linger_s + 10 * interval_s)  # TimeoutExpired: it never left
+        took = time.monotonic() - stopped_at
+        reader.join(5)
+        assert rc == 0
+        assert linger_s - interval_s <= took <= linger_s + 5 * interval_s, f"left {took:.2f} s after the worker stopped"
+        seq = verdicts()
+        assert seq.index("CRASHED") < len(seq) - 1 and seq[-1] == "STOPPED", seq
+        assert events[-1]["kind"] == "stop" and events[-1]["verdict"] == "STOPPED"
+    finally:
+        for p in reversed(started):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout):
+                if f is not None:
+                    f.close()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Monitor: a failure detector that tells crash, pause and partition apart.
 
-It watches the worker through three channels (design.md, "Channels"):
+It watches the worker through three channels (README.md, "Why the monitor
+can tell them apart"):
 
 * network: UDP heartbeats, judged by a fixed timeout and by a phi accrual
   detector (Hayashibara et al., 2004);
@@ -13,14 +14,25 @@ It watches the worker through three channels (design.md, "Channels"):
 
 Each tick it gives one verdict from the classification table:
 
-    lock free/absent                           -> CRASHED   (STOPPED after a clean exit)
+    lock free/absent                           -> CRASHED   (STOPPED after a clean exit,
+                                                  UNKNOWN if no worker was seen yet)
     lock held, new incarnation                 -> RESTARTED, then HEALTHY
     lock held, net beats flowing               -> HEALTHY
     lock held, net silent, volume beat fresh   -> PARTITIONED
     lock held, net silent, volume beat stale   -> PAUSED
 
-and beside it the heartbeat-only verdict (ALIVE/DEAD) of the exercise's naive
-monitor, which calls every one of these failures "dead".
+and beside it the heartbeat-only verdict (ALIVE/DEAD): the exercise's monitor
+that listens to heartbeats alone, and calls every one of these failures "dead".
+
+A clean exit. The worker's last beat says "stopped", then it removes its
+lock. That beat counts for the incarnation last seen holding the lock, and
+also for one never seen: after a crash Docker restarts the worker, and the
+last incarnation can finish the job and leave between two ticks. Judged by
+incarnation alone, that exit read as CRASHED for good, and a monitor told to
+exit after a clean stop (--linger-after-stop-s) never did, so `docker compose
+up` never returned. So a "stopped" beat also counts if it was written after
+the last tick that saw the lock held (before any, after watching began): an
+older worker's last beat, or one an earlier run left on the volume, was not.
 
 Timing. --timeout-ms is the longest a verdict may take after a fault. A
 channel is silent once it has gone (timeout - interval) without a beat; with
@@ -172,14 +184,15 @@ def read_beat_file(path: str) -> Beat | None:
 @dataclass
 class Observation:
     now: float  # monotonic seconds
-    now_wall_ms: float
+    now_wall_ms: float  # taken before the lock was probed
     lock: LockState
     net_age_ms: float | None  # since the last UDP beat (or since watching began)
     file_beat: Beat | None
+    net_beat: Beat | None = None  # the last UDP beat
 
 
 class Classifier:
-    """Turns observations into verdicts per design.md's table. Pure: no I/O."""
+    """Turns observations into verdicts per the table in the module docstring. Pure: no I/O."""
 
     def __init__(self, interval_ms: float, timeout_ms: float):
         self.silent_after_ms = max(timeout_ms - interval_ms, interval_ms)
@@ -189,19 +202,20 @@ class Classifier:
         self.seen_worker = False
         self.last = UNKNOWN
         self.partition_pending = False
+        self.held_wall_ms: float | None = None  # the last tick that saw the lock held, or the first tick
 
     def classify(self, o: Observation) -> tuple[str, str]:
         """(verdict, heartbeat-only verdict)."""
         net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
-        naive = DEAD if net_silent else ALIVE
+        heartbeat_only = DEAD if net_silent else ALIVE
+        if self.held_wall_ms is None:
+            self.held_wall_ms = o.now_wall_ms
         if o.lock.state != "held":
-            if not self.seen_worker:
-                return self.remember(UNKNOWN), naive
-            b = o.file_beat
-            if b and b.stopped and b.incarnation == self.incarnation:
-                return self.remember(STOPPED), naive
-            return self.remember(CRASHED), naive
+            if self.stopped_cleanly(o):
+                return self.remember(STOPPED), heartbeat_only
+            return self.remember(CRASHED if self.seen_worker else UNKNOWN), heartbeat_only
         self.seen_worker = True
+        self.held_wall_ms = o.now_wall_ms
         if o.lock.incarnation != self.incarnation:
             if self.incarnation is not None:
                 self.restarted_until = o.now + RESTARTED_HOLD_S
@@ -215,8 +229,8 @@ class Classifier:
         if not net_silent:
             self.partition_pending = False
             if o.now < self.restarted_until:
-                return self.remember(RESTARTED), naive
-            return self.remember(HEALTHY), naive
+                return self.remember(RESTARTED), heartbeat_only
+            return self.remember(HEALTHY), heartbeat_only
         fresh = o.file_beat is not None and (o.now_wall_ms - o.file_beat.unix_ms) <= self.silent_after_ms
         verdict = PARTITIONED if fresh else PAUSED
         # A paused worker that thaws writes its volume beat a moment before its
@@ -227,7 +241,15 @@ class Classifier:
             verdict = PAUSED
         else:
             self.partition_pending = False
-        return self.remember(verdict), naive
+        return self.remember(verdict), heartbeat_only
+
+    def stopped_cleanly(self, o: Observation) -> bool:
+        """Whether the worker's last word, on the volume or the network, is a
+        clean stop by the incarnation last seen or by a later one."""
+        for b in (o.file_beat, o.net_beat):
+            if b is not None and b.stopped and (b.incarnation == self.incarnation or b.unix_ms >= self.held_wall_ms):
+                return True
+        return False
 
     def remember(self, verdict: str) -> str:
         self.last = verdict
@@ -268,7 +290,7 @@ class Monitor:
         self.last_udp_beat: Beat | None = None
         self.udp_count = 0
         self.verdict = ""
-        self.naive = ""
+        self.heartbeat_only = ""
         self.stop = False
 
     def drain_udp(self) -> None:
@@ -288,21 +310,25 @@ class Monitor:
 
     def tick(self) -> None:
         now = time.monotonic()
+        # Before the probe: a "stopped" beat stamped after this was written
+        # after the lock was seen held (see the module's "A clean exit").
+        wall_ms = time.time() * 1000
         lock = probe_lock(self.args.lock)
         file_beat = read_beat_file(self.args.heartbeat_file)
         self.drain_udp()  # a beat that landed while we read the volume counts too
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
-        obs = Observation(now, time.time() * 1000, lock, net_age_ms, file_beat)
-        verdict, naive = self.cls.classify(obs)
+        obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat)
+        verdict, heartbeat_only = self.cls.classify(obs)
         phi = self.phi.phi(now * 1000)
         fields = {
             "verdict": verdict,
-            "naive": naive,
+            "heartbeat_only": heartbeat_only,
             "phi": round(phi, 2),
             "phi_suspect": phi >= self.args.phi_threshold,
             "net_age_ms": round(net_age_ms),
-            "file_age_ms": round(obs.now_wall_ms - file_beat.unix_ms) if file_beat else None,
+            # A beat written between the clock read and the file read is a few ms "early".
+            "file_age_ms": max(0, round(wall_ms - file_beat.unix_ms)) if file_beat else None,
             "lock": lock.state,
             "pid": lock.pid,
             "incarnation": lock.incarnation,
@@ -310,9 +336,10 @@ class Monitor:
             "processed": file_beat.processed if file_beat else None,
             "udp_beats": self.udp_count,
         }
-        if verdict != self.verdict or naive != self.naive:
-            self.events.emit("verdict", previous=self.verdict or None, previous_naive=self.naive or None, **fields)
-            self.verdict, self.naive = verdict, naive
+        if verdict != self.verdict or heartbeat_only != self.heartbeat_only:
+            self.events.emit("verdict", previous=self.verdict or None,
+                             previous_heartbeat_only=self.heartbeat_only or None, **fields)
+            self.verdict, self.heartbeat_only = verdict, heartbeat_only
         self.events.emit("tick", **fields)
 
     def run(self) -> int:

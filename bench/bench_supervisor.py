@@ -134,9 +134,10 @@ def main() -> int:
         clean_in, mixed_in = tmp / "clean.dat", tmp / "mixed.dat"
         generate_data.write(str(clean_in), values)
         mixed_in.write_bytes(mixed(values, 2))
+        mixed_name = f"mixed ({NEGATIVE:.0%} neg, {MALFORMED:.0%} bad)"
         rows = [
             ("clean", "batched", run(tmp, clean_in, args.window, False, "clean")),
-            (f"mixed ({NEGATIVE:.0%} neg, {MALFORMED:.0%} bad)", "batched", run(tmp, mixed_in, args.window, False, "mixed")),
+            (mixed_name, "batched", run(tmp, mixed_in, args.window, False, "mixed")),
             ("clean", "--flush-every-line", run(tmp, clean_in, args.window, True, "flushed")),
         ]
         check(rows[0][2], clean_in)

@@ -131,13 +131,13 @@ def answers(item: bytes, kind: str, value) -> bool:
 
 def echoes(lines: list[bytes], items: list[bytes]) -> bool:
     """Every response is a result that starts with its own item's digits."""
-    return all(r.startswith(i + b",") for r, i in zip(lines, items))
+    return all(r.startswith(i + b",") for r, i in zip(lines, items, strict=True))
 
 
 def result_rows(start: int, lines: list[bytes]) -> bytes:
     """results.csv rows for responses already known to be results, the first
     answering the item at position `start`."""
-    return b"".join(b"%d,%s\n" % pair for pair in zip(range(start + 1, start + len(lines) + 1), lines))
+    return b"".join(b"%d,%s\n" % pair for pair in enumerate(lines, start + 1))
 
 
 def error_lines(joined: bytes) -> list[int]:
@@ -264,7 +264,8 @@ class Outputs:
             try:
                 ck = json.loads(self.ckpt_path.read_text())
             except (ValueError, OSError) as e:
-                raise CheckpointMismatch(f"{self.ckpt_path}: unreadable checkpoint ({e}); use --fresh to start over") from None
+                raise CheckpointMismatch(
+                    f"{self.ckpt_path}: unreadable checkpoint ({e}); use --fresh to start over") from None
             if ck.get("input_sha256") != input_digest:
                 raise CheckpointMismatch(
                     f"{self.ckpt_path}: checkpoint is for another input file; use --fresh or another --output"
@@ -600,11 +601,12 @@ class Supervisor:
                     writing = True
                 remaining = self.cfg.timeout_s - (time.monotonic() - waiting_since)
                 if remaining <= 0:
-                    return "timeout", f"no response in {self.cfg.timeout_s * 1000:.0f} ms with {sent - self.p.next} items in flight"
+                    return "timeout", (f"no response in {self.cfg.timeout_s * 1000:.0f} ms "
+                                       f"with {sent - self.p.next} items in flight")
                 wait = min(remaining, PROGRESS_EVERY_S)
                 if limit < total:
                     wait = min(wait, 0.02)  # paced: wake to release the next items
-                for key, mask in sel.select(timeout=wait):
+                for _key, mask in sel.select(timeout=wait):
                     if mask & selectors.EVENT_WRITE and out:
                         try:
                             n = sock.send(out)
@@ -692,7 +694,8 @@ class Supervisor:
         first = True
         while True:
             if time.monotonic() - self.last_advance > self.cfg.give_up_s:
-                raise Unavailable(f"no progress for {self.cfg.give_up_s:.0f} s; giving up with {total - self.p.next} items left")
+                raise Unavailable(f"no progress for {self.cfg.give_up_s:.0f} s; "
+                                  f"giving up with {total - self.p.next} items left")
             self.set_state("connecting")
             try:
                 sock = self.connect()
@@ -806,7 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--worker", required=True, type=parse_host_port, help="the worker's HOST:PORT")
     ap.add_argument("--input", required=True, type=Path, help="input file, one reading per line")
     ap.add_argument("--output", required=True, type=Path, help="directory for results and checkpoint")
-    ap.add_argument("--generate", type=int, metavar="N", help="first write the exercise's data set of N readings to --input")
+    ap.add_argument("--generate", type=int, metavar="N",
+                    help="first write the exercise's data set of N readings to --input")
     ap.add_argument("--seed", type=int, default=42, help="seed for --generate (default 42)")
     ap.add_argument("--window", type=positive_int, default=1024, help="items in flight (default 1024)")
     ap.add_argument("--timeout-ms", type=positive_int, default=2000, help="no response this long = unreachable")

@@ -10,15 +10,13 @@ import sys
 import threading
 import time
 import traceback
-
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live as RichLive
 from rich.table import Table
 
-from labctl import __version__, check, compose, faults, images, lab, scenario, timeline, view
-from labctl import labels as L
+from labctl import __version__, check, faults, images, journal, lab, labels, observe, rundir, scenario, timeline, view
 from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
 
@@ -49,9 +47,17 @@ def parse_duration(text: str) -> float:
 
 def lab_name(text: str) -> str:
     try:
-        return L.check_lab_id(text)
+        return labels.check_lab_id(text)
     except LabError as e:
         raise argparse.ArgumentTypeError(e.what) from None
+
+
+def fault_help() -> str:
+    """Each fault with what it does and what undoes it, from the registry."""
+    width = max(map(len, faults.FAULTS))
+    return "faults:\n" + "\n".join(
+        f"  {f.name:<{width}}  {f.description}" + (f" (undo: {f.inverse})" if f.inverse else "")
+        for f in faults.FAULTS.values())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("recover", help="restore a clean engine: every labctl fault reverted, every lab removed")
     sub.add_parser("status", help="the labs and their containers")
     p = sub.add_parser("logs", help="a lab's logs")
-    p.add_argument("service", nargs="?", choices=compose.SERVICES)
+    p.add_argument("service", nargs="?", choices=labels.SERVICES)
     p.add_argument("--lab", type=lab_name)
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("scenarios", help="list scenarios with their lessons")
@@ -92,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", choices=("md", "json"), default="md")
     sub.add_parser("runs", help="the recorded runs, newest first")
-    p = sub.add_parser("fault", help="inject a fault into a running lab")
-    p.add_argument("kind", choices=list(scenario.FAULTS))
+    p = sub.add_parser("fault", help="inject a fault into a running lab", epilog=fault_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=list(faults.FAULTS))
     p.add_argument("--lab", type=lab_name)
     p.add_argument("--target", default="worker", choices=scenario.TARGETS)
     p.add_argument("--for", dest="for_s", type=parse_duration, metavar="DURATION",
@@ -135,10 +142,10 @@ def say(msg: str) -> None:
 # ----------------------------------------------------------------------- commands
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     problems = 0
 
-    def line(ok: bool, what: str, detail: str):
+    def line(ok: bool, what: str, detail: str) -> None:
         nonlocal problems
         problems += not ok
         console.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {detail}", highlight=False)
@@ -165,7 +172,7 @@ def cmd_doctor(args) -> int:
     return ExitCode.OK if problems == 0 else ExitCode.FAILED
 
 
-def cmd_base(args) -> int:
+def cmd_base(args: argparse.Namespace) -> int:
     engine = Engine.open()
     images.build_base(engine, say, force=args.force)
     return ExitCode.OK
@@ -181,7 +188,7 @@ def ensure_images(engine: Engine, base_override: str | None, build: bool) -> dic
     return images.require_images(engine, choice.ref)
 
 
-def cmd_build(args) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     engine = Engine.open()
     choice = images.choose_base(engine, args.base, say)
     if choice.note:
@@ -196,11 +203,11 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     engine = Engine.open()
     refs = ensure_images(engine, base, build=True)
     cancel = threading.Event()
-    runs = [lab.LabRun(engine.clone(), sc, lid, refs, keep, cancel) for sc, lid in zip(scenarios, lab_ids)]
+    runs = [lab.LabRun(engine.clone(), sc, lid, refs, keep, cancel) for sc, lid in zip(scenarios, lab_ids, strict=True)]
     results: list[lab.RunResult | None] = [None] * len(runs)
     errors: list[LabError | None] = [None] * len(runs)
 
-    def go(i):
+    def go(i: int) -> None:
         try:
             results[i] = runs[i].run()
         except LabError as e:
@@ -209,28 +216,9 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     threads = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(len(runs))]
     for t in threads:
         t.start()
-    lives = [r.live for r in runs]
     interrupted = False
     try:
-        if console.is_terminal:
-            with RichLive(view.table(lives), console=console, refresh_per_second=4) as rl:
-                while any(t.is_alive() for t in threads):
-                    rl.update(view.table(lives))
-                    time.sleep(0.25)  # a frame interval, not a wait for a condition
-                rl.update(view.table(lives))
-        else:
-            last = {}
-            while any(t.is_alive() for t in threads):
-                for lv in lives:
-                    key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.naive, lv.supervisor)
-                    if last.get(lv.lab_id) != key:
-                        last[lv.lab_id] = key
-                        print(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} {lv.phase:<10} "
-                              f"step={lv.step or '-':<24} truth={lv.truth:<11} monitor={lv.monitor:<11} "
-                              f"heartbeat-only={lv.naive:<5} supervisor={lv.supervisor:<12} "
-                              f"acked={lv.acked}/{lv.total}", flush=True)
-                time.sleep(0.25)
-            console.print(view.table(lives))
+        watch(threads, [r.live for r in runs])
     except KeyboardInterrupt:
         interrupted = True
         cancel.set()
@@ -245,16 +233,44 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
             raise e
     done = [r for r in results if r is not None]
     console.print(view.final_table(done))
+    return outcome(done, interrupted), done
+
+
+def watch(threads: list[threading.Thread], lives: list[observe.Live]) -> None:
+    """The side-by-side view until every lab's thread is done: live on a
+    terminal, else one line per change of a lab's state (logs, CI)."""
+    if console.is_terminal:
+        with RichLive(view.table(lives), console=console, refresh_per_second=4) as rl:
+            while any(t.is_alive() for t in threads):
+                rl.update(view.table(lives))
+                time.sleep(0.25)  # a frame interval, not a wait for a condition
+            rl.update(view.table(lives))
+        return
+    last: dict[str, tuple[str, ...]] = {}
+    while any(t.is_alive() for t in threads):
+        for lv in lives:
+            key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.heartbeat_only, lv.supervisor)
+            if last.get(lv.lab_id) != key:
+                last[lv.lab_id] = key
+                print(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} {lv.phase:<10} "
+                      f"step={lv.step or '-':<24} truth={lv.truth:<11} monitor={lv.monitor:<11} "
+                      f"heartbeat-only={lv.heartbeat_only:<5} supervisor={lv.supervisor:<12} "
+                      f"acked={lv.acked}/{lv.total}", flush=True)
+        time.sleep(0.25)  # a print interval, not a wait for a condition
+    console.print(view.table(lives))
+
+
+def outcome(done: list[lab.RunResult], interrupted: bool) -> ExitCode:
     if interrupted:
-        return ExitCode.INTERRUPTED, done
+        return ExitCode.INTERRUPTED
     lost = [r for r in done if r.engine_lost]
     if lost:
         error(lost[0].error or "labctl: error: lost the Docker engine; start it again and run `labctl recover`")
-        return ExitCode.ENGINE_UNREACHABLE, done
-    return (ExitCode.OK if done and all(r.ok for r in done) else ExitCode.FAILED), done
+        return ExitCode.ENGINE_UNREACHABLE
+    return ExitCode.OK if done and all(r.ok for r in done) else ExitCode.FAILED
 
 
-def cmd_up(args) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     scs = [scenario.resolve(s) for s in args.scenarios]
     if args.lab and len(scs) > 1:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
@@ -272,19 +288,19 @@ def fresh_ids(scs: list[scenario.Scenario]) -> list[str]:
         taken = set()  # run_labs reports the unreachable engine itself
     ids: list[str] = []
     for sc in scs:
-        lid = L.new_lab_id(sc.name)
+        lid = labels.new_lab_id(sc.name)
         while lid in taken or lid in ids:
-            lid = L.new_lab_id(sc.name)
+            lid = labels.new_lab_id(sc.name)
         ids.append(lid)
     return ids
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     scs = [scenario.resolve(s) for s in DEMO]
     code, results = run_labs(scs, fresh_ids(scs), args.keep, args.base)
     dirs = [r.run_dir for r in results if (r.run_dir / "events.jsonl").exists()]
     if dirs:
-        out = faults.runs_root() / f"demo-{lab.utc_stamp()}"
+        out = rundir.runs_root() / f"demo-{rundir.utc_stamp()}"
         out.mkdir(parents=True, exist_ok=True)
         timeline.render_runs(dirs, out / "timeline.png")
         (out / "report.md").write_text("# labctl demo: crash, pause and partition side by side\n\n"
@@ -295,12 +311,12 @@ def cmd_demo(args) -> int:
     return code
 
 
-def cmd_down(args) -> int:
+def cmd_down(args: argparse.Namespace) -> int:
     engine = Engine.open()
     ids = lab.lab_ids(engine) if (args.all or not args.lab) else [args.lab]
     if not args.all and not args.lab and len(ids) > 1:
         raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab, or --all")
-    if args.lab and args.lab not in lab.lab_ids(engine) and not faults.pending(args.lab):
+    if args.lab and args.lab not in lab.lab_ids(engine) and not journal.pending(args.lab):
         say(f"lab {args.lab}: nothing to remove")
         return ExitCode.OK
     for lid in ids:
@@ -312,22 +328,23 @@ def cmd_down(args) -> int:
     return ExitCode.OK
 
 
-def cmd_recover(args) -> int:
+def cmd_recover(args: argparse.Namespace) -> int:
     args.all, args.lab = True, None
     return cmd_down(args)
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     engine = Engine.open()
-    cs = engine.containers(L.filters())
+    cs = engine.containers(labels.filters())
     if not cs:
         say("no labs")
         return ExitCode.OK
     t = Table(title="labs")
     for col in ("lab", "service", "scenario", "status", "exit", "restarts"):
         t.add_column(col)
-    for c in sorted(cs, key=lambda c: (c.labels.get(L.LAB, ""), c.labels.get(L.SERVICE, ""))):
-        t.add_row(c.labels.get(L.LAB, "?"), c.labels.get(L.SERVICE, "?"), c.labels.get(L.SCENARIO, "?"), c.status,
+    for c in sorted(cs, key=lambda c: (c.labels.get(labels.LAB, ""), c.labels.get(labels.SERVICE, ""))):
+        t.add_row(c.labels.get(labels.LAB, "?"), c.labels.get(labels.SERVICE, "?"),
+                  c.labels.get(labels.SCENARIO, "?"), c.status,
                   "" if c.status == "running" else str(c.exit_code), str(c.restart_count))
     console.print(t)
     return ExitCode.OK
@@ -347,28 +364,26 @@ def pick_lab(engine: Engine, given: str | None) -> str:
     raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab")
 
 
-def cmd_logs(args) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     engine = Engine.open()
     lid = pick_lab(engine, args.lab)
-    services = [args.service] if args.service else list(compose.SERVICES)
+    services = [args.service] if args.service else list(labels.SERVICES)
     if args.follow:
         if len(services) != 1:
             raise LabError(ExitCode.USAGE, "-f follows one service", "name it: labctl logs worker -f")
-        for chunk in engine.logs(L.container_name(lid, services[0]), follow=True):
+        for chunk in engine.logs(labels.container_name(lid, services[0]), follow=True):
             sys.stdout.write(chunk.decode("utf-8", "replace"))
             sys.stdout.flush()
         return ExitCode.OK
     for s in services:
-        text = engine.logs_text(L.container_name(lid, s))
+        text = engine.logs_text(labels.container_name(lid, s))
         for ln in text.splitlines():
             sys.stdout.write(f"{s:>10} | {ln}\n")
     return ExitCode.OK
 
 
-def cmd_scenarios(args) -> int:
+def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.validate:
-        from pathlib import Path
-
         sc = scenario.load(Path(args.validate))
         say(f"{args.validate}: ok ({sc.name}: {len(sc.timeline)} step(s), "
             f"{len(sc.expect.windows)} window expectation(s))")
@@ -382,15 +397,15 @@ def cmd_scenarios(args) -> int:
     return ExitCode.OK
 
 
-def cmd_fault(args) -> int:
+def cmd_fault(args: argparse.Namespace) -> int:
     engine = Engine.open()
     lid = pick_lab(engine, args.lab)
     kind = args.kind
-    inverse = scenario.FAULTS[kind][0]
+    inverse = faults.get(kind).inverse
     if args.for_s and not inverse:
         raise LabError(ExitCode.USAGE, f"{kind} has no inverse to apply after --for", "drop --for")
     # An inverse given by hand closes the journaled fault it undoes.
-    for intent in faults.pending(lid):
+    for intent in journal.pending(lid):
         if intent.get("inverse") == kind and intent.get("target") == args.target:
             faults.revert(engine, lid, intent)
             say(f"lab {lid}: {kind} {args.target} (reverts the {intent['fault']} of "
@@ -414,7 +429,7 @@ def cmd_fault(args) -> int:
     return ExitCode.OK
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     v = check.check_run(args.run_dir)
     t = Table(title=f"check {args.run_dir}")
     for col in ("check", "", "detail"):
@@ -423,24 +438,26 @@ def cmd_check(args) -> int:
         t.add_row(c.name, "[green]ok[/]" if c.ok else "[bold red]FAIL[/]", c.detail)
     console.print(t)
     say(f"{'passed' if v.ok else 'FAILED'}: {sum(c.ok for c in v.checks)}/{len(v.checks)} checks; "
-        f"findings in {args.run_dir / 'report.md'}")
+        f"findings in {args.run_dir / rundir.REPORT}")
     return ExitCode.OK if v.ok else ExitCode.FAILED
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     rd = args.run_dir
-    if not (rd / "report.md").exists():
+    if not (rd / rundir.REPORT).exists():
         check.check_run(rd)
     if args.format == "json":
-        sys.stdout.write(json.dumps(check.read_meta(rd), indent=2) + "\n")
+        # What happened (the lab's summary) and what the checker concluded, in one document.
+        doc = {**rundir.read_summary(rd), **rundir.read_verdict(rd)}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write((rd / "report.md").read_text())
+        sys.stdout.write((rd / rundir.REPORT).read_text())
     return ExitCode.OK
 
 
-def cmd_runs(args) -> int:
-    root = faults.runs_root()
-    dirs = sorted((p for p in root.glob("*/2*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+def cmd_runs(args: argparse.Namespace) -> int:
+    root = rundir.runs_root()
+    dirs = rundir.run_dirs()
     if not dirs:
         say(f"no runs under {root}")
         return ExitCode.OK
@@ -448,9 +465,8 @@ def cmd_runs(args) -> int:
     for col in ("time (UTC)", "lab", "scenario", "result", "directory"):
         t.add_column(col)
     for d in dirs:
-        meta = check.read_meta(d)
-        ok = meta.get("ok")
-        t.add_row(d.name, d.parent.name, meta.get("scenario", "?"),
+        ok = rundir.read_verdict(d).get("ok")
+        t.add_row(d.name, d.parent.name, rundir.read_summary(d).get("scenario", "?"),
                   "[green]passed[/]" if ok else ("[red]FAILED[/]" if ok is False else "?"), str(d))
     console.print(t)
     return ExitCode.OK

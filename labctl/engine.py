@@ -10,13 +10,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from labctl.errors import ExitCode, LabError
+from labctl.errors import EngineRefused, ExitCode, LabError
 
 _TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout)
 # Engine calls retried when the engine hiccups (it restarts, or is briefly busy).
@@ -40,14 +42,14 @@ def short(e: Exception) -> str:
 
 @dataclass
 class ContainerSpec:
-    name: str
-    image: str
+    """One container of a lab. compose.py fills it from compose.yaml (service,
+    build context, command, hardening), then per lab (its names, labels, image)."""
+
+    service: str
+    image: str  # compose's image name, until a lab sets the ref it runs
     command: list[str]
-    labels: dict[str, str]
-    network: str
-    aliases: list[str]
-    volume: str
-    mount: str
+    build_context: Path  # where compose.yaml builds the image from
+    mount: str = "/lab"
     user: str | None = None
     read_only: bool = True
     tmpfs: dict[str, str] = field(default_factory=dict)
@@ -56,9 +58,15 @@ class ContainerSpec:
     mem_limit: str | None = None
     nano_cpus: int | None = None
     pids_limit: int | None = None
-    restart: dict | None = None
+    restart: dict[str, Any] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] | None = None
+    # Per lab:
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str = ""
+    aliases: list[str] = field(default_factory=list)
+    volume: str = ""
 
 
 @dataclass
@@ -83,7 +91,7 @@ class Engine:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, timeout: float = 60) -> "Engine":
+    def open(cls, timeout: float = 60) -> Engine:
         try:
             client = docker.from_env(timeout=timeout)
             client.ping()
@@ -93,7 +101,7 @@ class Engine:
             raise unreachable(e) from None
         return cls(client)
 
-    def clone(self) -> "Engine":
+    def clone(self) -> Engine:
         """A second connection, for a thread that blocks on a stream."""
         return Engine(docker.from_env(timeout=self.api.timeout, version=self.api.api_version))
 
@@ -161,11 +169,18 @@ class Engine:
         if last_error:
             raise LabError(ExitCode.BUILD_FAILED, f"building {tag} failed: {last_error}",
                            "fix the Dockerfile or sources under " + path)
-        return self.image_id(tag)
+        return self._built_id(tag)
 
     def import_rootfs(self, tar_path: str, repo: str, tag: str, changes: list[str]) -> str:
         self._call(self.api.import_image_from_file, tar_path, repository=repo, tag=tag, changes=changes)
-        return self.image_id(f"{repo}:{tag}")
+        return self._built_id(f"{repo}:{tag}")
+
+    def _built_id(self, ref: str) -> str:
+        found = self.image_id(ref)
+        if found is None:
+            raise LabError(ExitCode.BUILD_FAILED, f"the engine reports no image {ref} right after building it",
+                           "`docker image ls` shows what it has; try `labctl build --force`")
+        return found
 
     # ------------------------------------------------------------ resources
 
@@ -309,8 +324,8 @@ class Engine:
         try:
             return self._call(fn, *args, **kwargs)
         except docker.errors.APIError as e:
-            raise LabError(ExitCode.ENGINE_ERROR, f"the engine refused {doing}: {e.explanation or short(e)}",
-                           "`labctl status` shows the lab's containers") from None
+            raise EngineRefused(f"the engine refused {doing}: {e.explanation or short(e)}",
+                                "`labctl status` shows the lab's containers", status=e.status_code) from None
 
     def reconnect(self, network: str, container: str, aliases: list[str]) -> None:
         try:
@@ -323,7 +338,7 @@ class Engine:
 
     def logs(self, name: str, follow: bool, since: float | None = None) -> Iterator[bytes]:
         """Log lines with the engine's RFC 3339 timestamp prefix."""
-        kw = {"stream": True, "follow": follow, "timestamps": True}
+        kw: dict[str, Any] = {"stream": True, "follow": follow, "timestamps": True}
         if since is not None:
             kw["since"] = since
         return self._call(self.api.logs, name, **kw)

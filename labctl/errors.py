@@ -30,3 +30,17 @@ class LabError(Exception):
 
     def message(self) -> str:
         return f"labctl: error: {self.what}" + (f"; {self.todo}" if self.todo else "")
+
+
+class EngineRefused(LabError):
+    """The engine answered no. A server-side failure (HTTP 5xx, e.g. `OCI runtime
+    pause failed: unable to freeze` with dozens of labs at once) can pass on a
+    second try; a conflict (not running, already paused) or a 404 will not."""
+
+    def __init__(self, what: str, todo: str | None = None, status: int | None = None):
+        super().__init__(ExitCode.ENGINE_ERROR, what, todo)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status is not None and self.status >= 500

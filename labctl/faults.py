@@ -1,178 +1,252 @@
-"""Faults and their journal.
+"""Every fault labctl injects: one registry, one small class per mechanism.
 
-Every fault is journaled with its inverse *before* it is applied, and its
-outcome is appended in `finally:`, so a labctl that dies mid-fault leaves a
-record that `labctl down` (or `recover`) reads to revert it.
+A fault has a name, its inverse (the fault that undoes it, if any), a
+description, and `apply(engine, target)`. Scenario validation, `labctl fault`
+and its help, and the checker all read `FAULTS`.
+
+`apply()` and `revert()` journal each fault around its mechanism (journal.py)
+and try again when the engine refuses for a reason that can pass: under load
+`docker pause` can fail with `OCI runtime pause failed: unable to freeze`.
 """
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from labctl import labels as L
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity.wait import wait_base
+
+from labctl import journal, labels, states
 from labctl.engine import Engine, wait_for
-from labctl.errors import ExitCode, LabError
-from labctl.scenario import FAULTS
+from labctl.errors import EngineRefused, ExitCode, LabError
 
-_journal_lock = threading.Lock()
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("LABCTL_RUNS", "runs")).resolve()
-
-
-def journal_path(lab_id: str) -> Path:
-    return runs_root() / lab_id / "journal.jsonl"
+# Tries of one fault before it counts as failed, and the pause between them.
+# Tests swap RETRY_WAIT for tenacity's wait_none().
+ATTEMPTS = 4
+RETRY_WAIT: wait_base = wait_exponential(multiplier=0.25, max=2)
+# Phrases of an engine refusing an inverse that is already done: for a revert, success.
+ALREADY_UNDONE = ("no such container", "not found", "not paused", "already", "is not running",
+                  "is already in progress")
 
 
-def append(lab_id: str, record: dict) -> dict:
-    path = journal_path(lab_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rec = {"ts": round(time.time(), 6), "source": "labctl", "kind": "fault", "lab": lab_id, **record}
-    line = json.dumps(rec, separators=(",", ":")) + "\n"
-    with _journal_lock, open(path, "a+b") as f:
-        # A labctl killed mid-write leaves a cut line: start a fresh one.
-        if f.tell() > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = "\n" + line
-        f.write(line.encode())
-        f.flush()
-        os.fsync(f.fileno())
-    return rec
-
-
-def read_journal(lab_id: str) -> list[dict]:
-    try:
-        lines = journal_path(lab_id).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    out = []
-    for ln in lines:
-        try:
-            out.append(json.loads(ln))
-        except ValueError:
-            continue  # a line cut by a kill -9: the ones before it still count
-    return out
-
-
-def pending(lab_id: str) -> list[dict]:
-    """Faults applied (or maybe applied) whose inverse has not been recorded, newest first."""
-    open_faults: dict[str, dict] = {}
-    for r in read_journal(lab_id):
-        if r.get("kind") != "fault":
-            continue
-        if r.get("phase") == "intent" and r.get("inverse"):
-            open_faults[r["id"]] = r
-        elif r.get("phase") in ("reverted", "failed"):
-            open_faults.pop(r.get("of") or r.get("id"), None)
-    return sorted(open_faults.values(), key=lambda r: r["ts"], reverse=True)
-
-
-@dataclass
+@dataclass(frozen=True)
 class Target:
     lab_id: str
     service: str
 
     @property
     def container(self) -> str:
-        return L.container_name(self.lab_id, self.service)
+        return labels.container_name(self.lab_id, self.service)
 
     @property
     def network(self) -> str:
-        return L.network_name(self.lab_id)
+        return labels.network_name(self.lab_id)
 
 
-def _do(engine: Engine, fault: str, t: Target) -> None:
-    if fault == "crash":
-        # -1: every process this user may signal but PID 1 (tini) and the shell:
-        # the program dies by SIGKILL, tini exits 137, the restart policy acts.
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    inverse: str | None = None
+    # The ground truth it leaves behind when the engine cannot see it (a signal
+    # inside the container): then only labctl's journal tells the checker.
+    journal_truth: str | None = None
+    # The engine records a container start for it, which is not a restart by policy.
+    starts_container: bool = False
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ProcessKill(Fault):
+    """The program dies by SIGKILL inside its container: tini exits 137, the restart policy acts."""
+
+    def apply(self, engine: Engine, t: Target) -> None:
         before = engine.inspect(t.container)
         if before is None or before.status != "running":
             raise LabError(ExitCode.ENGINE_ERROR, f"cannot crash {t.container}: it is not running",
                            "`labctl status` shows the lab's containers")
         try:
+            # -1: every process this user may signal but PID 1 (tini) and the shell.
             engine.exec(t.container, ["sh", "-c", "kill -KILL -1"])
         except LabError:
             pass  # the container can die under the exec itself; what counts is below
 
-        def died():
+        def died() -> bool:
             st = engine.inspect(t.container)
             return st is None or st.pid != before.pid or st.restart_count != before.restart_count \
                 or st.status != "running"
 
         wait_for(died, 10, 0.05, f"{t.container} to die after kill -KILL",
                  seen=lambda: str(engine.inspect(t.container)))
-    elif fault == "kill":
+
+
+@dataclass(frozen=True)
+class ContainerKill(Fault):
+    """`docker kill`: the engine marks the container stopped by hand, so its restart policy leaves it down."""
+
+    def apply(self, engine: Engine, t: Target) -> None:
         engine.kill(t.container, "SIGKILL")
-    elif fault == "pause":
-        engine.pause(t.container)
-    elif fault == "unpause":
-        engine.unpause(t.container)
-    elif fault in ("sigstop", "sigcont"):
-        sig = "STOP" if fault == "sigstop" else "CONT"
+
+
+@dataclass(frozen=True)
+class Freezer(Fault):
+    """The cgroup freezer (`docker pause` / `unpause`): the process cannot tell."""
+    freeze: bool = True
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        if self.freeze:
+            engine.pause(t.container)
+        else:
+            engine.unpause(t.container)
+
+
+@dataclass(frozen=True)
+class ProcessSignal(Fault):
+    """A signal to the program inside its container, as the exercise sent it on one host."""
+    signal: str = "STOP"
+
+    def apply(self, engine: Engine, t: Target) -> None:
         # -1: every process this user may signal but PID 1 (tini) and the
         # shell itself: the program and nothing else, as in the exercise.
-        code, out = engine.exec(t.container, ["sh", "-c", f"kill -{sig} -1"])
+        code, out = engine.exec(t.container, ["sh", "-c", f"kill -{self.signal} -1"])
         if code != 0:
-            raise LabError(ExitCode.ENGINE_ERROR, f"kill -{sig} in {t.container} failed: {out.strip()[:200]}")
-    elif fault == "partition":
-        engine.disconnect(t.network, t.container)
-    elif fault == "heal":
-        engine.reconnect(t.network, t.container, aliases=[t.service])
-    elif fault == "stop":
-        engine.stop(t.container, timeout=10)
-    elif fault == "start":
-        engine.start(t.container)
-    else:
-        raise LabError(ExitCode.USAGE, f"unknown fault {fault!r}", "pick one of " + ", ".join(FAULTS))
+            raise LabError(ExitCode.ENGINE_ERROR, f"kill -{self.signal} in {t.container} failed: {out.strip()[:200]}")
 
 
-def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step: int | None = None) -> dict:
-    """Journals the fault and its inverse, applies it, journals the outcome."""
-    t = Target(lab_id, service)
-    inverse = FAULTS[fault][0]
-    fid = f"{int(time.time() * 1e6):x}-{fault}"
-    intent = append(lab_id, {"id": fid, "phase": "intent", "fault": fault, "target": service, "inverse": inverse,
-                             "step": step})
-    outcome = "failed"
+@dataclass(frozen=True)
+class NetworkLink(Fault):
+    """The container's link to the lab network (`docker network disconnect` / `connect`)."""
+    connect: bool = False
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        if self.connect:
+            engine.reconnect(t.network, t.container, aliases=[t.service])
+        else:
+            engine.disconnect(t.network, t.container)
+
+
+@dataclass(frozen=True)
+class Lifecycle(Fault):
+    """`docker stop` (SIGTERM, then SIGKILL after the grace period) / `docker start`."""
+    running: bool = False
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        if self.running:
+            engine.start(t.container)
+        else:
+            engine.stop(t.container, timeout=10)
+
+
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    ProcessKill("crash", "SIGKILL to the process inside the container: no cleanup, restart by policy"),
+    ContainerKill("kill", "docker kill: the operator kills the container; no restart by policy", inverse="start"),
+    Freezer("pause", "docker pause: the cgroup freezer; the process cannot tell", inverse="unpause"),
+    Freezer("unpause", "docker unpause", freeze=False),
+    ProcessSignal("sigstop", "kill -STOP inside the container", inverse="sigcont",
+                  journal_truth=states.SIGSTOPPED),
+    ProcessSignal("sigcont", "kill -CONT inside the container", signal="CONT", journal_truth=states.RUNNING),
+    NetworkLink("partition", "docker network disconnect", inverse="heal"),
+    NetworkLink("heal", "docker network connect", connect=True),
+    Lifecycle("stop", "docker stop: SIGTERM, then SIGKILL after the grace period", inverse="start"),
+    Lifecycle("start", "docker start", running=True, starts_container=True),
+)}
+
+
+def get(name: str) -> Fault:
     try:
-        _do(engine, fault, t)
-        outcome = "applied"
+        return FAULTS[name]
+    except KeyError:
+        raise LabError(ExitCode.USAGE, f"unknown fault {name!r}", "pick one of " + ", ".join(FAULTS)) from None
+
+
+def undoes(name: str) -> list[Fault]:
+    """The faults whose inverse `name` is (start -> kill, stop; sigcont -> sigstop)."""
+    return [f for f in FAULTS.values() if f.inverse == name]
+
+
+# ----------------------------------------------------------------------- journaled application
+
+
+def _said(e: Exception) -> str:
+    return e.what if isinstance(e, LabError) else f"{type(e).__name__}: {e}"
+
+
+def _transient(e: BaseException) -> bool:
+    return isinstance(e, EngineRefused) and e.transient
+
+
+def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tries: list[int]) -> None:
+    """Applies the mechanism, again after each transient refusal, journaling each
+    refused try that is tried again; `tries` ends holding the number of tries."""
+
+    def count(rs: RetryCallState) -> None:
+        tries[0] = rs.attempt_number
+
+    def journal_retry(rs: RetryCallState) -> None:
+        err = rs.outcome.exception() if rs.outcome else None
+        journal.append(t.lab_id, {**record, "phase": journal.RETRY, "attempt": rs.attempt_number,
+                                  "error": str(err)})
+
+    try:
+        for attempt in Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(ATTEMPTS),
+                                wait=RETRY_WAIT, before=count, before_sleep=journal_retry, reraise=True):
+            with attempt:
+                fault.apply(engine, t)
+    except LabError as e:
+        after = f" after {tries[0]} tries" if tries[0] > 1 else ""
+        raise LabError(e.code, f"{fault.name} of {t.container} failed{after}: {e.what}", e.todo) from None
+
+
+def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step: int | None = None
+          ) -> dict[str, Any]:
+    """Journals the fault and its inverse, applies it, journals the outcome."""
+    f = get(fault)
+    t = Target(lab_id, service)
+    fid = f"{int(time.time() * 1e6):x}-{fault}"
+    record = {"id": fid, "fault": fault, "target": service, "inverse": f.inverse, "step": step}
+    intent = journal.append(lab_id, {**record, "phase": journal.INTENT})
+    outcome: dict[str, Any] = {"phase": journal.FAILED}
+    tries = [0]
+    try:
+        _attempt(engine, f, t, record, tries)
+        outcome = {"phase": journal.APPLIED}
+    except Exception as e:
+        outcome["error"] = _said(e)
+        raise
     finally:
-        append(lab_id, {"id": fid, "phase": outcome, "fault": fault, "target": service, "inverse": inverse,
-                        "step": step})
+        journal.append(lab_id, {**record, **outcome, "attempt": tries[0]})
     return intent
 
 
-def revert(engine: Engine, lab_id: str, intent: dict) -> None:
+def revert(engine: Engine, lab_id: str, intent: dict[str, Any]) -> None:
     """Applies a journaled fault's inverse; 'already reverted' and 'gone' are fine."""
     inverse = intent.get("inverse")
     if not inverse:
         return
-    outcome = "revert-failed"
+    t = Target(lab_id, intent["target"])
+    record = {"id": f"{intent['id']}-revert", "of": intent["id"], "fault": inverse, "target": t.service,
+              "step": intent.get("step")}
+    outcome: dict[str, Any] = {"phase": journal.REVERT_FAILED}
+    tries = [0]
     try:
         try:
-            _do(engine, inverse, Target(lab_id, intent["target"]))
+            _attempt(engine, get(inverse), t, record, tries)
         except Exception as e:
             # Gone, or already undone (unpaused, reconnected, started): reverted.
-            text = str(e).lower()
-            if not any(k in text for k in ("no such container", "not found", "not paused", "already",
-                                           "is not running", "is already in progress")):
+            if not any(k in str(e).lower() for k in ALREADY_UNDONE):
+                outcome["error"] = _said(e)
                 raise
-        outcome = "reverted"
+        outcome = {"phase": journal.REVERTED}
     finally:
-        append(lab_id, {"id": f"{intent['id']}-revert", "of": intent["id"], "phase": outcome, "fault": inverse,
-                        "target": intent["target"], "step": intent.get("step")})
+        journal.append(lab_id, {**record, **outcome, "attempt": tries[0]})
 
 
 def revert_pending(engine: Engine, lab_id: str) -> int:
     n = 0
-    for intent in pending(lab_id):
+    for intent in journal.pending(lab_id):
         revert(engine, lab_id, intent)
         n += 1
     return n

@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import compose
-from labctl import labels as L
+from labctl import compose, labels
 from labctl.engine import Engine
 from labctl.errors import ExitCode, LabError
 
@@ -81,7 +80,8 @@ def build_base(engine: Engine, log: Callable[[str], None], force: bool = False) 
         log(f"building base image {ref} from the Debian archive (mmdebstrap {SUITE}: {', '.join(BASE_PACKAGES)})")
         env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        tail = []
+        tail: list[str] = []
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             line = line.rstrip()
             tail = (tail + [line])[-20:]
@@ -95,8 +95,8 @@ def build_base(engine: Engine, log: Callable[[str], None], force: bool = False) 
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
             'CMD ["/bin/sh"]',
-            f"LABEL {L.BASE_RECIPE}={base_recipe_hash()}",
-            f"LABEL {L.MANAGED}=true",
+            f"LABEL {labels.BASE_RECIPE}={base_recipe_hash()}",
+            f"LABEL {labels.MANAGED}=true",
         ])
     log(f"base image {ref} built")
     return ref
@@ -132,7 +132,7 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
         else:
             log(f"{name}: building {ref}")
             engine.build(str(svc.build_context), ref, {"BASE_IMAGE": base},
-                         {L.MANAGED: "true", L.COMPONENT: name, L.SOURCE_HASH: tag}, on_line)
+                         {labels.MANAGED: "true", labels.COMPONENT: name, labels.SOURCE_HASH: tag}, on_line)
             log(f"{name}: built {ref}")
         engine.tag(ref, svc.image, "latest")  # the name Compose gives what it builds, for `docker compose up`
     # compose.yaml's default base: plain `docker compose up --build` then uses

@@ -9,14 +9,13 @@ import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from labctl import check, compose, faults, observe, timeline
-from labctl import labels as L
-from labctl.engine import Engine, is_engine_gone, wait_for
+from labctl import check, compose, faults, labels, observe, rundir, runlog, states, timeline
+from labctl.engine import ContainerSpec, Engine, is_engine_gone, wait_for
 from labctl.errors import ExitCode, LabError
-from labctl.scenario import Scenario
+from labctl.scenario import Scenario, Step
 
 BOOT_TIMEOUT_S = 30
 POLL_S = 0.25
@@ -26,7 +25,7 @@ POLL_S = 0.25
 
 
 def resources(engine: Engine, lab_id: str | None = None) -> dict[str, list[str]]:
-    f = L.filters(lab_id)
+    f = labels.filters(lab_id)
     return {
         "containers": [c.name for c in engine.containers(f)],
         "networks": [n for _, n in engine.networks(f)],
@@ -35,16 +34,9 @@ def resources(engine: Engine, lab_id: str | None = None) -> dict[str, list[str]]
 
 
 def lab_ids(engine: Engine) -> list[str]:
-    ids = set()
-    for c in engine.containers(L.filters()):
-        if L.LAB in c.labels:
-            ids.add(c.labels[L.LAB])
-    for _, name in engine.networks(L.filters()):
-        if name.startswith("labctl-") and name.endswith("-net"):
-            ids.add(name[len("labctl-"):-len("-net")])
-    for v in engine.volumes(L.filters()):
-        if v.startswith("labctl-") and v.endswith("-lab"):
-            ids.add(v[len("labctl-"):-len("-lab")])
+    ids = {c.labels[labels.LAB] for c in engine.containers(labels.filters()) if labels.LAB in c.labels}
+    names = [n for _, n in engine.networks(labels.filters())] + engine.volumes(labels.filters())
+    ids.update(i for i in map(labels.lab_id_of, names) if i)
     return sorted(ids)
 
 
@@ -74,7 +66,7 @@ def claim(engine: Engine, lab_id: str) -> None:
         what = ", ".join(f"{len(v)} {k}" for k, v in found.items() if v)
         raise LabError(ExitCode.LAB_EXISTS, f"lab {lab_id!r} already exists ({what})",
                        f"pick another --lab name, or remove it with `labctl down --lab {lab_id}`")
-    engine.create_network(L.network_name(lab_id), L.lab_labels(lab_id))
+    engine.create_network(labels.network_name(lab_id), labels.lab_labels(lab_id))
 
 
 # ----------------------------------------------------------------------- results
@@ -97,10 +89,6 @@ class RunResult:
 # ----------------------------------------------------------------------- one run
 
 
-def utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
 class LabRun:
     """Runs one scenario in its own lab; thread-safe towards the view via `live`."""
 
@@ -113,17 +101,16 @@ class LabRun:
         self.keep = keep
         self.cancel = cancel
         self.live = observe.Live(lab_id, sc.name)
-        self.run_dir = faults.runs_root() / lab_id / utc_stamp()
+        self.run_dir = rundir.new_run_dir(lab_id)
         self.result = RunResult(lab_id, sc.name, self.run_dir)
         self._stop_follow = threading.Event()
         self.recorder: observe.EngineRecorder | None = None
 
     # -- the lab's containers
 
-    def specs(self) -> dict:
-        svcs = compose.services(self.sc.lab.env())
-        specs = {name: compose.container_spec(svc, self.lab_id, self.sc.name, self.images[name])
-                 for name, svc in svcs.items()}
+    def specs(self) -> dict[str, ContainerSpec]:
+        specs = {name: compose.for_lab(spec, self.lab_id, self.sc.name, self.images[name])
+                 for name, spec in compose.services(self.sc.lab.env()).items()}
         if self.sc.lab.program == "process-data":
             lab = self.sc.lab
             sup = specs["supervisor"]
@@ -132,12 +119,7 @@ class LabRun:
                            " && exec python3 /app/process_data.py /lab/input.dat"]
         return specs
 
-    def sleep_until(self, t: float) -> bool:
-        """False if cancelled first."""
-        return not self.cancel.wait(max(0.0, t - time.time()))
-
     def run(self) -> RunResult:
-        live = self.live
         t_start = time.time()
         claimed = False
         try:
@@ -145,37 +127,13 @@ class LabRun:
             self.recorder.start()
             claim(self.engine, self.lab_id)
             claimed = True
-            self.engine.create_volume(L.volume_name(self.lab_id), L.lab_labels(self.lab_id))
-            specs = self.specs()
-            for name in compose.SERVICES:
-                self.engine.create_container(specs[name])
-            live.phase = "booting"
-            for name in ("monitor", "worker"):
-                self.engine.start(L.container_name(self.lab_id, name))
-            threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, "monitor", live,
-                                                          self._stop_follow), daemon=True).start()
-            if self.sc.lab.program == "supervisor":
-                # The naive worker takes no flock, so the monitor never sees it
-                # HEALTHY; its pidfile appearing is all there is to wait for.
-                naive = self.sc.lab.worker_mode == "naive"
-                wait_for(lambda: (live.lock in ("free", "held") if naive else live.monitor == "HEALTHY")
-                         or self.cancel.is_set(), BOOT_TIMEOUT_S, POLL_S, f"lab {self.lab_id}: the worker to come up",
-                         seen=lambda: f"monitor {live.monitor}, lock {live.lock}, worker {live.truth}")
-            self.engine.start(L.container_name(self.lab_id, "supervisor"))
-            threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, "supervisor", live,
-                                                          self._stop_follow), daemon=True).start()
-            if self.sc.lab.program == "supervisor":
-                # The timeline counts from the job's start, not the container's:
-                # with many labs booting, the interpreter alone can take seconds.
-                wait_for(lambda: live.supervisor in ("streaming", "isolating", "done") or self.cancel.is_set(),
-                         BOOT_TIMEOUT_S, POLL_S, f"lab {self.lab_id}: the supervisor to start streaming",
-                         seen=lambda: f"supervisor {live.supervisor}")
-            live.phase = "running"
+            self.boot()
+            self.live.phase = "running"
             self.timeline(time.time())
         except LabError as e:
             self.result.error = e.message()
             if e.code == ExitCode.LAB_EXISTS and not claimed:
-                live.phase = "refused"
+                self.live.phase = "refused"
                 if self.recorder:
                     self.recorder.stop()
                 raise
@@ -191,17 +149,49 @@ class LabRun:
                 self.finish(t_start)
         return self.result
 
+    def boot(self) -> None:
+        """Creates the lab's volume and containers and starts them in order, each
+        once the one before is ready: the monitor and worker, then the supervisor."""
+        live = self.live
+        self.engine.create_volume(labels.volume_name(self.lab_id), labels.lab_labels(self.lab_id))
+        specs = self.specs()
+        for name in labels.SERVICES:
+            self.engine.create_container(specs[name])
+        live.phase = "booting"
+        for name in ("monitor", "worker"):
+            self.engine.start(labels.container_name(self.lab_id, name))
+        self.follow("monitor")
+        if self.sc.lab.program == "supervisor":
+            # The naive worker takes no flock, so the monitor never sees it
+            # HEALTHY; its pidfile appearing is all there is to wait for.
+            pidfile_only = self.sc.lab.worker_mode == "naive"
+            wait_for(lambda: (live.lock in (states.LOCK_FREE, states.LOCK_HELD) if pidfile_only
+                              else live.monitor == states.HEALTHY) or self.cancel.is_set(),
+                     BOOT_TIMEOUT_S, POLL_S, f"lab {self.lab_id}: the worker to come up",
+                     seen=lambda: f"monitor {live.monitor}, lock {live.lock}, worker {live.truth}")
+        self.engine.start(labels.container_name(self.lab_id, "supervisor"))
+        self.follow("supervisor")
+        if self.sc.lab.program == "supervisor":
+            # The timeline counts from the job's start, not the container's:
+            # with many labs booting, the interpreter alone can take seconds.
+            wait_for(lambda: live.supervisor in (states.STREAMING, states.ISOLATING, states.DONE)
+                     or self.cancel.is_set(), BOOT_TIMEOUT_S, POLL_S,
+                     f"lab {self.lab_id}: the supervisor to start streaming",
+                     seen=lambda: f"supervisor {live.supervisor}")
+
+    def follow(self, service: str) -> None:
+        threading.Thread(target=observe.follow, args=(self.engine.clone(), self.lab_id, service, self.live,
+                                                      self._stop_follow), daemon=True).start()
+
     def timeline(self, t0: float) -> None:
         """Applies each step at its time, reverts it after `for`, then waits for the job."""
-        agenda = []
+        agenda: list[tuple[float, int, Step, bool]] = []
         for i, step in enumerate(self.sc.timeline, 1):
             agenda.append((t0 + step.at, i, step, False))
             if step.for_s:
                 agenda.append((t0 + step.at + step.for_s, i, step, True))
         agenda.sort(key=lambda a: (a[0], a[3] is False))
-        sup = L.container_name(self.lab_id, "supervisor")
-        deadline = t0 + self.sc.duration_s
-        applied: dict[int, dict] = {}
+        applied: dict[int, dict[str, Any]] = {}
         for when, i, step, is_revert in agenda:
             while time.time() < when:
                 if self.cancel.wait(min(POLL_S, max(0.0, when - time.time()))):
@@ -214,20 +204,24 @@ class LabRun:
                 self.live.step = f"{i}: {step.do} {step.target}" + (f" for {step.for_s:g}s" if step.for_s else "")
                 applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i)
         self.live.step = "job running"
+        self.wait_for_job(t0 + self.sc.duration_s)
+
+    def wait_for_job(self, deadline: float) -> None:
+        """Until the supervisor exits (then a little longer, so the monitor sees
+        the worker's own end of the job too), the deadline, or a cancel."""
+        sup = labels.container_name(self.lab_id, "supervisor")
         while time.time() < deadline and not self.cancel.is_set():
             observe.poll_truth(self.engine, self.lab_id, self.live)
             st = self.engine.inspect(sup)
             if st and st.status == "exited":
-                # Let the monitor see the worker's own end of the job too.
                 end = time.time() + 2 * self.sc.lab.interval_ms / 1000 + 1.0
-                while time.time() < end and self.live.monitor not in ("STOPPED", "CRASHED"):
+                while time.time() < end and self.live.monitor not in (states.STOPPED, states.CRASHED):
                     if self.cancel.wait(POLL_S):
                         break
-                break
+                return
             self.cancel.wait(POLL_S)
-        else:
-            if not self.cancel.is_set():
-                self.result.error = f"labctl: error: the job did not end within {self.sc.duration_s:g} s"
+        if not self.cancel.is_set():
+            self.result.error = f"labctl: error: the job did not end within {self.sc.duration_s:g} s"
 
     def finish(self, t_start: float) -> None:
         live = self.live
@@ -259,31 +253,34 @@ class LabRun:
         """Writes the run directory, then judges it from those files alone."""
         rd = self.run_dir
         rd.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.sc.path, rd / "scenario.yaml")
+        shutil.copyfile(self.sc.path, rd / rundir.SCENARIO)
         engine_evs = self.recorder.stop() if self.recorder else []
         events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1, engine_evs)
-        with open(rd / "events.jsonl", "w") as f:
+        with open(rd / rundir.EVENTS, "w") as f:
             for e in events:
                 f.write(json.dumps(e, separators=(",", ":")) + "\n")
-        sup = L.container_name(self.lab_id, "supervisor")
-        self.copy_volume(sup, rd / "lab")
-        st = self.engine.inspect(sup)
-        summary_path = rd / "lab" / "out" / "summary.json"
+        sup = labels.container_name(self.lab_id, "supervisor")
+        self.copy_volume(sup, rd / rundir.VOLUME)
         if self.cancel.is_set():
             self.result.error = self.result.error or "labctl: error: interrupted"
-        meta = {
+        rundir.write_json(rd / rundir.SUMMARY, self.summary(events, t_start, t_end))
+        timeline.render([timeline.Column(self.sc.name, events, t_start, t_end)], rd / rundir.TIMELINE)
+        verdict = check.check_run(rd)
+        self.result.checks = verdict.checks
+
+    def summary(self, events: list[runlog.Event], t_start: float, t_end: float) -> dict[str, Any]:
+        """What happened in the run (summary.json); the checker's verdict goes to verdict.json."""
+        st = self.engine.inspect(labels.container_name(self.lab_id, "supervisor"))
+        job_path = self.run_dir / rundir.VOLUME / "out" / "summary.json"
+        return {
             "lab": self.lab_id, "scenario": self.sc.name, "lesson": self.sc.lesson,
             "started": t_start, "ended": t_end, "error": self.result.error,
             "supervisor_exit": st.exit_code if st and st.status == "exited" else None,
-            "job": json.loads(summary_path.read_text()) if summary_path.exists() else None,
-            "worker_restarts": check.policy_restarts(events),
+            "job": json.loads(job_path.read_text()) if job_path.exists() else None,
+            "worker_restarts": runlog.policy_restarts(events),
             "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s} for s in self.sc.timeline],
             "params": self.sc.lab.__dict__,
         }
-        (rd / "summary.json").write_text(json.dumps(meta, indent=2) + "\n")
-        timeline.render([timeline.Column(self.sc.name, events, t_start, t_end)], rd / "timeline.png")
-        verdict = check.check_run(rd)
-        self.result.checks = verdict.checks
 
     def copy_volume(self, container: str, dest: Path) -> None:
         """The lab's volume, read through a stopped container (labctl mounts nothing)."""

@@ -15,6 +15,12 @@ COMPONENT = f"{PREFIX}.component"
 SOURCE_HASH = f"{PREFIX}.source-hash"
 BASE_RECIPE = f"{PREFIX}.base-recipe"
 
+# Every lab has these services, in start order (depends_on in compose.yaml).
+SERVICES = ("monitor", "worker", "supervisor")
+NAME_PREFIX = "labctl-"
+NETWORK = "net"
+VOLUME = "lab"
+
 LAB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
@@ -41,18 +47,35 @@ def service_labels(lab_id: str, service: str, scenario: str) -> dict[str, str]:
 
 
 def container_name(lab_id: str, service: str) -> str:
-    return f"labctl-{lab_id}-{service}"
+    return _name(lab_id, service)
 
 
 def network_name(lab_id: str) -> str:
-    return f"labctl-{lab_id}-net"
+    return _name(lab_id, NETWORK)
 
 
 def volume_name(lab_id: str) -> str:
-    return f"labctl-{lab_id}-lab"
+    return _name(lab_id, VOLUME)
 
 
-def filters(lab_id: str | None = None, service: str | None = None) -> dict:
+def _name(lab_id: str, part: str) -> str:
+    return f"{NAME_PREFIX}{lab_id}-{part}"
+
+
+def lab_id_of(name: str) -> str | None:
+    """The lab id in a container, network or volume name; None for any other name.
+
+    The part after the last dash is the resource (a service, `net`, `lab`);
+    a lab id may itself hold dashes, so everything between is the id."""
+    if not name.startswith(NAME_PREFIX):
+        return None
+    lab_id, _, part = name[len(NAME_PREFIX):].rpartition("-")
+    if part not in (*SERVICES, NETWORK, VOLUME) or not LAB_ID.match(lab_id):
+        return None
+    return lab_id
+
+
+def filters(lab_id: str | None = None, service: str | None = None) -> dict[str, list[str]]:
     """Docker filters matching labctl's resources: all, one lab's, or one service's."""
     want = [f"{MANAGED}=true"]
     if lab_id:

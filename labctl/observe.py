@@ -14,10 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from labctl import faults
-from labctl import labels as L
+from labctl import faults, journal, labels, runlog, states
 from labctl.engine import Engine
+from labctl.runlog import Event
 
 _WORKER_LINE = re.compile(r"^worker\[(\d+)\]: (\w+): (.*)$")
 
@@ -29,7 +30,7 @@ def parse_docker_ts(text: str) -> float:
     return ts + (float("0." + frac[:9]) if frac else 0.0)
 
 
-def parse_log_line(service: str, raw: str) -> dict | None:
+def parse_log_line(service: str, raw: str) -> Event | None:
     """One `docker logs --timestamps` line -> an event (docs/events.md)."""
     stamp, _, text = raw.partition(" ")
     try:
@@ -63,8 +64,8 @@ def parse_log_line(service: str, raw: str) -> dict | None:
     return {"ts": ts, "source": service, "kind": "log", "level": level, "message": text[:500]}
 
 
-def log_events(engine: Engine, lab_id: str, service: str) -> list[dict]:
-    name = L.container_name(lab_id, service)
+def log_events(engine: Engine, lab_id: str, service: str) -> list[Event]:
+    name = labels.container_name(lab_id, service)
     try:
         raw = b"".join(engine.logs(name, follow=False))
     except Exception:
@@ -91,16 +92,16 @@ class EngineRecorder:
     def __init__(self, engine: Engine, lab_id: str):
         self.engine = engine
         self.lab_id = lab_id
-        self.names = {L.container_name(lab_id, s): s for s in ("worker", "monitor", "supervisor")}
+        self.names = {labels.container_name(lab_id, s): s for s in labels.SERVICES}
         self.ids: dict[str, str] = {}
-        self.events: list[dict] = []
-        self._streams = []
-        self._threads = []
+        self.events: list[Event] = []
+        self._streams: list[Any] = []  # the engine's event streams, closed by stop()
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        for flt in ({"type": ["container"], "label": [f"{L.LAB}={self.lab_id}"], "event": list(ENGINE_ACTIONS)},
-                    {"type": ["network"], "network": [L.network_name(self.lab_id)],
+        for flt in ({"type": ["container"], "label": [f"{labels.LAB}={self.lab_id}"], "event": list(ENGINE_ACTIONS)},
+                    {"type": ["network"], "network": [labels.network_name(self.lab_id)],
                      "event": ["connect", "disconnect"]}):
             stream = self.engine.events(flt, since=time.time() - 1)
             self._streams.append(stream)
@@ -108,7 +109,7 @@ class EngineRecorder:
             t.start()
             self._threads.append(t)
 
-    def _run(self, stream) -> None:
+    def _run(self, stream: Any) -> None:
         try:
             for e in stream:
                 ev = self.translate(e)
@@ -118,7 +119,7 @@ class EngineRecorder:
         except Exception:
             return  # closed by stop(), or the engine went away
 
-    def translate(self, e: dict) -> dict | None:
+    def translate(self, e: dict[str, Any]) -> Event | None:
         action = (e.get("Action") or e.get("status") or "").split(":")[0]
         attrs = (e.get("Actor") or {}).get("Attributes") or {}
         ts = e.get("timeNano", e.get("time", 0) * 1e9) / 1e9
@@ -140,7 +141,7 @@ class EngineRecorder:
                 return {"ts": ts, "source": "engine", "kind": "network", "action": action, "service": service}
         return None
 
-    def stop(self) -> list[dict]:
+    def stop(self) -> list[Event]:
         """Stops recording. By now the run has waited for the supervisor's exit
         and the monitor's last verdict, so the engine has delivered what matters."""
         for s in self._streams:
@@ -155,72 +156,15 @@ class EngineRecorder:
             return sorted(self.events, key=lambda e: e["ts"])
 
 
-def collect(engine: Engine, lab_id: str, since: float, until: float, engine_evs: list[dict]) -> list[dict]:
+def collect(engine: Engine, lab_id: str, since: float, until: float, engine_evs: list[Event]) -> list[Event]:
     """Every source, merged and sorted on the shared clock."""
     evs = []
-    for service in ("worker", "monitor", "supervisor"):
+    for service in labels.SERVICES:
         evs.extend(log_events(engine, lab_id, service))
     evs.extend(engine_evs)
-    evs.extend(r for r in faults.read_journal(lab_id) if since - 1 <= r["ts"] <= until + 1)
+    evs.extend(r for r in journal.read(lab_id) if since - 1 <= r["ts"] <= until + 1)
     evs.sort(key=lambda e: e["ts"])
     return evs
-
-
-# ----------------------------------------------------------------------- ground truth
-
-
-def truth_timeline(events: list[dict], service: str = "worker") -> list[tuple[float, str]]:
-    """(ts, state) changes of the worker as the engine and labctl's journal saw them.
-
-    The engine cannot see SIGSTOP (the process is frozen by a signal, not by
-    the engine), so that one comes from labctl's own journal."""
-    out: list[tuple[float, str]] = []
-    state = None
-    partitioned = False
-
-    def put(ts, s):
-        nonlocal state
-        if s != state:
-            state = s
-            out.append((ts, s))
-
-    for e in events:
-        if e.get("service", e.get("target")) != service:
-            continue
-        src, kind, action = e["source"], e["kind"], e.get("action")
-        if src == "engine" and kind == "container":
-            if action == "start":
-                partitioned = False
-                put(e["ts"], "RUNNING")
-            elif action == "die":
-                put(e["ts"], "STOPPED" if e.get("exit_code") == 0 else "CRASHED")
-            elif action == "pause":
-                put(e["ts"], "PAUSED")
-            elif action == "unpause":
-                put(e["ts"], "PARTITIONED" if partitioned else "RUNNING")
-        elif src == "engine" and kind == "network":
-            if action == "disconnect" and state in ("RUNNING", "PAUSED", "SIGSTOPPED"):
-                partitioned = True
-                put(e["ts"], "PARTITIONED")
-            elif action == "connect" and partitioned:
-                partitioned = False
-                put(e["ts"], "RUNNING")
-        elif src == "labctl" and kind == "fault" and e.get("phase") in ("applied", "reverted"):
-            fault = e["fault"]
-            if fault == "sigstop" and e["phase"] == "applied":
-                put(e["ts"], "SIGSTOPPED")
-            elif fault == "sigcont" and state == "SIGSTOPPED":
-                put(e["ts"], "RUNNING")
-    return out
-
-
-def state_at(timeline: list[tuple[float, str]], ts: float) -> str | None:
-    cur = None
-    for t, s in timeline:
-        if t > ts:
-            break
-        cur = s
-    return cur
 
 
 # ----------------------------------------------------------------------- live state
@@ -234,7 +178,7 @@ class Live:
     phase: str = "starting"
     truth: str = "-"
     monitor: str = "-"
-    naive: str = "-"
+    heartbeat_only: str = "-"
     phi: float = 0.0
     supervisor: str = "-"
     acked: int = 0
@@ -248,14 +192,15 @@ class Live:
     step: str = ""
     restarts: int = 0
     started: float = field(default_factory=time.time)
-    lock_: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Guards the fields against the view reading half an update; `lock` is the flock probe's result.
+    mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def absorb(self, ev: dict) -> None:
-        with self.lock_:
+    def absorb(self, ev: Event) -> None:
+        with self.mutex:
             src, kind = ev.get("source"), ev.get("kind")
             if src == "monitor" and kind in ("tick", "verdict"):
                 self.monitor = ev.get("verdict", self.monitor)
-                self.naive = ev.get("naive", self.naive)
+                self.heartbeat_only = runlog.heartbeat_only_of(ev) or self.heartbeat_only
                 self.phi = ev.get("phi", self.phi)
                 self.lock = ev.get("lock", self.lock)
             elif src == "supervisor":
@@ -274,7 +219,7 @@ class Live:
                 elif kind == "dead_letter":
                     self.dead_lettered += 1
                 elif kind == "done":
-                    self.supervisor = "done"
+                    self.supervisor = states.DONE
                     self.acked = self.total
                     self.processed, self.corrupted = ev["processed"], ev["corrupted"]
                     self.dead_lettered = ev["dead_lettered"]
@@ -282,7 +227,7 @@ class Live:
 
 def follow(engine: Engine, lab_id: str, service: str, live: Live, stop: threading.Event) -> None:
     """Feeds a service's events into `live` as they are printed."""
-    name = L.container_name(lab_id, service)
+    name = labels.container_name(lab_id, service)
     buf = ""
     try:
         for chunk in engine.logs(name, follow=True):
@@ -301,23 +246,25 @@ def follow(engine: Engine, lab_id: str, service: str, live: Live, stop: threadin
 
 
 def poll_truth(engine: Engine, lab_id: str, live: Live) -> None:
-    """The worker's state as the engine reports it now (SIGSTOP from the journal)."""
-    st = engine.inspect(L.container_name(lab_id, "worker"))
+    """The worker's state as the engine reports it now (a signal from the journal)."""
+    st = engine.inspect(labels.container_name(lab_id, "worker"))
     if st is None:
-        live.truth = "GONE"
+        live.truth = states.GONE
         return
     live.restarts = st.restart_count
     if st.status == "paused":
-        truth = "PAUSED"
+        truth = states.PAUSED
     elif st.status == "running":
-        truth = "RUNNING" if L.network_name(lab_id) in st.networks else "PARTITIONED"
-        journal = [r for r in faults.read_journal(lab_id) if r.get("phase") in ("applied", "reverted")]
-        if journal and journal[-1]["fault"] == "sigstop" and journal[-1]["phase"] == "applied":
-            truth = "SIGSTOPPED"
+        truth = states.RUNNING if labels.network_name(lab_id) in st.networks else states.PARTITIONED
+        last = journal.last_outcome(lab_id)
+        fault = faults.FAULTS.get(str(last["fault"])) if last and last["phase"] == journal.APPLIED else None
+        # Only a fault that has an inverse is still in force (sigstop, not sigcont).
+        if fault is not None and fault.journal_truth and fault.inverse:
+            truth = fault.journal_truth
     elif st.status == "restarting":
-        truth = "CRASHED"
+        truth = states.CRASHED
     elif st.status == "exited":
-        truth = "STOPPED" if st.exit_code == 0 else "CRASHED"
+        truth = states.STOPPED if st.exit_code == 0 else states.CRASHED
     else:
         truth = st.status.upper()
     live.truth = truth

@@ -128,7 +128,8 @@ def compare(outdir: Path, input_path: Path, trigger: int | None) -> list[str]:
     if wrong:
         problems.append(f"results.csv: {len(wrong)} row(s) answer another reading, first {wrong[:5]}")
     if sorted(got.corrupted) != sorted(want.corrupted):
-        problems.append(f"corrupted.csv: expected readings {sorted(want.corrupted)[:5]}, got {sorted(got.corrupted)[:5]}")
+        problems.append(f"corrupted.csv: expected readings {sorted(want.corrupted)[:5]}, "
+                        f"got {sorted(got.corrupted)[:5]}")
     if sorted(got.rejected) != sorted(want.rejected):
         problems.append(f"rejected.csv: expected lines {sorted(want.rejected)[:5]}, got {sorted(got.rejected)[:5]}")
     if sorted(got.dead) != sorted(want.poison):

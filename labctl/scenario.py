@@ -3,33 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
+from labctl import faults, labels, states
 from labctl.errors import ExitCode, LabError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
-
-FAULTS = {
-    # do: (inverse, description)
-    # `docker kill` marks a container as stopped by hand, so its restart
-    # policy leaves it down; a crash is the process dying on its own.
-    "crash": (None, "SIGKILL to the process inside the container: no cleanup, restart by policy"),
-    "kill": ("start", "docker kill: the operator kills the container; no restart by policy"),
-    "pause": ("unpause", "docker pause: the cgroup freezer; the process cannot tell"),
-    "unpause": (None, "docker unpause"),
-    "sigstop": ("sigcont", "kill -STOP inside the container"),
-    "sigcont": (None, "kill -CONT inside the container"),
-    "partition": ("heal", "docker network disconnect"),
-    "heal": (None, "docker network connect"),
-    "stop": ("start", "docker stop: SIGTERM, then SIGKILL after the grace period"),
-    "start": (None, "docker start"),
-}
-TARGETS = ("worker", "monitor", "supervisor")
-VERDICTS = ("UNKNOWN", "HEALTHY", "CRASHED", "PAUSED", "PARTITIONED", "RESTARTED", "STOPPED")
-NAIVE = ("ALIVE", "DEAD")
-TRUTHS = ("RUNNING", "CRASHED", "RESTARTING", "PAUSED", "SIGSTOPPED", "PARTITIONED", "STOPPED")
-SUP_STATES = ("connecting", "streaming", "isolating", "timed_out", "reconnecting", "done")
+TARGETS = tuple(sorted(labels.SERVICES, key=lambda s: s != "worker"))  # the default target first
+WORKER_MODES = ("robust", "naive")  # naive: the exercise's worker, a pidfile and no flock
+PROGRAMS = ("supervisor", "process-data")
+# The heartbeat-only observer's key in scenario files before it had its name.
+OBSERVER_ALIASES = {"naive": states.HEARTBEAT_ONLY}
 
 
 @dataclass
@@ -67,7 +53,7 @@ class Step:
 
     @property
     def inverse(self) -> str | None:
-        return FAULTS[self.do][0]
+        return faults.get(self.do).inverse
 
 
 @dataclass
@@ -75,7 +61,7 @@ class Window:
     step: int  # 1-based index into the timeline
     truth: str | None = None
     monitor: str | None = None
-    naive: str | None = None
+    heartbeat_only: str | None = None
     supervisor: str | None = None
     within_ms: int | None = None
 
@@ -119,22 +105,31 @@ class _Ctx:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, key: str, msg: str, todo: str | None = None):
+    def fail(self, key: str, msg: str, todo: str | None = None) -> NoReturn:
         raise LabError(ExitCode.BAD_SCENARIO, f"{self.path.name}: {key}: {msg}",
                        todo or "fix the scenario file; `labctl scenarios --validate FILE` checks it")
 
-    def mapping(self, value, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    def mapping(self, value: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = (),
+                aliases: dict[str, str] | None = None) -> dict[str, Any]:
+        """The mapping, with old key names (aliases) turned into their new ones."""
         if not isinstance(value, dict):
             self.fail(key, f"expected a mapping, got {type_name(value)}")
-        for k in value:
-            if k not in allowed:
-                self.fail(f"{key}.{k}" if key else str(k), "unknown key; expected one of " + ", ".join(allowed))
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            where = f"{key}.{k}" if key else str(k)
+            new = (aliases or {}).get(k, k)
+            if new not in allowed:
+                self.fail(where, "unknown key; expected one of " + ", ".join(allowed))
+            if new in out:
+                old = next(o for o, n in (aliases or {}).items() if n == new)
+                self.fail(where, f"given twice, as {old!r} (its old name) and as {new!r}; keep {new!r}")
+            out[new] = v
         for k in required:
-            if k not in value:
+            if k not in out:
                 self.fail(f"{key}.{k}" if key else k, "is required")
-        return value
+        return out
 
-    def number(self, value, key: str, lo: float = 0, integer: bool = False, hi: float | None = None):
+    def number(self, value: Any, key: str, lo: float = 0, integer: bool = False, hi: float | None = None) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             self.fail(key, f"expected {'a whole number' if integer else 'a number'}, got {type_name(value)} {value!r}")
         if value < lo:
@@ -143,29 +138,46 @@ class _Ctx:
             self.fail(key, f"must be {hi} or less, got {value}")
         return value
 
-    def string(self, value, key: str, choices: tuple[str, ...] | None = None) -> str:
+    def string(self, value: Any, key: str, choices: tuple[str, ...] | None = None) -> str:
         if not isinstance(value, str):
             self.fail(key, f"expected a string, got {type_name(value)} {value!r}")
         if choices and value not in choices:
             self.fail(key, f"{value!r} is not one of " + ", ".join(choices))
         return value
 
+    def listing(self, value: Any, key: str, what: str = "a list") -> list[Any]:
+        if not isinstance(value, list):
+            self.fail(key, f"expected {what}, got {type_name(value)}")
+        return value
 
-def type_name(v) -> str:
+
+def type_name(v: object) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}.get(
         type(v), type(v).__name__)
 
 
-def parse(doc, path: Path) -> Scenario:
+def _key_as_written(raw: dict[str, Any], key: str) -> str:
+    """The name the file used for a key (its old alias, if that is what it says)."""
+    return next((old for old, new in OBSERVER_ALIASES.items() if new == key and old in raw), key)
+
+
+def parse(doc: Any, path: Path) -> Scenario:
     c = _Ctx(path)
     top = c.mapping(doc, "", ("name", "lesson", "description", "lab", "timeline", "expect", "duration_s"),
                     ("name", "lesson"))
     name = c.string(top["name"], "name")
     lesson = c.string(top["lesson"], "lesson")
     description = c.string(top.get("description", ""), "description")
+    lab = parse_lab(c, top.get("lab", {}) or {})
+    timeline = parse_timeline(c, top.get("timeline", []) or [])
+    expect = parse_expect(c, top.get("expect", {}) or {}, len(timeline))
+    duration = c.number(top.get("duration_s", 60), "duration_s", lo=1)
+    return Scenario(name, lesson, description, lab, timeline, expect, path, duration)
+
+
+def parse_lab(c: _Ctx, raw: Any) -> LabParams:
     lab = LabParams()
-    raw_lab = c.mapping(top.get("lab", {}) or {}, "lab", tuple(LabParams.__dataclass_fields__))
-    for k, v in raw_lab.items():
+    for k, v in c.mapping(raw, "lab", tuple(LabParams.__dataclass_fields__)).items():
         key = f"lab.{k}"
         if k in ("items", "seed", "timeout_ms", "interval_ms", "heartbeat_ms", "window", "restart_limit", "give_up_s"):
             v = c.number(v, key, lo=0 if k in ("seed", "restart_limit") else 1, integer=True)
@@ -176,78 +188,78 @@ def parse(doc, path: Path) -> Scenario:
             if v != "none" and not v.lstrip("-").isdigit():
                 c.fail(key, f"expected a number or 'none', got {v!r}")
         elif k == "worker_mode":
-            v = c.string(v, key, ("robust", "naive"))
+            v = c.string(v, key, WORKER_MODES)
         elif k == "program":
-            v = c.string(v, key, ("supervisor", "process-data"))
+            v = c.string(v, key, PROGRAMS)
         setattr(lab, k, v)
     if lab.timeout_ms <= lab.interval_ms:
         c.fail("lab.timeout_ms", f"must exceed lab.interval_ms ({lab.interval_ms})")
+    return lab
+
+
+def parse_timeline(c: _Ctx, raw: Any) -> list[Step]:
     timeline = []
-    raw_tl = top.get("timeline", []) or []
-    if not isinstance(raw_tl, list):
-        c.fail("timeline", f"expected a list of steps, got {type_name(raw_tl)}")
-    for i, s in enumerate(raw_tl):
+    for i, s in enumerate(c.listing(raw, "timeline", "a list of steps")):
         key = f"timeline[{i}]"
         s = c.mapping(s, key, ("at", "do", "target", "for"), ("at", "do"))
-        step = Step(at=c.number(s["at"], f"{key}.at"), do=c.string(s["do"], f"{key}.do", tuple(FAULTS)),
+        step = Step(at=c.number(s["at"], f"{key}.at"), do=c.string(s["do"], f"{key}.do", tuple(faults.FAULTS)),
                     target=c.string(s.get("target", "worker"), f"{key}.target", TARGETS))
         if "for" in s:
             step.for_s = c.number(s["for"], f"{key}.for")
-            if step.for_s <= 0:
+            if step.for_s is not None and step.for_s <= 0:
                 c.fail(f"{key}.for", f"must be more than 0, got {step.for_s}")
             if step.inverse is None:
                 c.fail(f"{key}.for", f"{step.do!r} has no inverse to apply after a duration")
         timeline.append(step)
-    expect = parse_expect(c, top.get("expect", {}) or {}, len(timeline))
-    duration = c.number(top.get("duration_s", 60), "duration_s", lo=1)
-    return Scenario(name, lesson, description, lab, timeline, expect, path, duration)
+    return timeline
 
 
-def parse_expect(c: _Ctx, raw, steps: int) -> Expect:
+def parse_expect(c: _Ctx, raw: Any, steps: int) -> Expect:
     raw = c.mapping(raw, "expect", ("windows", "sees", "never", "job"))
     exp = Expect()
-    wins = raw.get("windows", []) or []
-    if not isinstance(wins, list):
-        c.fail("expect.windows", f"expected a list, got {type_name(wins)}")
-    for i, w in enumerate(wins):
-        key = f"expect.windows[{i}]"
-        w = c.mapping(w, key, ("step", "truth", "monitor", "naive", "supervisor", "within_ms"), ("step",))
-        step = c.number(w["step"], f"{key}.step", lo=1, integer=True, hi=max(steps, 1))
-        if step > steps:
-            c.fail(f"{key}.step", f"there is no timeline step {step}")
-        exp.windows.append(Window(
-            step=step,
-            truth=c.string(w["truth"], f"{key}.truth", TRUTHS) if "truth" in w else None,
-            monitor=c.string(w["monitor"], f"{key}.monitor", VERDICTS) if "monitor" in w else None,
-            naive=c.string(w["naive"], f"{key}.naive", NAIVE) if "naive" in w else None,
-            supervisor=c.string(w["supervisor"], f"{key}.supervisor", SUP_STATES) if "supervisor" in w else None,
-            within_ms=c.number(w["within_ms"], f"{key}.within_ms", lo=1, integer=True) if "within_ms" in w else None,
-        ))
-    choices = {"monitor": VERDICTS, "naive": NAIVE, "supervisor": SUP_STATES, "truth": TRUTHS}
+    for i, w in enumerate(c.listing(raw.get("windows", []) or [], "expect.windows")):
+        exp.windows.append(parse_window(c, w, f"expect.windows[{i}]", steps))
     for part in ("sees", "never"):
-        m = c.mapping(raw.get(part, {}) or {}, f"expect.{part}", tuple(choices))
+        written = raw.get(part, {}) or {}
+        m = c.mapping(written, f"expect.{part}", states.OBSERVERS, aliases=OBSERVER_ALIASES)
         for k, vals in m.items():
-            if not isinstance(vals, list):
-                c.fail(f"expect.{part}.{k}", f"expected a list, got {type_name(vals)}")
-            getattr(exp, part)[k] = [c.string(v, f"expect.{part}.{k}[{j}]", choices[k]) for j, v in enumerate(vals)]
-    job = c.mapping(raw.get("job", {}) or {}, "expect.job", tuple(Job.__dataclass_fields__))
-    for k, v in job.items():
+            key = f"expect.{part}.{_key_as_written(written, k)}"
+            getattr(exp, part)[k] = [c.string(v, f"{key}[{j}]", states.SAYS[k])
+                                     for j, v in enumerate(c.listing(vals, key))]
+    exp.job = parse_job(c, raw.get("job", {}) or {})
+    return exp
+
+
+def parse_window(c: _Ctx, raw: Any, key: str, steps: int) -> Window:
+    w = c.mapping(raw, key, ("step", *states.OBSERVERS, "within_ms"), ("step",), aliases=OBSERVER_ALIASES)
+    step = c.number(w["step"], f"{key}.step", lo=1, integer=True, hi=max(steps, 1))
+    if step > steps:
+        c.fail(f"{key}.step", f"there is no timeline step {step}")
+    win = Window(step=step)
+    for who in states.OBSERVERS:
+        if who in w:
+            setattr(win, who, c.string(w[who], f"{key}.{_key_as_written(raw, who)}", states.SAYS[who]))
+    if "within_ms" in w:
+        win.within_ms = c.number(w["within_ms"], f"{key}.within_ms", lo=1, integer=True)
+    return win
+
+
+def parse_job(c: _Ctx, raw: Any) -> Job:
+    job = Job()
+    for k, v in c.mapping(raw, "expect.job", tuple(Job.__dataclass_fields__)).items():
         key = f"expect.job.{k}"
         if k in ("completes", "exactly_once"):
             if not isinstance(v, bool):
                 c.fail(key, f"expected true or false, got {v!r}")
-        elif k in ("worker_exit_codes",):
-            if not isinstance(v, list):
-                c.fail(key, f"expected a list of exit codes, got {type_name(v)}")
-            v = [c.number(x, f"{key}[{j}]", lo=0, integer=True, hi=255) for j, x in enumerate(v)]
+        elif k == "worker_exit_codes":
+            v = [c.number(x, f"{key}[{j}]", lo=0, integer=True, hi=255)
+                 for j, x in enumerate(c.listing(v, key, "a list of exit codes"))]
         elif k == "log_contains":
-            if not isinstance(v, list):
-                c.fail(key, f"expected a list of strings, got {type_name(v)}")
-            v = [c.string(x, f"{key}[{j}]") for j, x in enumerate(v)]
+            v = [c.string(x, f"{key}[{j}]") for j, x in enumerate(c.listing(v, key, "a list of strings"))]
         else:
             v = c.number(v, key, lo=0, integer=True)
-        setattr(exp.job, k, v)
-    return exp
+        setattr(job, k, v)
+    return job
 
 
 def load(path: Path) -> Scenario:

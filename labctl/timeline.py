@@ -9,18 +9,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from labctl import check  # noqa: E402
+from labctl import rundir, runlog, states  # noqa: E402
+from labctl.runlog import Event  # noqa: E402
 
 LANES = ("ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats\n& items processed")
+# The observers drawn in the first lanes, in LANES' order; the last lane is the worker's beats.
+OBSERVER_LANES = (states.TRUTH, states.MONITOR, states.HEARTBEAT_ONLY, states.SUPERVISOR)
 COLORS = {
-    "RUNNING": "#2e7d32", "HEALTHY": "#2e7d32", "ALIVE": "#2e7d32", "streaming": "#2e7d32", "done": "#1b5e20",
-    "CRASHED": "#c62828", "DEAD": "#e57373",
-    "PAUSED": "#ef6c00", "SIGSTOPPED": "#ef6c00", "timed_out": "#ffa726",
-    "PARTITIONED": "#6a1b9a", "isolating": "#ab47bc",
-    "RESTARTED": "#00838f", "reconnecting": "#fdd835",
-    "STOPPED": "#1565c0", "UNKNOWN": "#9e9e9e", "connecting": "#bdbdbd",
+    states.RUNNING: "#2e7d32", states.HEALTHY: "#2e7d32", states.ALIVE: "#2e7d32", states.STREAMING: "#2e7d32",
+    states.DONE: "#1b5e20",
+    states.CRASHED: "#c62828", states.DEAD: "#e57373",
+    states.PAUSED: "#ef6c00", states.SIGSTOPPED: "#ef6c00", states.TIMED_OUT: "#ffa726",
+    states.PARTITIONED: "#6a1b9a", states.ISOLATING: "#ab47bc",
+    states.RESTARTED: "#00838f", states.RECONNECTING: "#fdd835",
+    states.STOPPED: "#1565c0", states.UNKNOWN: "#9e9e9e", states.CONNECTING: "#bdbdbd",
 }
 FAULT_SHADE = "#90a4ae"  # the fault windows; tests look for this colour
 
@@ -28,7 +33,7 @@ FAULT_SHADE = "#90a4ae"  # the fault windows; tests look for this colour
 @dataclass
 class Column:
     title: str
-    events: list[dict]
+    events: list[Event]
     t0: float
     t1: float
 
@@ -48,7 +53,7 @@ def segments(changes: list[tuple[float, str]], t0: float, t1: float) -> list[tup
     return [s for s in out if s[1] > 0]
 
 
-def render(columns: list[Column], path: Path) -> dict:
+def render(columns: list[Column], path: Path) -> dict[str, str]:
     """Draws the figure; returns what it drew (lanes, fault windows) for checking."""
     n = len(columns)
     fig, axes = plt.subplots(len(LANES), n, figsize=(6.2 * n + 1.6, 7.2), squeeze=False,
@@ -56,65 +61,18 @@ def render(columns: list[Column], path: Path) -> dict:
     used: set[str] = set()
     windows_drawn = 0
     for c, col in enumerate(columns):
-        evs = col.events
+        lanes = [axes[r][c] for r in range(len(LANES))]
         span = max(col.t1 - col.t0, 1.0)
-        lanes = [
-            check.observed(evs, "truth"),
-            check.observed(evs, "monitor"),
-            check.observed(evs, "naive"),
-            check.observed(evs, "supervisor"),
-        ]
-        windows = check.fault_windows(evs, col.t1)
-        faults = {e["step"]: e["fault"] for e in evs
-                  if e.get("source") == "labctl" and e.get("phase") == "intent" and e.get("step") is not None}
-        for r, changes in enumerate(lanes):
-            ax = axes[r][c]
-            for start, width, state in segments(changes, col.t0, col.t1):
-                used.add(state)
-                ax.broken_barh([(start, width)], (0.15, 0.7), color=COLORS.get(state, "#757575"))
-                if width / span > 0.16:
-                    ax.text(start + width / 2, 0.5, state, ha="center", va="center", fontsize=8, color="white",
-                            fontweight="bold", clip_on=True)
-            ax.set_ylim(0, 1)
-            ax.set_yticks([])
-        ax = axes[4][c]
-        ticks = [e for e in evs if e["source"] == "monitor" and e["kind"] == "tick"]
-        xs = [e["ts"] - col.t0 for e in ticks if e.get("processed") is not None]
-        ys = [e["processed"] for e in ticks if e.get("processed") is not None]
-        ax.plot(xs, ys, color="#37474f", linewidth=1.4)
-        # Beats as the monitor counted them: a mark where the count rose.
-        beats = []
-        last = None
-        for e in ticks:
-            if last is not None and e.get("udp_beats", 0) > last:
-                beats.append(e["ts"] - col.t0)
-            last = e.get("udp_beats", 0)
-        # The supervisor's acknowledged count: it never goes back, even when a
-        # restarted worker's own count starts again from zero.
-        acked = [(e["ts"] - col.t0, e["acked"]) for e in evs
-                 if e["source"] == "supervisor" and e["kind"] in ("progress", "state") and "acked" in e]
-        if acked:
-            ax.plot([a for a, _ in acked], [b for _, b in acked], "--", color="#1565c0", linewidth=1.2,
-                    label="supervisor: acked")
-        ax.plot([], [], color="#37474f", label="worker: processed (this incarnation)")
-        ax.legend(loc="upper left", fontsize=7, frameon=False)
-        ymax = max(ys + [b for _, b in acked]) if (ys or acked) else 1
-        ymax = ymax or 1
-        ax.plot(beats, [ymax * 1.05] * len(beats), "|", color="#2e7d32", markersize=5)
-        ax.set_ylim(0, ymax * 1.15)
-        ax.tick_params(axis="y", labelsize=7)
-        for step, (ws, we) in windows.items():
-            windows_drawn += 1
-            for r in range(len(LANES)):
-                axes[r][c].axvspan(ws - col.t0, we - col.t0, color=FAULT_SHADE, alpha=0.35, zorder=0, lw=0)
-            axes[0][c].text((ws - col.t0 + we - col.t0) / 2, 1.08, f"{faults.get(step, 'fault')}",
-                            ha="center", va="bottom", fontsize=8, transform=axes[0][c].get_xaxis_transform())
-        for r in range(len(LANES)):
-            axes[r][c].set_xlim(0, span)
+        for ax, who in zip(lanes, OBSERVER_LANES, strict=False):
+            used |= draw_states(ax, runlog.observed(col.events, who), col, span)
+        draw_progress(lanes[-1], col)
+        windows_drawn += draw_fault_windows(lanes, col)
+        for r, ax in enumerate(lanes):
+            ax.set_xlim(0, span)
             if r < len(LANES) - 1:
-                axes[r][c].set_xticklabels([])
-        axes[-1][c].set_xlabel("seconds since the lab started", fontsize=8)
-        axes[0][c].set_title(col.title, fontsize=11, fontweight="bold", pad=16)
+                ax.set_xticklabels([])
+        lanes[-1].set_xlabel("seconds since the lab started", fontsize=8)
+        lanes[0].set_title(col.title, fontsize=11, fontweight="bold", pad=16)
     for r, name in enumerate(LANES):
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     handles = [Patch(color=COLORS[s], label=s) for s in COLORS if s in used]
@@ -129,12 +87,71 @@ def render(columns: list[Column], path: Path) -> dict:
     return meta
 
 
-def render_runs(run_dirs: list[Path], path: Path) -> dict:
+def draw_states(ax: Axes, changes: runlog.Seen, col: Column, span: float) -> set[str]:
+    """One observer's lane: a bar per state, labelled where it is wide enough; returns the states drawn."""
+    used = set()
+    for start, width, state in segments(changes, col.t0, col.t1):
+        used.add(state)
+        ax.broken_barh([(start, width)], (0.15, 0.7), color=COLORS.get(state, "#757575"))
+        if width / span > 0.16:
+            ax.text(start + width / 2, 0.5, state, ha="center", va="center", fontsize=8, color="white",
+                    fontweight="bold", clip_on=True)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    return used
+
+
+def draw_progress(ax: Axes, col: Column) -> None:
+    """The worker's lane: items processed as the monitor's ticks report them, the
+    supervisor's acknowledged count, and a mark for each beat."""
+    evs = col.events
+    ticks = [e for e in evs if e["source"] == "monitor" and e["kind"] == "tick"]
+    xs = [e["ts"] - col.t0 for e in ticks if e.get("processed") is not None]
+    ys = [e["processed"] for e in ticks if e.get("processed") is not None]
+    ax.plot(xs, ys, color="#37474f", linewidth=1.4)
+    # Beats as the monitor counted them: a mark where the count rose.
+    beats = []
+    last = None
+    for e in ticks:
+        if last is not None and e.get("udp_beats", 0) > last:
+            beats.append(e["ts"] - col.t0)
+        last = e.get("udp_beats", 0)
+    # The supervisor's acknowledged count: it never goes back, even when a
+    # restarted worker's own count starts again from zero.
+    acked = [(e["ts"] - col.t0, e["acked"]) for e in evs
+             if e["source"] == "supervisor" and e["kind"] in ("progress", "state") and "acked" in e]
+    if acked:
+        ax.plot([a for a, _ in acked], [b for _, b in acked], "--", color="#1565c0", linewidth=1.2,
+                label="supervisor: acked")
+    ax.plot([], [], color="#37474f", label="worker: processed (this incarnation)")
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ymax = max(ys + [b for _, b in acked]) if (ys or acked) else 1
+    ymax = ymax or 1
+    ax.plot(beats, [ymax * 1.05] * len(beats), "|", color="#2e7d32", markersize=5)
+    ax.set_ylim(0, ymax * 1.15)
+    ax.tick_params(axis="y", labelsize=7)
+
+
+def draw_fault_windows(lanes: list[Axes], col: Column) -> int:
+    """Shades every fault window across the column's lanes, named above the first; returns how many."""
+    names = runlog.fault_names(col.events)
+    windows = runlog.fault_windows(col.events, col.t1)
+    for step, (ws, we) in windows.items():
+        for ax in lanes:
+            ax.axvspan(ws - col.t0, we - col.t0, color=FAULT_SHADE, alpha=0.35, zorder=0, lw=0)
+        lanes[0].text((ws - col.t0 + we - col.t0) / 2, 1.08, f"{names.get(step, 'fault')}",
+                      ha="center", va="bottom", fontsize=8, transform=lanes[0].get_xaxis_transform())
+    return len(windows)
+
+
+def render_runs(run_dirs: list[Path], path: Path) -> dict[str, str]:
     """One picture for several runs (a demo): one column per scenario."""
     cols = []
     for rd in run_dirs:
-        meta = check.read_meta(rd)
-        evs = check.read_events(rd / "events.jsonl")
-        cols.append(Column(meta.get("scenario", rd.parent.name), evs, meta.get("started", evs[0]["ts"] if evs else 0),
-                           meta.get("ended", evs[-1]["ts"] if evs else 1)))
+        summary = rundir.read_summary(rd)
+        evs = runlog.read_events(rd / rundir.EVENTS)
+        first, last = (float(evs[0]["ts"]), float(evs[-1]["ts"])) if evs else (0.0, 1.0)
+        started, ended = summary.get("started"), summary.get("ended")
+        cols.append(Column(summary.get("scenario", rd.parent.name), evs,
+                           first if started is None else float(started), last if ended is None else float(ended)))
     return render(cols, path)

@@ -7,23 +7,25 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from labctl import states
 from labctl.lab import RunResult
 from labctl.observe import Live
 
 STYLE = {
-    "HEALTHY": "green", "ALIVE": "green", "RUNNING": "green", "streaming": "green", "done": "green",
-    "passed": "bold green",
-    "CRASHED": "bold red", "DEAD": "red", "FAILED": "bold red", "GONE": "red",
-    "PAUSED": "bold yellow", "SIGSTOPPED": "bold yellow", "timed_out": "yellow", "reconnecting": "yellow",
-    "PARTITIONED": "bold magenta", "isolating": "magenta",
-    "RESTARTED": "cyan", "STOPPED": "blue", "connecting": "dim",
+    states.HEALTHY: "green", states.ALIVE: "green", states.RUNNING: "green", states.STREAMING: "green",
+    states.DONE: "green", "passed": "bold green",
+    states.CRASHED: "bold red", states.DEAD: "red", "FAILED": "bold red", states.GONE: "red",
+    states.PAUSED: "bold yellow", states.SIGSTOPPED: "bold yellow", states.TIMED_OUT: "yellow",
+    states.RECONNECTING: "yellow",
+    states.PARTITIONED: "bold magenta", states.ISOLATING: "magenta",
+    states.RESTARTED: "cyan", states.STOPPED: "blue", states.CONNECTING: "dim",
 }
 
 ROWS = [
     ("step", "fault / step"),
     ("truth", "ground truth (engine)"),
     ("monitor", "monitor verdict"),
-    ("naive", "heartbeat-only verdict"),
+    ("heartbeat_only", "heartbeat-only verdict"),
     ("phi", "phi (accrual)"),
     ("supervisor", "supervisor"),
     ("items", "items acked / total"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -10,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, assert_timeline_png
-from labctl import check, timeline
+from labctl import check, rundir, runlog, timeline
 
 T0 = 1_800_000_000.0
 SCENARIO = ROOT / "labctl" / "scenarios" / "scenario-pause.yaml"
 ITEMS = [5, 7, -10, 3, 12, -25, 9, 4]
 
 
-def tick(t, verdict, naive="ALIVE", processed=0, beats=0):
-    return {"ts": T0 + t, "source": "monitor", "kind": "tick", "verdict": verdict, "naive": naive,
+def tick(t, verdict, heartbeat_only="ALIVE", processed=0, beats=0):
+    return {"ts": T0 + t, "source": "monitor", "kind": "tick", "verdict": verdict, "heartbeat_only": heartbeat_only,
             "lock": "held", "processed": processed, "udp_beats": beats}
 
 
@@ -53,7 +54,7 @@ def make_run(tmp: Path) -> Path:
          "exit_code": 0},
         {"ts": T0 + 12.1, "source": "engine", "kind": "container", "action": "die", "service": "worker",
          "exit_code": 0},
-        {"ts": T0 + 12.2, "source": "monitor", "kind": "tick", "verdict": "STOPPED", "naive": "ALIVE",
+        {"ts": T0 + 12.2, "source": "monitor", "kind": "tick", "verdict": "STOPPED", "heartbeat_only": "ALIVE",
          "lock": "absent"},
     ]
     for k in range(6, 120):  # ticks every 0.1 s from 0.6 s to 11.9 s
@@ -77,14 +78,43 @@ def failed(v: check.Verdict) -> list[check.Check]:
 
 def test_a_good_run_passes_and_gets_a_report(tmp_path):
     rd = make_run(tmp_path)
+    summary_before = (rd / "summary.json").read_bytes()
     v = check.check_run(rd)
     assert v.ok, failed(v)
     report = (rd / "report.md").read_text()
     assert report.startswith("# scenario-pause: passed")
     assert "## Checks" in report and "## Detection latency" in report
-    assert "| PAUSED | 6.0 s | 1.88 s (PAUSED)" in report
-    meta = json.loads((rd / "summary.json").read_text())
-    assert meta["ok"] is True and [lat["truth"] for lat in meta["latencies"]] == ["PAUSED", "STOPPED"]
+    assert "| PAUSED | 6.0 s | 1.88 s (PAUSED) | 1.88 s | 1.98 s |" in report
+    verdict = json.loads((rd / "verdict.json").read_text())
+    assert verdict["ok"] is True and verdict["scenario"] == "scenario-pause" and verdict["error"] is None
+    assert [lat["truth"] for lat in verdict["latencies"]] == ["PAUSED", "STOPPED"]
+    assert verdict["latencies"][0]["heartbeat_only_s"] == pytest.approx(1.88, abs=0.001)
+    assert len(verdict["checks"]) == len(v.checks) and all(c["ok"] for c in verdict["checks"])
+    assert (rd / "summary.json").read_bytes() == summary_before, "the lab's summary.json is the lab's alone"
+
+
+def test_a_run_from_before_the_rename_still_checks(tmp_path):
+    """Runs recorded when the monitor called the heartbeat-only verdict `naive`."""
+    rd = make_run(tmp_path)
+    evs = [json.loads(ln) for ln in (rd / "events.jsonl").read_text().splitlines()]
+    old = [{("naive" if k == "heartbeat_only" else k): v for k, v in e.items()} for e in evs]
+    assert not any("heartbeat_only" in e for e in old) and sum("naive" in e for e in old) > 100
+    (rd / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in old))
+    v = check.check_run(rd)
+    assert v.ok, failed(v)
+    by = {c.name: c for c in v.checks}
+    assert by["step 1 pause: heartbeat_only says DEAD"].detail == "after 1.90 s"
+    assert v.latencies[0].heartbeat_only_s == pytest.approx(1.88, abs=0.001)
+
+
+def test_verdict_of_a_run_from_before_verdict_json(tmp_path):
+    """Such a run kept the checker's findings in summary.json: `labctl runs` still shows them."""
+    rd = make_run(tmp_path)
+    summary = json.loads((rd / "summary.json").read_text())
+    (rd / "summary.json").write_text(json.dumps({**summary, "ok": False, "checks": [], "latencies": []}))
+    assert rundir.read_verdict(rd) == {"ok": False, "checks": [], "latencies": []}
+    check.check_run(rd)
+    assert rundir.read_verdict(rd)["ok"] is True, "verdict.json, once written, is the one read"
 
 
 def damage_results(rd: Path, fn) -> None:
@@ -138,9 +168,15 @@ def test_check_cli_exit_codes(tmp_path):
     damage_results(rd, lambda ls: ls[:2] + ls[3:])
     bad = subprocess.run([sys.executable, "-m", "labctl", "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and "FAILED:" in bad.stdout
+    assert json.loads((rd / "verdict.json").read_text())["ok"] is False
     js = subprocess.run([sys.executable, "-m", "labctl", "report", str(rd), "--format", "json"], capture_output=True,
                         text=True, cwd=ROOT)
-    assert js.returncode == 0 and json.loads(js.stdout)["ok"] is False
+    doc = json.loads(js.stdout)
+    assert js.returncode == 0 and doc["ok"] is False and doc["lab"] == "pause-abcd" and doc["started"] == T0
+    runs = subprocess.run([sys.executable, "-m", "labctl", "runs"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "LABCTL_RUNS": str(tmp_path)})
+    row = next(ln for ln in runs.stdout.splitlines() if "20261129T000000Z" in ln)
+    assert "pause-abcd" in row and "scenario-pause" in row and "FAILED" in row
     nodir = subprocess.run([sys.executable, "-m", "labctl", "check", str(tmp_path)], capture_output=True, text=True,
                            cwd=ROOT)
     assert nodir.returncode == 8 and "holds no scenario.yaml" in nodir.stderr
@@ -148,7 +184,7 @@ def test_check_cli_exit_codes(tmp_path):
 
 def test_timeline_png_lanes_and_fault_windows(tmp_path):
     rd = make_run(tmp_path)
-    evs = check.read_events(rd / "events.jsonl")
+    evs = runlog.read_events(rd / "events.jsonl")
     meta = timeline.render([timeline.Column("scenario-pause", evs, T0, T0 + 12.5)], tmp_path / "one.png")
     assert meta["FaultWindows"] == "1"
     assert_timeline_png(tmp_path / "one.png", 1, 1)

@@ -2,19 +2,21 @@
 the oracle, the fault journal, and the CLI's errors. No engine needed."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from tenacity import wait_none
 
 from helpers import LABCTL, ROOT
-from labctl import check, compose, faults, observe, oracle, scenario
+from labctl import check, cli, compose, faults, journal, labels, observe, oracle, runlog, scenario, states
 from labctl.cli import parse_duration
-from labctl.errors import ExitCode, LabError
-
+from labctl.engine import ContainerState
+from labctl.errors import EngineRefused, ExitCode, LabError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -115,8 +117,6 @@ def test_engine_unreachable_gives_its_exit_code_and_one_line():
 def test_parse_duration():
     assert parse_duration("30") == 30 and parse_duration("30s") == 30 and parse_duration("2m") == 120
     assert parse_duration("1.5s") == 1.5
-    import argparse
-
     for bad in ("", "x", "-1", "0"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_duration(bad)
@@ -140,8 +140,6 @@ def test_compose_interpolation_and_services():
 
 
 def test_compose_file_is_hardened_and_never_mounts_the_socket():
-    import yaml
-
     text = (ROOT / "compose.yaml").read_text()
     assert "docker.sock" not in text
     doc = yaml.safe_load(text)
@@ -179,15 +177,15 @@ def test_truth_timeline_from_engine_and_journal():
         eng(8, "die", exit_code=139), eng(9, "start"), eng(10, "die", exit_code=0),
         eng(11, "start", service="monitor"),
     ]
-    assert observe.truth_timeline(evs) == [
+    assert runlog.truth_timeline(evs) == [
         (1, "RUNNING"), (2, "PAUSED"), (3, "RUNNING"), (4, "PARTITIONED"), (5, "RUNNING"), (6, "SIGSTOPPED"),
         (7, "RUNNING"), (8, "CRASHED"), (9, "RUNNING"), (10, "STOPPED")]
-    tl = observe.truth_timeline(evs)
-    assert observe.state_at(tl, 2.5) == "PAUSED" and observe.state_at(tl, 0.5) is None
+    tl = runlog.truth_timeline(evs)
+    assert runlog.state_at(tl, 2.5) == "PAUSED" and runlog.state_at(tl, 0.5) is None
 
 
-def mon(ts, verdict, naive="ALIVE"):
-    return {"ts": ts, "source": "monitor", "kind": "tick", "verdict": verdict, "naive": naive}
+def mon(ts, verdict, heartbeat_only="ALIVE"):
+    return {"ts": ts, "source": "monitor", "kind": "tick", "verdict": verdict, "heartbeat_only": heartbeat_only}
 
 
 def test_judge_windows_latency_and_job(tmp_path):
@@ -249,25 +247,266 @@ def test_oracle_catches_lost_duplicated_and_wrong_rows(tmp_path):
 
 def test_journal_pending_and_cut_lines(tmp_path, monkeypatch):
     monkeypatch.setenv("LABCTL_RUNS", str(tmp_path))
-    faults.append("l1", {"id": "a", "phase": "intent", "fault": "pause", "target": "worker", "inverse": "unpause"})
-    faults.append("l1", {"id": "a", "phase": "applied", "fault": "pause", "target": "worker", "inverse": "unpause"})
-    faults.append("l1", {"id": "b", "phase": "intent", "fault": "partition", "target": "worker", "inverse": "heal"})
-    faults.append("l1", {"id": "c", "phase": "intent", "fault": "crash", "target": "worker", "inverse": None})
-    with open(faults.journal_path("l1"), "a") as f:
+    journal.append("l1", {"id": "a", "phase": "intent", "fault": "pause", "target": "worker", "inverse": "unpause"})
+    journal.append("l1", {"id": "a", "phase": "applied", "fault": "pause", "target": "worker", "inverse": "unpause"})
+    journal.append("l1", {"id": "b", "phase": "intent", "fault": "partition", "target": "worker", "inverse": "heal"})
+    journal.append("l1", {"id": "c", "phase": "intent", "fault": "crash", "target": "worker", "inverse": None})
+    with open(journal.path("l1"), "a") as f:
         f.write('{"ts": 1, "kind": "fault", "phase": "rev')  # a kill -9 mid-write
-    assert [p["id"] for p in faults.pending("l1")] == ["b", "a"]
-    faults.append("l1", {"id": "a-revert", "of": "a", "phase": "reverted", "fault": "unpause", "target": "worker"})
-    assert [p["id"] for p in faults.pending("l1")] == ["b"]
-    assert json.loads(faults.journal_path("l1").read_text().splitlines()[0])["source"] == "labctl"
+    assert [p["id"] for p in journal.pending("l1")] == ["b", "a"]
+    journal.append("l1", {"id": "a-revert", "of": "a", "phase": "reverted", "fault": "unpause", "target": "worker"})
+    assert [p["id"] for p in journal.pending("l1")] == ["b"]
+    assert json.loads(journal.path("l1").read_text().splitlines()[0])["source"] == "labctl"
+    assert journal.path("l1") == tmp_path / "l1" / "journal.jsonl"
 
 
 def test_fresh_lab_ids_never_collide(monkeypatch):
-    from labctl import cli
-    from labctl import labels as L
-
     seq = iter(["pause-aaaa", "pause-aaaa", "pause-bbbb", "pause-cccc", "pause-dddd"])
-    monkeypatch.setattr(L, "new_lab_id", lambda name: next(seq))
+    monkeypatch.setattr(labels, "new_lab_id", lambda name: next(seq))
     monkeypatch.setattr(cli.lab, "lab_ids", lambda engine: ["pause-bbbb"])
     monkeypatch.setattr(cli.Engine, "open", classmethod(lambda cls, timeout=60: None))
     sc = scenario.resolve("scenario-pause")
     assert cli.fresh_ids([sc, sc, sc]) == ["pause-aaaa", "pause-cccc", "pause-dddd"]
+
+
+# ------------------------------------------------------------------ the fault registry
+
+
+class RecordingEngine:
+    """Records which engine call each fault makes; a container that dies at the first kill."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.pid = 10
+
+    def inspect(self, name):
+        return ContainerState("id", name, "running", None, 0, self.pid, {}, [])
+
+    def exec(self, name, cmd, user=None):
+        self.calls.append(("exec", name, cmd[-1]))
+        self.pid += 1  # the crash: a new process, by the restart policy
+        return 0, ""
+
+    def __getattr__(self, call):
+        return lambda *args, **kw: self.calls.append((call, *args))
+
+
+MECHANISMS = {
+    "crash": ("exec", "labctl-l1-worker", "kill -KILL -1"),
+    "kill": ("kill", "labctl-l1-worker", "SIGKILL"),
+    "pause": ("pause", "labctl-l1-worker"),
+    "unpause": ("unpause", "labctl-l1-worker"),
+    "sigstop": ("exec", "labctl-l1-worker", "kill -STOP -1"),
+    "sigcont": ("exec", "labctl-l1-worker", "kill -CONT -1"),
+    "partition": ("disconnect", "labctl-l1-net", "labctl-l1-worker"),
+    "heal": ("reconnect", "labctl-l1-net", "labctl-l1-worker"),
+    "stop": ("stop", "labctl-l1-worker"),
+    "start": ("start", "labctl-l1-worker"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MECHANISMS))
+def test_each_fault_has_its_mechanism_inverse_and_description(name):
+    f = faults.get(name)
+    assert f.name == name and len(f.description) > 5
+    assert type(f) is not faults.Fault, "every fault is a mechanism's subclass"
+    eng = RecordingEngine()
+    f.apply(eng, faults.Target("l1", "worker"))
+    assert eng.calls and eng.calls[0][:len(MECHANISMS[name])] == MECHANISMS[name]
+    if f.inverse:
+        undo = faults.get(f.inverse)
+        assert undo.inverse is None, "an inverse is not undone in turn"
+        assert f in faults.undoes(undo.name)
+
+
+def test_registry_is_the_one_list_of_faults(tmp_path):
+    assert set(faults.FAULTS) == set(MECHANISMS)
+    with pytest.raises(LabError) as ei:
+        faults.get("explode")
+    assert ei.value.code == ExitCode.USAGE and ei.value.todo == "pick one of " + ", ".join(faults.FAULTS)
+    # Scenario validation offers exactly the registry's faults.
+    with pytest.raises(LabError) as ei:
+        scenario.load(write(tmp_path, GOOD.replace("do: pause", "do: explode")))
+    assert ei.value.what.endswith("'explode' is not one of " + ", ".join(faults.FAULTS))
+    assert scenario.load(write(tmp_path, GOOD)).timeline[0].inverse == "unpause"
+    # The checker: only the journal can tell a signal, and only `start` is a start by hand.
+    assert [f.name for f in faults.FAULTS.values() if f.journal_truth] == ["sigstop", "sigcont"]
+    assert [f.name for f in faults.FAULTS.values() if f.starts_container] == ["start"]
+    assert [f.name for f in faults.undoes("start")] == ["kill", "stop"] and faults.undoes("crash") == []
+
+
+def test_fault_help_lists_every_fault_from_the_registry():
+    p = subprocess.run([*LABCTL, "fault", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0
+    for f in faults.FAULTS.values():
+        line = next((ln for ln in p.stdout.splitlines() if ln.split()[:1] == [f.name]), None)
+        assert line is not None and f.description in line, (f.name, p.stdout)
+        assert ("(undo: " in line) == bool(f.inverse)
+
+
+# ------------------------------------------------------------------ retrying a refused fault
+
+
+class RefusingEngine:
+    """Refuses to pause (or unpause) `refusals` times the way a loaded engine does, then obeys."""
+
+    def __init__(self, refusals: int, status: int = 500):
+        self.refusals, self.status, self.tries = refusals, status, 0
+
+    def pause(self, name):
+        self.tries += 1
+        if self.tries <= self.refusals:
+            raise EngineRefused(f"the engine refused pausing {name}: OCI runtime pause failed: unable to freeze: "
+                                "unknown", "`labctl status` shows the lab's containers", status=self.status)
+
+    unpause = pause
+
+
+def phases(lab_id: str) -> list[tuple]:
+    return [(r["phase"], r.get("attempt")) for r in journal.read(lab_id)]
+
+
+@pytest.fixture
+def no_wait(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCTL_RUNS", str(tmp_path))
+    monkeypatch.setattr(faults, "RETRY_WAIT", wait_none())
+
+
+def test_a_transient_refusal_is_tried_again_and_each_try_journaled(no_wait):
+    eng = RefusingEngine(refusals=2)
+    intent = faults.apply(eng, "l1", "pause", "worker", step=1)
+    assert eng.tries == 3
+    assert phases("l1") == [("intent", None), ("retry", 1), ("retry", 2), ("applied", 3)]
+    retries = [r for r in journal.read("l1") if r["phase"] == "retry"]
+    assert all("unable to freeze" in r["error"] and r["step"] == 1 and r["id"] == intent["id"] for r in retries)
+    assert [p["id"] for p in journal.pending("l1")] == [intent["id"]], "applied: the revert is still owed"
+
+
+def test_a_refusal_that_never_passes_fails_naming_fault_and_container(no_wait):
+    eng = RefusingEngine(refusals=99)
+    with pytest.raises(LabError) as ei:
+        faults.apply(eng, "l1", "pause", "worker")
+    assert eng.tries == faults.ATTEMPTS
+    assert ei.value.code == ExitCode.ENGINE_ERROR
+    assert ei.value.what.startswith(f"pause of labctl-l1-worker failed after {faults.ATTEMPTS} tries: ")
+    assert "unable to freeze" in ei.value.what
+    tries = list(range(1, faults.ATTEMPTS))
+    assert phases("l1") == [("intent", None), *[("retry", n) for n in tries], ("failed", faults.ATTEMPTS)]
+    assert "unable to freeze" in journal.read("l1")[-1]["error"]
+    assert journal.pending("l1") == []
+
+
+def test_a_refusal_that_cannot_pass_is_not_tried_again(no_wait):
+    eng = RefusingEngine(refusals=99, status=409)  # e.g. the container is not running
+    with pytest.raises(LabError) as ei:
+        faults.apply(eng, "l1", "pause", "worker")
+    assert eng.tries == 1 and ei.value.what.startswith("pause of labctl-l1-worker failed: ")
+    assert phases("l1") == [("intent", None), ("failed", 1)]
+
+
+def test_a_revert_is_tried_again_too(no_wait):
+    intent = faults.apply(RefusingEngine(refusals=0), "l1", "pause", "worker")
+    faults.revert(RefusingEngine(refusals=1), "l1", intent)
+    assert phases("l1")[2:] == [("retry", 1), ("reverted", 2)]
+    assert journal.read("l1")[-1]["of"] == intent["id"] and journal.pending("l1") == []
+
+
+# ------------------------------------------------------------------ names from one lab id
+
+
+@pytest.mark.parametrize("lab_id", ["pause-ab12", "a", "x-net", "y-lab-2", "worker"])
+def test_lab_id_of_every_resource_name(lab_id):
+    names = [labels.container_name(lab_id, s) for s in labels.SERVICES]
+    names += [labels.network_name(lab_id), labels.volume_name(lab_id)]
+    assert [labels.lab_id_of(n) for n in names] == [lab_id] * 5
+
+
+@pytest.mark.parametrize("name", ["labctl-base", "labctl--net", "other-pause-net", "labctl-pause-ab12-db",
+                                  "labctl-Pause-net", "pause-ab12"])
+def test_lab_id_of_a_foreign_name_is_none(name):
+    assert labels.lab_id_of(name) is None
+
+
+def test_lab_ids_come_from_labels_and_names():
+    from labctl import lab
+
+    class Listing:
+        def containers(self, filters):
+            return [ContainerState("1", "labctl-a-worker", "running", None, 0, 1, {labels.LAB: "a"}, [])]
+
+        def networks(self, filters):
+            return [("n1", labels.network_name("b-net")), ("n2", "labctl-base")]
+
+        def volumes(self, filters):
+            return [labels.volume_name("c"), labels.volume_name("a")]
+
+    assert lab.lab_ids(Listing()) == ["a", "b-net", "c"]
+
+
+# ------------------------------------------------------------------ heartbeat_only, and its old name
+
+
+def test_heartbeat_only_is_read_under_its_name_and_its_old_one():
+    new = mon(1, "PAUSED", "DEAD")
+    old = {"ts": 2, "source": "monitor", "kind": "tick", "verdict": "HEALTHY", "naive": "ALIVE"}
+    assert runlog.observed([new, old], states.HEARTBEAT_ONLY) == [(1, "DEAD"), (2, "ALIVE")]
+    both = {**old, "ts": 3, "heartbeat_only": "DEAD"}
+    assert runlog.observed([both], states.HEARTBEAT_ONLY) == [(3, "DEAD")]
+    live = observe.Live("l1", "s")
+    live.absorb(old)
+    assert live.heartbeat_only == "ALIVE"
+    live.absorb(new)
+    assert live.heartbeat_only == "DEAD" and live.monitor == "PAUSED"
+
+
+ALIASED = GOOD.replace("windows: [{step: 1, monitor: PAUSED}]",
+                       "windows: [{step: 1, monitor: PAUSED, naive: DEAD}]\n  sees: {naive: [ALIVE]}\n"
+                       "  never: {naive: [DEAD]}")
+
+
+def test_scenario_key_naive_is_an_alias_of_heartbeat_only(tmp_path):
+    sc = scenario.load(write(tmp_path, ALIASED))
+    assert sc.expect.windows[0].heartbeat_only == "DEAD"
+    assert sc.expect.sees == {"heartbeat_only": ["ALIVE"]} and sc.expect.never == {"heartbeat_only": ["DEAD"]}
+    same = scenario.load(write(tmp_path, ALIASED.replace("naive:", "heartbeat_only:")))
+    assert same.expect == sc.expect
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        (ALIASED.replace("naive: DEAD}", "naive: DEAD, heartbeat_only: DEAD}"),
+         "expect.windows[0].heartbeat_only: given twice, as 'naive' (its old name) and as 'heartbeat_only'"),
+        (ALIASED.replace("naive: DEAD}", "naive: SLEEPY}"), "expect.windows[0].naive: 'SLEEPY' is not one of"),
+        (ALIASED.replace("sees: {naive: [ALIVE]}", "sees: {naive: [MAYBE]}"), "expect.sees.naive[0]: 'MAYBE'"),
+        (ALIASED.replace("never: {naive: [DEAD]}", "never: {naive: DEAD}"), "expect.never.naive: expected a list"),
+    ],
+)
+def test_the_alias_errors_name_the_key_as_written(tmp_path, text, where):
+    with pytest.raises(LabError) as ei:
+        scenario.load(write(tmp_path, text))
+    assert where in ei.value.what
+
+
+def test_builtin_scenarios_use_the_new_name():
+    for path in sorted(scenario.BUILTIN_DIR.glob("*.yaml")):
+        expect = yaml.safe_load(path.read_text()).get("expect", {})
+        keys = [k for w in expect.get("windows", []) for k in w]
+        keys += list(expect.get("sees", {})) + list(expect.get("never", {}))
+        assert "naive" not in keys, path.name
+    windows = [w for sc in scenario.builtin() for w in sc.expect.windows]
+    assert sum(w.heartbeat_only == "DEAD" for w in windows) == 4
+
+
+# ------------------------------------------------------------------ compose fills the engine's record
+
+
+def test_compose_for_lab_sets_the_labs_names():
+    spec = compose.services({})["worker"]
+    assert spec.service == "worker" and spec.build_context.is_dir() and spec.name == ""
+    mine = compose.for_lab(spec, "l1", "scenario-pause", "labctl-worker:abc")
+    assert (mine.name, mine.network, mine.volume, mine.aliases) == (
+        "labctl-l1-worker", "labctl-l1-net", "labctl-l1-lab", ["worker"])
+    assert mine.image == "labctl-worker:abc" and mine.labels[labels.LAB] == "l1"
+    assert mine.command == spec.command and mine.restart == spec.restart
+    assert spec.name == "", "the service as the file says it is left alone"

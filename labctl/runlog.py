@@ -1,0 +1,191 @@
+"""Reading a run's events: what each observer said when, the ground truth,
+the fault windows, exit codes and restarts. The checker and the picture
+read a run through here and nowhere else (docs/events.md is the schema)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from labctl import faults, journal, states
+from labctl.errors import ExitCode, LabError
+
+Event = dict[str, Any]
+Seen = list[tuple[float, str]]  # (ts, what an observer said), in order
+
+# The monitor's field for the heartbeat-only verdict, then its old name (runs before the rename).
+HEARTBEAT_ONLY_FIELDS = ("heartbeat_only", "naive")
+
+
+def read_events(path: Path) -> list[Event]:
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise LabError(ExitCode.NOT_FOUND, f"{path} is missing",
+                       "is this a run directory? `labctl runs` lists them") from None
+    for n, ln in enumerate(lines, 1):
+        if not ln.strip():
+            continue
+        try:
+            ev = json.loads(ln)
+        except ValueError:
+            raise LabError(ExitCode.FAILED, f"{path}: line {n} is not JSON") from None
+        if not isinstance(ev, dict) or not {"ts", "source", "kind"} <= ev.keys():
+            raise LabError(ExitCode.FAILED, f"{path}: line {n} lacks ts, source or kind")
+        out.append(ev)
+    return out
+
+
+def heartbeat_only_of(ev: Event) -> str | None:
+    """A monitor event's heartbeat-only verdict, under its name or its old one."""
+    return next((ev[k] for k in HEARTBEAT_ONLY_FIELDS if k in ev), None)
+
+
+def _fault_records(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.get("source") == "labctl" and e.get("kind") == "fault"]
+
+
+def fault_windows(events: list[Event], run_end: float) -> dict[int, tuple[float, float]]:
+    """Step -> (start, end): from the intent (a `docker stop` takes effect while
+    the call runs) of a fault that was applied, to the end of its revert."""
+    intent: dict[int, float] = {}
+    applied: set[int] = set()
+    reverted: dict[int, float] = {}
+    for e in _fault_records(events):
+        step, phase = e.get("step"), e.get("phase")
+        if step is None:
+            continue
+        if phase == journal.INTENT:
+            intent.setdefault(step, e["ts"])
+        elif phase == journal.APPLIED:
+            applied.add(step)
+        elif phase == journal.REVERTED:
+            reverted.setdefault(step, e["ts"])
+    return {s: (t, reverted.get(s, run_end)) for s, t in intent.items() if s in applied}
+
+
+def fault_names(events: list[Event]) -> dict[int, str]:
+    """Step -> the fault it applied, from the intents."""
+    return {e["step"]: e["fault"] for e in _fault_records(events)
+            if e.get("phase") == journal.INTENT and e.get("step") is not None}
+
+
+def observed(events: list[Event], who: str) -> Seen:
+    """What one observer (states.OBSERVERS) said, and when."""
+    if who == states.MONITOR:
+        return [(e["ts"], e["verdict"]) for e in _monitor(events) if "verdict" in e]
+    if who == states.HEARTBEAT_ONLY:
+        return [(e["ts"], v) for e in _monitor(events) if (v := heartbeat_only_of(e)) is not None]
+    if who == states.SUPERVISOR:
+        return [(e["ts"], e["state"]) for e in events if e["source"] == "supervisor" and e["kind"] == "state"]
+    if who == states.TRUTH:
+        return truth_timeline(events)
+    raise ValueError(who)
+
+
+def _monitor(events: list[Event]) -> list[Event]:
+    return [e for e in events if e["source"] == "monitor" and e["kind"] in ("tick", "verdict")]
+
+
+def log_text(events: list[Event]) -> str:
+    return "\n".join(str(e.get("message", "")) for e in events if e.get("kind") == "log")
+
+
+def exit_codes(events: list[Event], service: str) -> list[int]:
+    return [e["exit_code"] for e in events if e["source"] == "engine" and e.get("action") == "die"
+            and e.get("service") == service and "exit_code" in e]
+
+
+def policy_restarts(events: list[Event]) -> int:
+    """Worker starts after the first, less those labctl did by hand (`start`)."""
+    starts = sum(1 for e in events if e["source"] == "engine" and e.get("action") == "start"
+                 and e.get("service") == "worker")
+    manual = sum(1 for e in _fault_records(events)
+                 if e.get("phase") in (journal.APPLIED, journal.REVERTED) and e.get("target") == "worker"
+                 and _starts_container(e))
+    return max(0, starts - 1 - manual)
+
+
+def _starts_container(e: Event) -> bool:
+    f = _fault(e)
+    return f is not None and f.starts_container
+
+
+def _fault(e: Event) -> faults.Fault | None:
+    return faults.FAULTS.get(str(e.get("fault")))
+
+
+# ----------------------------------------------------------------------- ground truth
+
+
+class _Truth:
+    """The worker's state as it changes, one event at a time."""
+
+    def __init__(self) -> None:
+        self.state: str | None = None
+        self.partitioned = False
+        self.changes: Seen = []
+
+    def put(self, ts: float, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.changes.append((ts, state))
+
+    def container(self, ts: float, e: Event) -> None:
+        action = e.get("action")
+        if action == "start":
+            self.partitioned = False
+            self.put(ts, states.RUNNING)
+        elif action == "die":
+            self.put(ts, states.STOPPED if e.get("exit_code") == 0 else states.CRASHED)
+        elif action == "pause":
+            self.put(ts, states.PAUSED)
+        elif action == "unpause":
+            self.put(ts, states.PARTITIONED if self.partitioned else states.RUNNING)
+
+    def network(self, ts: float, e: Event) -> None:
+        action = e.get("action")
+        if action == "disconnect" and self.state in (states.RUNNING, states.PAUSED, states.SIGSTOPPED):
+            self.partitioned = True
+            self.put(ts, states.PARTITIONED)
+        elif action == "connect" and self.partitioned:
+            self.partitioned = False
+            self.put(ts, states.RUNNING)
+
+    def journaled(self, ts: float, e: Event) -> None:
+        """A fault the engine cannot see; its undoing counts only from the state it made."""
+        f = _fault(e)
+        if f is None or f.journal_truth is None:
+            return
+        undone = faults.undoes(f.name)
+        if not undone or self.state in {u.journal_truth for u in undone}:
+            self.put(ts, f.journal_truth)
+
+
+def truth_timeline(events: list[Event], service: str = "worker") -> Seen:
+    """(ts, state) changes of the worker as the engine and labctl's journal saw them.
+
+    The engine cannot see SIGSTOP (the process is frozen by a signal, not by
+    the engine), so that one comes from labctl's own journal."""
+    truth = _Truth()
+    for e in events:
+        if e.get("service", e.get("target")) != service:
+            continue
+        src, kind = e["source"], e["kind"]
+        if src == "engine" and kind == "container":
+            truth.container(e["ts"], e)
+        elif src == "engine" and kind == "network":
+            truth.network(e["ts"], e)
+        elif src == "labctl" and kind == "fault" and e.get("phase") in (journal.APPLIED, journal.REVERTED):
+            truth.journaled(e["ts"], e)
+    return truth.changes
+
+
+def state_at(timeline: Seen, ts: float) -> str | None:
+    cur = None
+    for t, s in timeline:
+        if t > ts:
+            break
+        cur = s
+    return cur

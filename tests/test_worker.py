@@ -111,6 +111,7 @@ def test_bug_trigger_option(worker_bin, tmp_path):
     assert p.returncode == 0 and p.stdout == b"999,998001\n5,25\n"
     p = run_stdin(worker_bin, b"999\n5\n", "--bug-trigger", "5", lock=tmp_path / "w.lock")
     assert p.returncode == -signal.SIGSEGV
+    assert p.stdout == b"999,998001\n", "the answer computed before the crash is delivered"
     assert not (tmp_path / "w.lock").exists()
 
 
@@ -240,6 +241,33 @@ def test_listen_new_connection_replaces_old_and_reset_keeps_serving(worker_bin, 
         proc.wait()
 
 
+def test_listen_bad_lines_answered_each_but_logged_in_summary(worker_bin, tmp_path):
+    """Every bad line gets its response on the socket, in order; the log gets
+    the first of a burst and then summaries, whose counts add up exactly."""
+    proc, port, lock = start_listen(worker_bin, tmp_path, "--bug-trigger", "none")
+    try:
+        s = connect_when_ready(port)
+        lines = [b"-%d" % i if i % 3 == 0 else b"x%d" % i if i % 7 == 0 else b"%d" % i for i in range(1, 3001)]
+        want = [b"ERROR: Corrupted data " + ln if ln.startswith(b"-")
+                else b"ERROR: Malformed input: " + ln if ln.startswith(b"x")
+                else b"%d,%d" % (int(ln), int(ln) ** 2) for ln in lines]
+        s.sendall(b"".join(ln + b"\n" for ln in lines))
+        assert recv_lines(s, len(lines)) == want
+        s.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read()
+    bad = sum(1 for w in want if w.startswith(b"ERROR:"))
+    assert not error_lines(err), "no per-line ERROR output on stderr in listen mode"
+    firsts = re.findall(rb": warn: bad input: ERROR: ", err)
+    summaries = [int(n) for n in re.findall(rb": warn: (\d+) more bad input lines in the last ", err)]
+    assert firsts, err[-2000:]
+    assert len(firsts) + sum(summaries) == bad, err[-2000:]
+    assert len(firsts) + len(summaries) <= 10, f"a log line per bad line, or nearly: {err[-2000:]!r}"
+
+
 def test_listen_large_batch_roundtrip(worker_bin, tmp_path):
     proc, port, _ = start_listen(worker_bin, tmp_path, "--bug-trigger", "none")
     try:
@@ -363,6 +391,70 @@ def test_segfault_removes_lock_and_dies_by_signal_11(worker_bin, tmp_path):
     assert p.wait(timeout=10) == -signal.SIGSEGV
     assert not lock.exists()
     err = p.stderr.read()
+    assert b"lock file removed" in err
+    assert b"AddressSanitizer" not in err and b"runtime error" not in err
+
+
+def test_crash_delivers_results_computed_before_it(worker_bin, tmp_path):
+    """Output is batched; a crash must not lose the answers already in the
+    batch, nor send half a line or a line twice."""
+    lock = tmp_path / "w.lock"
+    p = run_stdin(worker_bin, b"2\n3\n999\n4\n", lock=lock)
+    assert p.returncode == -signal.SIGSEGV
+    assert p.stdout == b"2,4\n3,9\n"
+    assert not lock.exists()
+    assert b"AddressSanitizer" not in p.stderr and b"runtime error" not in p.stderr
+    # Error lines pending for stderr are delivered too, once each.
+    p = run_stdin(worker_bin, b"2\n-3\nabc\n999\n", lock=lock)
+    assert p.returncode == -signal.SIGSEGV
+    assert p.stdout == b"2,4\n"
+    assert error_lines(p.stderr) == [b"ERROR: Corrupted data -3", b"ERROR: Malformed input: abc"]
+    # More than one batch before the crash: some went out on the way, the
+    # rest from the handler, each line exactly once.
+    values = [i for i in range(1, 30_001) if i != 999]
+    p = run_stdin(worker_bin, b"".join(b"%d\n" % i for i in values) + b"999\n", lock=lock)
+    assert p.returncode == -signal.SIGSEGV
+    assert p.stdout == b"".join(b"%d,%d\n" % (i, i * i) for i in values)
+    assert not lock.exists()
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the peer sent before its side closed (EOF or reset)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return buf
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+def test_listen_crash_delivers_responses_computed_before_it(worker_bin, tmp_path):
+    proc, port, lock = start_listen(worker_bin, tmp_path)
+    try:
+        s = connect_when_ready(port)
+        s.sendall(b"2\n3\n999\n")  # one write: the answers sit in the batch when 999 hits
+        assert read_until_closed(s) == b"2,4\n3,9\n"
+        assert proc.wait(timeout=10) == -signal.SIGSEGV
+        assert not lock.exists()
+        s.close()
+        # A bad line's response is owed just the same, and a long batch too.
+        proc, port, lock = start_listen(worker_bin, tmp_path)
+        s = connect_when_ready(port)
+        values = [i for i in range(1, 20_001) if i != 999]
+        s.sendall(b"-7\n" + b"".join(b"%d\n" % i for i in values) + b"999\n")
+        want = b"ERROR: Corrupted data -7\n" + b"".join(b"%d,%d\n" % (i, i * i) for i in values)
+        assert read_until_closed(s) == want
+        assert proc.wait(timeout=10) == -signal.SIGSEGV
+        assert not lock.exists()
+        s.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    err = proc.stderr.read()
     assert b"lock file removed" in err
     assert b"AddressSanitizer" not in err and b"runtime error" not in err
 

@@ -85,7 +85,7 @@ class ContainerState:
 
 
 class Engine:
-    def __init__(self, client):
+    def __init__(self, client: docker.DockerClient):
         self.client = client
         self.api = client.api
         self._lock = threading.Lock()
@@ -309,7 +309,7 @@ class Engine:
                 raise
 
     def exec(self, name: str, cmd: list[str], user: str | None = None) -> tuple[int, str]:
-        def run():
+        def run() -> Any:
             c = self.client.containers.get(name)
             return c.exec_run(cmd, user=user or "", demux=False)
 
@@ -320,7 +320,7 @@ class Engine:
         self._refusable(f"disconnecting {container}",
                         lambda: self.client.networks.get(network).disconnect(container, force=True))
 
-    def _refusable(self, doing: str, fn, *args, **kwargs):
+    def _refusable(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return self._call(fn, *args, **kwargs)
         except docker.errors.APIError as e:
@@ -349,7 +349,7 @@ class Engine:
         except docker.errors.NotFound:
             return ""
 
-    def events(self, filters: dict, since: float | None = None):
+    def events(self, filters: dict[str, Any], since: float | None = None) -> Any:
         """The engine's event stream (decoded); close() it to stop."""
         return self.client.events(decode=True, filters=filters, since=since)
 
@@ -366,7 +366,7 @@ class Engine:
     # ------------------------------------------------------------ helpers
 
     @engine_retry
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
     @staticmethod

@@ -59,8 +59,8 @@ def input_lines(data: bytes) -> list[bytes]:
 
 @dataclass
 class Outputs:
-    results: list[tuple[int, int, int]]
-    corrupted: list[tuple[int, int]]
+    results: list[tuple[int, ...]]  # (index, n, square) as read: the widths are checked by read_outputs
+    corrupted: list[tuple[int, ...]]  # (index, value)
     rejected: list[int]
     dead: list[int]
     problems: list[str]
@@ -86,7 +86,7 @@ def read_outputs(outdir: Path) -> Outputs:
             out.append(row)
         return out
 
-    def ints(name: str, row: list[str], n: int, lineno: int):
+    def ints(name: str, row: list[str], n: int, lineno: int) -> tuple[int, ...] | None:
         try:
             return tuple(int(x) for x in row[:n])
         except ValueError:

@@ -40,6 +40,13 @@ def short(e: Exception) -> str:
     return text[:200]
 
 
+# No engine-side probe in any container labctl creates, whatever the image
+# says: a probe exec'd just as `docker pause` freezes the cgroup freezes with
+# it, the engine waits on it holding the container's lock, and the unpause
+# never runs (seen with 30 labs at once). The lab's monitor is the health signal.
+NO_HEALTHCHECK = {"Test": ["NONE"]}
+
+
 @dataclass
 class ContainerSpec:
     """One container of a lab. compose.py fills it from compose.yaml (service,
@@ -216,7 +223,7 @@ class Engine:
         try:
             c = self._call(self.api.create_container, spec.image, command=spec.command, name=spec.name,
                            labels=spec.labels, user=spec.user, environment=spec.environment,
-                           entrypoint=spec.entrypoint,
+                           entrypoint=spec.entrypoint, healthcheck=NO_HEALTHCHECK,
                            host_config=host_config, networking_config=net_config)
         except docker.errors.ImageNotFound:
             raise LabError(ExitCode.IMAGE_MISSING, f"image {spec.image} is missing", "run `labctl build`") from None

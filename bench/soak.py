@@ -36,7 +36,7 @@ def healthy_scenario(minutes: float) -> dict:
         "lesson": "A long healthy run: the detector must never cry wolf.",
         "lab": {"items": int(rate * minutes * 60), "rate": rate, "bug_trigger": "none"},
         "duration_s": minutes * 60 + 120,
-        "expect": {"never": {"monitor": ["CRASHED", "PAUSED", "PARTITIONED", "RESTARTED"], "naive": ["DEAD"]},
+        "expect": {"never": {"monitor": ["CRASHED", "PAUSED", "PARTITIONED", "RESTARTED"], "heartbeat_only": ["DEAD"]},
                    "job": {"completes": True, "exactly_once": True, "max_worker_restarts": 0}},
     }
 
@@ -83,18 +83,20 @@ def figures(run_dir: Path) -> dict:
     ticks = [e for e in events if e["source"] == "monitor" and e["kind"] == "tick" and e["ts"] < done]
     healthy_from = next((i for i, e in enumerate(ticks) if e["verdict"] == "HEALTHY"), 0)
     meta = json.loads((run_dir / "summary.json").read_text())
+    verdict = json.loads((run_dir / "verdict.json").read_text())
     job = meta.get("job") or {}
     return {
-        "ok": meta.get("ok"),
+        "ok": verdict.get("ok"),
         "ticks": len(ticks) - healthy_from,
         "non_healthy": sum(1 for e in ticks[healthy_from:] if e["verdict"] != "HEALTHY"),
-        "naive_dead": sum(1 for e in ticks[healthy_from:] if e["naive"] == "DEAD"),
+        "heartbeat_only_dead": sum(1 for e in ticks[healthy_from:]
+                                   if e.get("heartbeat_only", e.get("naive")) == "DEAD"),
         "max_net_gap_ms": max((e.get("net_age_ms") or 0 for e in ticks[healthy_from:]), default=0),
         "max_phi": max((e.get("phi") or 0 for e in ticks[healthy_from:]), default=0),
         "items": job.get("read"), "processed": job.get("processed"), "crashes_seen": job.get("worker_crashes"),
         "timeouts": job.get("timeouts"), "reconnects": job.get("reconnects"),
         "restarts": meta.get("worker_restarts"),
-        "failed_checks": [c["name"] for c in meta.get("checks", []) if not c["ok"]],
+        "failed_checks": [c["name"] for c in verdict.get("checks", []) if not c["ok"]],
     }
 
 
@@ -115,11 +117,11 @@ def main() -> int:
         code, took, rd = run(faults_scenario(args.items, args.faults, args.seed), runs)
         rows.append(("faults", code, took, figures(rd) if rd else {}))
     print(f"soak runs under {runs}")
-    print(f"{'run':<9}{'exit':>5}{'minutes':>9}{'ticks':>8}{'non-HEALTHY':>13}{'naive DEAD':>12}"
+    print(f"{'run':<9}{'exit':>5}{'minutes':>9}{'ticks':>8}{'non-HEALTHY':>13}{'hb-only DEAD':>12}"
           f"{'max gap ms':>12}{'max phi':>9}{'items':>10}{'restarts':>10}{'timeouts':>10}  failed checks")
     for name, code, took, f in rows:
         print(f"{name:<9}{code:>5}{took / 60:>9.1f}{f.get('ticks', 0):>8}{f.get('non_healthy', 0):>13}"
-              f"{f.get('naive_dead', 0):>12}{f.get('max_net_gap_ms', 0):>12}{f.get('max_phi', 0):>9.1f}"
+              f"{f.get('heartbeat_only_dead', 0):>12}{f.get('max_net_gap_ms', 0):>12}{f.get('max_phi', 0):>9.1f}"
               f"{f.get('items') or 0:>10}{f.get('restarts') or 0:>10}{f.get('timeouts') or 0:>10}  "
               f"{', '.join(f.get('failed_checks', [])) or 'none'}")
     return 0 if all(code == 0 for _, code, _, _ in rows) else 1

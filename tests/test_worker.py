@@ -126,7 +126,8 @@ def test_bug_trigger_option(worker_bin, tmp_path):
     ],
 )
 def test_bad_arguments_exit_64_with_a_message(tmp_path, args, msg):
-    p = subprocess.run([str(WORKER), "--lock", str(tmp_path / "w.lock"), *args], input=b"", capture_output=True, timeout=10)
+    p = subprocess.run([str(WORKER), "--lock", str(tmp_path / "w.lock"), *args], input=b"", capture_output=True,
+                       timeout=10)
     assert p.returncode == 64
     assert msg in p.stderr
 
@@ -512,7 +513,8 @@ def test_garbage_in_a_stale_lock_file_is_recovered(worker_bin, tmp_path):
 
 def test_naive_worker_leaves_its_lock_and_cannot_restart(tmp_path):
     lock = tmp_path / "w.lock"
-    p = subprocess.run([str(WORKER), "--naive", "--lock", str(lock)], input=b"4\n999\n", capture_output=True, timeout=10)
+    p = subprocess.run([str(WORKER), "--naive", "--lock", str(lock)], input=b"4\n999\n", capture_output=True,
+                       timeout=10)
     assert p.returncode == -signal.SIGSEGV
     assert lock.exists(), "no handler: the naive worker leaves its lock behind"
     q = subprocess.run([str(WORKER), "--naive", "--lock", str(lock)], input=b"4\n", capture_output=True, timeout=10)
@@ -549,7 +551,7 @@ class UdpSink:
         while not self._stop.is_set():
             try:
                 data = self.sock.recv(512)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.beats.append((time.monotonic(), data.decode().split()))
 

@@ -40,11 +40,6 @@ def lab(procs, tmp_path):
     return make
 
 
-def heartbeat_only(e: dict) -> str:
-    """The heartbeat-only verdict of a tick or verdict event."""
-    return e["heartbeat_only"] if "heartbeat_only" in e else e["naive"]
-
-
 def verdicts_after(mev, t0: float) -> list[dict]:
     return [e for e in mev.of("verdict") if e["ts"] >= t0]
 
@@ -134,7 +129,7 @@ def test_healthy_job_exactly_once_and_no_false_verdict(lab, procs, tmp_path):
     ticks = ticks_between(mev, t0, done["ts"] - 0.05)
     assert len(ticks) >= 10
     assert {e["verdict"] for e in ticks} == {"HEALTHY"}, "a healthy run must never get another verdict"
-    assert {heartbeat_only(e) for e in ticks} == {"ALIVE"}
+    assert {e["heartbeat_only"] for e in ticks} == {"ALIVE"}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["read"] == 200000 and summary["processed"] == 199998 and summary["corrupted"] == 2
     assert summary["worker_crashes"] == 0 and summary["dead_lettered"] == 0
@@ -198,7 +193,7 @@ def test_sigstop_is_paused_not_crashed_and_nothing_is_lost(lab, procs, tmp_path)
     done = sev.first("done")
     assert done and done["exit_code"] == 0
     assert paused["ts"] - t_stop <= TIMEOUT_MS / 1000 + SLACK_S, f"PAUSED after {paused['ts'] - t_stop:.3f}s"
-    assert heartbeat_only(paused) == "DEAD" and paused["lock"] == "held"
+    assert paused["heartbeat_only"] == "DEAD" and paused["lock"] == "held"
     # A pause is not a crash: the same worker lived on and exited 0 at the job's end.
     worker_exited_clean(plat)
     assert plat.exits == [0] and plat.lock_left == [False], plat.exits
@@ -278,13 +273,13 @@ def test_heartbeat_path_cut_is_partitioned(lab, tmp_path):
     t_cut = time.time()
     part = wait_until(lambda: first_verdict(mev, "PARTITIONED", t_cut), 5, what="PARTITIONED verdict")
     assert part["ts"] - t_cut <= TIMEOUT_MS / 1000 + SLACK_S
-    assert heartbeat_only(part) == "DEAD" and part["lock"] == "held"
+    assert part["heartbeat_only"] == "DEAD" and part["lock"] == "held"
     # Hold the cut for a few ticks past the verdict: it must stay PARTITIONED.
     more_ticks(mev, part["ts"], 3)
     relay.cut.clear()
     t_heal = time.time()
     healed = wait_until(lambda: first_verdict(mev, "HEALTHY", t_heal), 3, what="HEALTHY after heal")
-    assert heartbeat_only(healed) == "ALIVE"
+    assert healed["heartbeat_only"] == "ALIVE"
     story = runs_of(ticks_between(mev, t_cut, healed["ts"] + INTERVAL_MS / 2000))
     assert story in (["HEALTHY", "PARTITIONED", "HEALTHY"], ["PARTITIONED", "HEALTHY"]), story
     assert plat.exits == [], "the worker lived through the partition"

@@ -30,11 +30,14 @@ def compose(project: str, *args: str, cwd: Path, timeout: float = 300) -> subpro
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def project(built, tmp_path) -> Iterator[tuple[str, Path]]:
-    """A compose project in a copy of the checkout, removed with its images and volume, also on failure."""
+@pytest.fixture(scope="module")
+def project(built, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A compose project in a copy of the checkout, removed with its images and volume, also on failure.
+
+    One per module: its images are built once (by the first test that needs
+    them: `up` builds what is missing) and reused."""
     name = f"lctest-{uuid.uuid4().hex[:6]}"
-    src = tmp_path / "src"
+    src = tmp_path_factory.mktemp("compose") / "src"
     shutil.copytree(ROOT / "images", src / "images", ignore=shutil.ignore_patterns("build", "__pycache__"))
     shutil.copy(ROOT / "compose.yaml", src / "compose.yaml")
     yield name, src
@@ -66,15 +69,15 @@ def test_compose_up_build_works_offline(project):
     ps = compose(name, "ps", "-a", "--format", "json", cwd=src)
     services = {json.loads(ln)["Service"] for ln in ps.stdout.splitlines() if ln.strip()}
     assert services == {"worker", "monitor", "supervisor"}
+    down = compose(name, "down", "--volumes", "--timeout", "2", cwd=src)
+    assert down.returncode == 0, down.stderr
 
 
 def test_attached_compose_up_returns_ten_times_in_a_row(project):
     """As a user types it: `docker compose up` returns when the job is done, every time."""
     name, src = project
-    first = compose(name, "build", cwd=src, timeout=600)
-    assert first.returncode == 0, first.stderr[-2000:]
     for attempt in range(10):
-        p = compose(name, "up", cwd=src, timeout=120)
+        p = compose(name, "up", cwd=src, timeout=600 if attempt == 0 else 120)
         assert p.returncode == 0, f"run {attempt + 1}: exit {p.returncode}\n{p.stdout[-2000:]}{p.stderr[-2000:]}"
         sup = logged_events(name, "supervisor", src)
         done = [e for e in sup if e.get("kind") == "done"]
@@ -91,7 +94,7 @@ def test_no_engine_side_health_probe(project, engine):
     """No HEALTHCHECK in the images nor in the containers compose creates: a
     probe exec'd as `docker pause` freezes the container wedges the engine."""
     name, src = project
-    p = compose(name, "up", "-d", "--build", cwd=src, timeout=600)
+    p = compose(name, "up", "-d", cwd=src, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     for service in ("worker", "monitor", "supervisor"):
         image = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Healthcheck}}",

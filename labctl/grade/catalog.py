@@ -415,7 +415,7 @@ def tests_for(exercises: Iterable[int] | str = "all") -> list[TestDef]:
     return sorted((t for t in CATALOG if t.exercise in wanted), key=lambda t: t.sort_key)
 
 
-def test_by_number(number: str) -> TestDef:
+def lookup(number: str) -> TestDef:
     try:
         return BY_NUMBER[number]
     except KeyError:

@@ -92,6 +92,7 @@ class TestResult:
     timeline: list[FaultEvent] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # relative to the submission's output directory
     time_s: float = 0.0
+    unsubmitted: bool = False  # failed because its files were missing or the submission refused
 
     __test__ = False  # not a pytest class, despite the name
 
@@ -122,7 +123,7 @@ class TestResult:
     @classmethod
     def not_submitted(cls, test: TestDef, missing: Iterable[str]) -> TestResult:
         names = ", ".join(missing)
-        return cls(test, FAILED, 0.0, f"not submitted: {names} is not in the submission")
+        return cls(test, FAILED, 0.0, f"not submitted: {names} is not in the submission", unsubmitted=True)
 
     @classmethod
     def grader_failure(cls, test: TestDef, reason: str) -> TestResult:
@@ -213,7 +214,7 @@ class SubmissionResult:
                 problems=list(sub.problems), refused=sub.refused)
         for t in r.planned:
             if sub.refused:
-                r.record(TestResult.failed(t, f"submission refused: {sub.refused}"))
+                r.record(TestResult.failed(t, f"submission refused: {sub.refused}", unsubmitted=True))
             elif missing := [f for f in t.files if f not in sub.files]:
                 r.record(TestResult.not_submitted(t, missing))
         return r

@@ -110,7 +110,8 @@ class _Limited:
         data = self.inner.read(n)
         self.seen += len(data)
         if self.seen > self.limit:
-            raise _Refused(f"it decompresses to more than {_mib(self.limit)}")
+            raise _Refused(f"it decompresses to more than {_mib(MAX_TOTAL_BYTES)} of files and their headers "
+                           "can take (a compression bomb?)")
         return data
 
 

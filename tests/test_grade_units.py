@@ -495,6 +495,15 @@ def test_feedback_tables_details_images_and_reproduction():
     assert "ignored extra/worker.c" in md
 
 
+def test_feedback_lists_unsubmitted_tests_once():
+    bob = graded_class()[1]
+    md = writers.feedback_md(bob)
+    worker_tests = [t.number for t in select([4]) if "hardcore_worker.c" in t.files]
+    line = next(x for x in md.splitlines() if x.startswith("Not run, not submitted: hardcore\\_worker.c"))
+    assert line.endswith(": " + ", ".join(worker_tests) + ".")
+    assert "### 4.2 " not in md and "### 4.18 " in md  # its own failure is detailed
+
+
 def test_feedback_code_fences_cannot_be_closed_by_student_output():
     md = writers.feedback_md(graded_alice())
     section = md.split("### 4.9 ", 1)[1].split("\n### ", 1)[0]

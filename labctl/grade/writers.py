@@ -323,7 +323,12 @@ def feedback_md(r: SubmissionResult) -> str:
         for file, log in sorted(r.compile_logs.items()):
             if EXERCISE_FILES.get(file) == ex and log.strip():
                 out += [f"### Compiler output for `{md_text(file)}`", "", md_fence(log), ""]
-        worth = [t for t in shown if t.status == FAILED or t.flaky or (t.test.informational and t.output)]
+        missing = [t for t in shown if t.unsubmitted]
+        if missing:
+            # One line for them all: each would only repeat "file missing".
+            out += [f"Not run, {md_text(missing[0].output)}: " + ", ".join(t.number for t in missing) + ".", ""]
+        worth = [t for t in shown if not t.unsubmitted
+                 and (t.status == FAILED or t.flaky or (t.test.informational and t.output))]
         for t in worth:
             out += _feedback_detail(t, r)
     out += ["## Reproduce", ""]

@@ -15,6 +15,8 @@ class ExitCode(IntEnum):
     BUILD_FAILED = 7
     NOT_FOUND = 8
     ENGINE_ERROR = 9
+    GRADER_ERROR = 10  # labctl grade: the harness broke, not the student's code
+    BAD_SUBMISSION = 11  # labctl grade: an archive refused (unsafe paths, links, bombs) or unreadable
     INTERNAL = 70
     INTERRUPTED = 130
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from labctl.errors import ExitCode
 from labctl.grade.catalog import TestDef
 
 if TYPE_CHECKING:
@@ -29,11 +30,10 @@ FAILED = "failed"
 STATUSES = (PASSED, FAILED)
 
 # Exit codes of `labctl grade`: 0 every test passed, 1 some failed (the
-# student's doing), GRADER_ERROR when the grader broke somewhere. Stands in
-# for ExitCode.GRADER_ERROR until labctl/errors.py has one.
-EXIT_ALL_PASSED = 0
-EXIT_SOME_FAILED = 1
-GRADER_ERROR = 10
+# student's doing), GRADER_ERROR when the grader broke somewhere.
+EXIT_ALL_PASSED = ExitCode.OK
+EXIT_SOME_FAILED = ExitCode.FAILED
+GRADER_ERROR = ExitCode.GRADER_ERROR
 
 OUTPUT_LIMIT = 64 * 1024
 GRADER_ERROR_PREFIX = "grader error, not your code: "

@@ -53,7 +53,7 @@ _JUNK_TOP = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 # What a refused or unreadable submission's LabError carries. A dedicated
 # code (say BAD_SUBMISSION) would be clearer; until errors.py has one, the
 # input given is unusable, which is what USAGE means.
-REFUSED = ExitCode.USAGE
+REFUSED = ExitCode.BAD_SUBMISSION
 _REFUSED_TODO = "this submission is not graded; ask the student for an archive of plain files"
 
 

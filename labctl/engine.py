@@ -380,6 +380,69 @@ class Engine:
     def _engine_error(e: Exception, doing: str) -> LabError:
         return LabError(ExitCode.ENGINE_ERROR, f"the engine refused {doing}: {short(e)}", "see `labctl doctor`")
 
+    # ------------------------------------------------------------ grading sandboxes (labctl grade)
+    # Students' programs run in containers with no network at all, whose only
+    # writable place is a size-capped tmpfs volume; files go in while the
+    # container runs (a tmpfs volume mounted at start hides what was copied
+    # into a created-but-not-started container).
+
+    def create_tmpfs_volume(self, name: str, labels: dict[str, str], size: str, uid: int, gid: int,
+                            mode: str = "0700") -> None:
+        """A volume that is a tmpfs of at most `size`, owned by uid:gid: it
+        lives in memory, is capped, and vanishes with the volume."""
+        opts = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size},uid={uid},gid={gid},mode={mode}"}
+        try:
+            self._call(self.api.create_volume, name=name, driver="local", driver_opts=opts, labels=labels)
+        except docker.errors.APIError as e:
+            raise self._engine_error(e, f"creating volume {name}") from None
+
+    def create_isolated(self, *, image: str, name: str, labels: dict[str, str], entrypoint: list[str],
+                        command: list[str], user: str, volume: str, mount: str, tmpfs: dict[str, str],
+                        mem_limit: str, nano_cpus: int, pids_limit: int, shm_size: str = "8m") -> str:
+        """A container for untrusted code: network_mode none (it sees only
+        lo), read-only root, every capability dropped, no-new-privileges,
+        memory with no swap on top, CPU and pid limits, no core files, no
+        health probe. Its writable places are `volume` at `mount` and the
+        `tmpfs` mounts. Returns the container's id (created, not started)."""
+        host_config = self.api.create_host_config(
+            binds={volume: {"bind": mount, "mode": "rw"}}, network_mode="none", read_only=True, tmpfs=tmpfs,
+            cap_drop=["ALL"], security_opt=["no-new-privileges:true"], mem_limit=mem_limit,
+            memswap_limit=mem_limit, nano_cpus=nano_cpus, pids_limit=pids_limit, shm_size=shm_size,
+            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)])
+        try:
+            c = self._call(self.api.create_container, image, command=command, name=name, labels=labels,
+                           user=user, entrypoint=entrypoint, healthcheck=NO_HEALTHCHECK, host_config=host_config)
+        except docker.errors.ImageNotFound:
+            raise LabError(ExitCode.IMAGE_MISSING, f"image {image} is missing", "run `labctl build`") from None
+        except docker.errors.APIError as e:
+            raise self._engine_error(e, f"creating {name}") from None
+        return c["Id"]
+
+    def put_archive(self, name: str, path: str, data: bytes) -> None:
+        """Unpacks a tar archive (bytes) at path inside a container."""
+        if not self._refusable(f"copying files into {name}", self.api.put_archive, name, path, data):
+            raise EngineRefused(f"the engine refused copying files into {name}:{path}",
+                                "`docker inspect` the container; is it still there?")
+
+    def exec_capture(self, name: str, cmd: list[str], *, user: str, environment: dict[str, str] | None = None,
+                     workdir: str | None = None) -> tuple[int | None, bytes, bytes]:
+        """Runs cmd in a running container; (exit code, stdout, stderr) once it
+        ends. Never retried: a command must not run twice. It blocks for as
+        long as cmd runs, so a caller that needs a deadline runs it in a thread
+        and removes the container when the deadline passes (which ends it)."""
+        ex = self._refusable(f"starting {cmd[0]!r} in {name}", self.api.exec_create, name, cmd, user=user,
+                             environment=environment, workdir=workdir)
+        try:
+            out, err = self.api.exec_start(ex["Id"], demux=True)
+        except docker.errors.APIError as e:
+            raise EngineRefused(f"the engine refused running {cmd[0]!r} in {name}: {e.explanation or short(e)}",
+                                "`docker inspect` the container; is it still there?", status=e.status_code) from None
+        try:
+            code = self._call(self.api.exec_inspect, ex["Id"]).get("ExitCode")
+        except docker.errors.NotFound:
+            code = None  # the container went away with the command
+        return code, out or b"", err or b""
+
 
 def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: str,
              seen: Callable[[], str] | None = None) -> object:

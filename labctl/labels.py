@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 from labctl.errors import ExitCode, LabError
 
@@ -82,4 +83,37 @@ def filters(lab_id: str | None = None, service: str | None = None) -> dict[str, 
         want.append(f"{LAB}={lab_id}")
     if service:
         want.append(f"{SERVICE}={service}")
+    return {"label": want}
+
+
+# ------------------------------------------------------------------ grading (labctl grade)
+# A grading run's sandboxes and volumes carry the run's id and the
+# submission's name. They also carry a lab id, grade-<run id>, so that
+# `labctl down --all` and `labctl recover` remove what an interrupted
+# grading run left behind, like any lab's resources.
+
+GRADE = f"{PREFIX}.grade"
+SUBMISSION = f"{PREFIX}.submission"
+GRADE_LAB_PREFIX = "grade-"
+
+
+def new_grade_run_id() -> str:
+    """UTC time and a random suffix: sortable, unique, a valid lab id with its prefix."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def grade_lab_id(run_id: str) -> str:
+    return check_lab_id(f"{GRADE_LAB_PREFIX}{run_id}")
+
+
+def grade_labels(run_id: str, submission: str, role: str) -> dict[str, str]:
+    """Labels of one grading resource; role says what it is (sandbox, builder, work)."""
+    return {MANAGED: "true", LAB: grade_lab_id(run_id), GRADE: run_id, SUBMISSION: submission, SERVICE: role}
+
+
+def grade_filters(run_id: str | None = None, submission: str | None = None) -> dict[str, list[str]]:
+    """Docker filters matching grading resources: all, one run's, or one submission's in a run."""
+    want = [f"{MANAGED}=true", f"{GRADE}={run_id}" if run_id else GRADE]
+    if submission:
+        want.append(f"{SUBMISSION}={submission}")
     return {"label": want}

@@ -65,6 +65,9 @@ def labs(engine, procs, tmp_path):
     procs.close()
     left = {}
     for lab_id in reg.all():
+        # A lab with nothing labelled and no journal has nothing to take down or revert.
+        if labelled(engine, lab_id) == ([], [], []) and not (reg.runs / lab_id / "journal.jsonl").exists():
+            continue
         d = labctl("down", "--lab", lab_id, runs=reg.runs, timeout=180)
         if labelled(engine, lab_id) != ([], [], []):
             left[lab_id] = (labelled(engine, lab_id), d.stdout[-500:] + d.stderr[-500:])

@@ -6,6 +6,7 @@ live in conftest.py.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -96,6 +97,12 @@ def labelled(engine, lab_id: str | None = None):
 
     f = labels.filters(lab_id)
     return ([c.name for c in engine.containers(f)], [n for _, n in engine.networks(f)], engine.volumes(f))
+
+
+def checker_verdict(run_dir: Path) -> dict:
+    """The checker's findings on a run: verdict.json, the checker's own file
+    (summary.json is what the lab wrote)."""
+    return json.loads((run_dir / "verdict.json").read_text())
 
 
 def assert_timeline_png(path: Path, columns: int, windows: int) -> None:

@@ -19,6 +19,9 @@ from rich.table import Table
 from labctl import __version__, check, faults, images, journal, lab, labels, observe, rundir, scenario, timeline, view
 from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
+from labctl.grade import catalog as grade_catalog
+from labctl.grade import runner as grade_runner
+from labctl.grade.results import GRADER_ERROR
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 
@@ -50,6 +53,16 @@ def lab_name(text: str) -> str:
         return labels.check_lab_id(text)
     except LabError as e:
         raise argparse.ArgumentTypeError(e.what) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"wants a positive number, got {text!r}")
+    return v
 
 
 def fault_help() -> str:
@@ -105,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="worker", choices=scenario.TARGETS)
     p.add_argument("--for", dest="for_s", type=parse_duration, metavar="DURATION",
                    help="revert after this long (30s, 2m); Ctrl-C reverts too")
+    p = sub.add_parser("grade", help="grade students' answers, each in a locked-down container",
+                       description="Grades each SUBMISSION (a directory, .zip or .tar.gz of the exercise files). "
+                                   "Exit 0: every test passed; 1: some failed; "
+                                   f"{GRADER_ERROR}: the grader itself broke somewhere.")
+    p.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
+    p.add_argument("--exercise", default="all", help="1, 2, 3, 4, a list like 1,3, or all (default)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where the reports go (default grades/<utc-time>/)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="submissions graded at once")
+    p.add_argument("--seed", type=int, metavar="N", help="replay the generated inputs of an earlier run")
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
+                   help="run each fault test N times; one that passes only sometimes is reported flaky")
     return ap
 
 
@@ -472,8 +496,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    opts = grade_runner.Options(exercises=grade_catalog.parse_exercises(args.exercise), out_dir=args.out,
+                                jobs=args.jobs, seed=args.seed, repeat=args.repeat)
+    # Progress goes to stderr as each submission finishes; the table is the result.
+    run = grade_runner.grade(args.submissions, opts, progress=lambda line: error(f"labctl grade: {line}"))
+    t = Table(title=f"grades (seed {run.results[0].seed if run.results else opts.seed})")
+    for col in ("submission", "score", "failed", "flaky", "grader error"):
+        t.add_column(col)
+    for r in run.results:
+        failed = [x.number for x in r.tests if x.counts_as_failure]
+        t.add_row(r.submission, f"{r.score:g} / {r.max_score:g}", ", ".join(failed) or "-",
+                  ", ".join(x.number for x in r.flaky) or "-", r.grader_error or ("yes" if r.has_grader_error else "-"))
+    console.print(t)
+    say(f"reports in {run.out_dir}")
+    return run.exit_code
+
+
 COMMANDS = {
     "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
     "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
     "scenarios": cmd_scenarios, "fault": cmd_fault, "check": cmd_check, "report": cmd_report, "runs": cmd_runs,
+    "grade": cmd_grade,
 }

@@ -201,18 +201,28 @@ class Stream:
 
 class Feed:
     """What goes to the program's stdin: bytes, then maybe a flood made on the
-    fly ({"repeat": text, "count": n}), then maybe end of file."""
+    fly ({"repeat": text, "count": n}, one repeat every `every` seconds if
+    given, else as fast as the program reads), then maybe end of file."""
 
     def __init__(self, spec: dict):
         self.pending = bytearray(unb64(spec.get("data")))
         self.repeat = spec.get("repeat", "").encode()
         self.count = int(spec.get("count", 0)) if self.repeat else 0
+        self.every = float(spec.get("every", 0))
+        self.next_at = 0.0
         self.close_when_done = bool(spec.get("close", True))
         self.written = 0
         self.error = ""
 
     def refill(self) -> None:
-        if len(self.pending) < READ_CHUNK and self.count > 0:
+        if self.count <= 0:
+            return
+        if self.every:
+            if now() >= self.next_at:
+                self.pending += self.repeat
+                self.count -= 1
+                self.next_at = now() + self.every
+        elif len(self.pending) < READ_CHUNK:
             n = min(self.count, max(1, READ_CHUNK // len(self.repeat)))
             self.pending += self.repeat * n
             self.count -= n
@@ -278,7 +288,6 @@ class Run:
             self.feed.count = 0
 
     def write_stdin(self) -> None:
-        self.feed.refill()
         if self.stdin_fd is None or not self.feed.pending:
             return
         try:
@@ -367,10 +376,11 @@ def loop(run: Run, timeout: float) -> None:
             drain_until = drain_until or now() + DRAIN_S
             if not (run.out.open or run.err.open) or now() >= drain_until:
                 return
+        run.feed.refill()
         if run.stdin_fd is not None and run.feed.done and run.feed.close_when_done:
             run.close_stdin()
         readers = [s for s in (run.out, run.err) if s.open]
-        writers = [run.stdin_fd] if run.status is None and run.stdin_fd is not None and not run.feed.done else []
+        writers = [run.stdin_fd] if run.status is None and run.stdin_fd is not None and run.feed.pending else []
         readable, writable, _ = select.select([s.fd for s in readers], writers, [], POLL_S)
         if writable:
             run.write_stdin()

@@ -204,10 +204,12 @@ def touch(path: str, when: Trigger) -> Action:
 
 @dataclass(frozen=True)
 class Flood:
-    """stdin made on the fly inside the sandbox: `line` repeated `count` times."""
+    """stdin made on the fly inside the sandbox: `line` repeated `count` times,
+    one every `every` seconds (0: as fast as the program reads them)."""
 
     line: bytes
     count: int
+    every: float = 0.0
 
 
 @dataclass
@@ -613,7 +615,8 @@ class Sandbox:
             "actions": [a.to_json() for a in spec.actions], "snapshot_at_exit": spec.snapshot_at_exit,
         }
         if isinstance(spec.stdin, Flood):
-            stdin.update(repeat=spec.stdin.line.decode("utf-8", "surrogateescape"), count=spec.stdin.count)
+            stdin.update(repeat=spec.stdin.line.decode("utf-8", "surrogateescape"), count=spec.stdin.count,
+                         every=spec.stdin.every)
         if spec.start_when_file:
             p["start_when"] = {"file": spec.start_when_file}
             p["start_timeout"] = spec.start_timeout

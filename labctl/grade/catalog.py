@@ -243,7 +243,12 @@ def _exercise_3() -> list[TestDef]:
 
 def _exercise_4() -> list[TestDef]:
     e = _Exercise(4)
-    w, s = "hardcore_worker.c", "supervisor.py"
+    _exercise_4_worker(e, "hardcore_worker.c")
+    _exercise_4_supervisor(e, "hardcore_worker.c", "supervisor.py")
+    return e.tests
+
+
+def _exercise_4_worker(e: _Exercise, w: str) -> None:
     e.add("hardcore_worker.c compiles", w, 3,
           "hardcore_worker.c compiles with gcc (warnings are listed, not penalised)",
           "The compiler log is in this test's output; fix the first error first.",
@@ -277,6 +282,11 @@ def _exercise_4() -> list[TestDef]:
           "the crash from the supervisor",
           "End the handler with signal(SIGSEGV, SIG_DFL); raise(SIGSEGV); (or _exit(1)), never exit(0).",
           faults=("sigsegv",))
+    _exercise_4_worker_hidden_cases(e, w)
+
+
+def _exercise_4_worker_hidden_cases(e: _Exercise, w: str) -> None:
+    """The cases a careful grader adds: bad bytes, long lines, line endings, signals, contention."""
     e.add("bad input answered with an ERROR", w, 6,
           "garbage lines, '12abc' and numbers whose square does not fit each get an ERROR line, never a silent "
           "0,0 or a wrong square",
@@ -321,6 +331,9 @@ def _exercise_4() -> list[TestDef]:
     # The supervisor runs first with the lab's worker in stdin mode, an
     # instrumented stand-in that records every line, restart and signal, so its
     # faults are the supervisor's own; then once with the student's worker.
+
+
+def _exercise_4_supervisor(e: _Exercise, w: str, s: str) -> None:
     e.add("supervisor: every line fed", s, 6,
           "every line of input.dat is fed to a worker, in order; none is skipped around the restart",
           "Write each line to the worker's stdin and flush; after a restart go on from the line after the one "
@@ -356,7 +369,6 @@ def _exercise_4() -> list[TestDef]:
           "every valid reading is answered",
           "Run the two together on the generated data and compare the answers with the readings.",
           faults=("bug-trigger",), kind="system")
-    return e.tests
 
 
 def _check(tests: list[TestDef]) -> None:

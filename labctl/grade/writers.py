@@ -429,15 +429,25 @@ def failure_counts(results: list[SubmissionResult]) -> list[tuple[TestResult, in
 
 
 def summary_md(results: list[SubmissionResult]) -> str:
-    exercises = class_exercises(results)
-    n = len(results)
-    out = ["# Class summary", ""]
+    out = ["# Class summary", "", _summary_intro(results)]
+    out += _summary_scores(results)
+    out += _summary_failures(results)
+    out += _summary_flaky(results)
+    out += _summary_errors(results)
+    return "\n".join(out) + "\n"
+
+
+def _summary_intro(results: list[SubmissionResult]) -> str:
     seeds = sorted({r.seed for r in results if r.seed is not None})
-    out.append(f"{n} submission(s) graded on exercise(s) {', '.join(map(str, exercises))}"
-               + (f", seed {', '.join(map(str, seeds))}" if seeds else "")
-               + (f", fault tests run {results[0].repeat} times" if results and results[0].repeat > 1 else "")
-               + ".")
-    out += ["", "## Scores", ""]
+    return (f"{len(results)} submission(s) graded on exercise(s) {', '.join(map(str, class_exercises(results)))}"
+            + (f", seed {', '.join(map(str, seeds))}" if seeds else "")
+            + (f", fault tests run {results[0].repeat} times" if results and results[0].repeat > 1 else "")
+            + ".")
+
+
+def _summary_scores(results: list[SubmissionResult]) -> list[str]:
+    exercises = class_exercises(results)
+    out = ["", "## Scores", ""]
     header = ["", "total", *(f"exercise {ex}" for ex in exercises)]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     columns: list[list[float]] = [[r.score for r in results]]
@@ -452,7 +462,12 @@ def summary_md(results: list[SubmissionResult]) -> str:
     out.append("| out of | " + " | ".join(_fmt(m) for m in maxes) + " |")
     out += ["", "## Distribution of totals", "", "| share of the maximum | submissions |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in distribution(results).items()]
-    out += ["", "## Tests failed most", ""]
+    return out
+
+
+def _summary_failures(results: list[SubmissionResult]) -> list[str]:
+    n = len(results)
+    out = ["", "## Tests failed most", ""]
     counts = failure_counts(results)
     if counts:
         out += ["| # | test | failed | not submitted |", "|---|---|---|---|"]
@@ -465,11 +480,15 @@ def summary_md(results: list[SubmissionResult]) -> str:
         names = {t.number: t.test.name for r in results for t in r.tests}
         out += ["", "## Informational findings", "", "| # | finding | submissions |", "|---|---|---|"]
         out += [f"| {num} | {md_text(names[num])} | {k} of {n} |" for num, k in findings.most_common()]
+    return out
+
+
+def _summary_flaky(results: list[SubmissionResult]) -> list[str]:
     flaky: dict[str, list[str]] = defaultdict(list)
     for r in results:
         for t in r.flaky:
             flaky[t.number].append(r.submission)
-    out += ["", "## Flaky tests", ""]
+    out = ["", "## Flaky tests", ""]
     if flaky:
         out += ["Passed in some runs and failed in others (a race in the student's code, or in the grader):", "",
                 "| # | submissions |", "|---|---|"]
@@ -478,8 +497,12 @@ def summary_md(results: list[SubmissionResult]) -> str:
     else:
         out.append("None" + (" (run with --repeat N to look for them)." if all(r.repeat == 1 for r in results)
                              else "."))
+    return out
+
+
+def _summary_errors(results: list[SubmissionResult]) -> list[str]:
     errs = [r for r in results if r.has_grader_error]
-    out += ["", "## Grader errors", ""]
+    out = ["", "## Grader errors", ""]
     if errs:
         out.append(f"{len(errs)} submission(s) were not fully graded; their scores are not final:")
         out += [""] + [f"- {md_text(r.submission)}: {md_text(r.grader_error or 'see its tests')}" for r in errs]
@@ -489,7 +512,7 @@ def summary_md(results: list[SubmissionResult]) -> str:
     if refused:
         out += ["", "## Refused submissions", ""]
         out += [f"- {md_text(r.submission)}: {md_text(r.refused or '')}" for r in refused]
-    return "\n".join(out) + "\n"
+    return out
 
 
 # ---------------------------------------------------------------- files

@@ -1,0 +1,78 @@
+"""The habits the code keeps, checked so they stay kept: short functions, one
+module that talks to Docker, names that say one thing."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from helpers import ROOT
+
+LABCTL = ROOT / "labctl"
+MAX_LINES = 60
+
+
+def modules() -> list[tuple[Path, ast.Module]]:
+    return [(p, ast.parse(p.read_text(), str(p))) for p in sorted(LABCTL.rglob("*.py"))]
+
+
+def is_data_table(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A function that only returns a literal (a catalog, a table) is data, not logic."""
+    body = [s for s in fn.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    return len(body) == 1 and isinstance(body[0], ast.Return) and isinstance(body[0].value, (ast.List, ast.Tuple))
+
+
+def says_event_loop(fn: ast.FunctionDef | ast.AsyncFunctionDef, source: list[str]) -> bool:
+    """An event loop may run longer if its first lines say why."""
+    head = "\n".join(source[fn.lineno - 1: fn.lineno + 4])
+    return "# event loop:" in head
+
+
+def test_no_function_over_60_lines():
+    long = []
+    for path, tree in modules():
+        source = path.read_text().splitlines()
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert fn.end_lineno is not None
+                n = fn.end_lineno - fn.lineno + 1
+                if n > MAX_LINES and not is_data_table(fn) and not says_event_loop(fn, source):
+                    long.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({n} lines)")
+    assert not long, "functions over 60 lines: " + "; ".join(long)
+
+
+def test_only_engine_imports_docker():
+    importers = []
+    for path, tree in modules():
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "docker" or n.startswith("docker.") for n in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert set(importers) == {"labctl/engine.py"}, importers
+
+
+def test_labels_module_is_called_by_its_name():
+    for path, tree in modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "labctl":
+                for alias in node.names:
+                    assert not (alias.name == "labels" and alias.asname), f"{path}: labels imported as {alias.asname}"
+
+
+def test_naive_names_only_the_worker_mode():
+    """'naive' is the no-flock worker mode; the heartbeat-only detector is heartbeat_only."""
+    offenders = []
+    for path in [*LABCTL.rglob("*.py"), ROOT / "images" / "monitor" / "monitor.py"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            low = line.lower()
+            if "naive" not in low:
+                continue
+            # Allowed: the worker mode, and reading old runs' field as a fallback.
+            if any(ok in low for ok in ("worker_mode", "naive worker", "mode naive", "\"naive\"", "'naive'",
+                                        "naive_worker", "naive.lock", "--naive", "robust", "naive:")):
+                continue
+            offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -229,8 +229,11 @@ def test_sigkill_and_restart_crashed_then_restarted_exactly_once(lab, procs, tmp
     following = wait_until(lambda: [e for e in mev.of("verdict") if e["ts"] > restarted["ts"]], 5,
                            what="the verdict after RESTARTED")
     nxt = following[0]
-    assert nxt["verdict"] == "HEALTHY" or (nxt["verdict"] == "STOPPED" and nxt["ts"] >= done["ts"]), \
-        "RESTARTED, then HEALTHY (or STOPPED, once the job has ended)"
+    # STOPPED may come a few ms before the supervisor's `done` (the worker
+    # exits before the supervisor writes its summary); what proves the job's
+    # end is the successor's clean stop: its lock removed.
+    assert nxt["verdict"] == "HEALTHY" or (nxt["verdict"] == "STOPPED" and nxt["lock"] == "absent"), \
+        f"RESTARTED, then HEALTHY (or STOPPED once the job has ended); got {nxt}"
     crashes = sev.of("crash")
     assert len(crashes) == 1, crashes
     assert_lock_seen_by_supervisor(plat, crashes[0], 0, "stale")

@@ -21,7 +21,6 @@ from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
 from labctl.grade import catalog as grade_catalog
 from labctl.grade import runner as grade_runner
-from labctl.grade.results import GRADER_ERROR
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 
@@ -121,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grade", help="grade students' answers, each in a locked-down container",
                        description="Grades each SUBMISSION (a directory, .zip or .tar.gz of the exercise files). "
                                    "Exit 0: every test passed; 1: some failed; "
-                                   f"{GRADER_ERROR}: the grader itself broke somewhere.")
+                                   f"{int(ExitCode.GRADER_ERROR)}: the grader itself broke somewhere.")
     p.add_argument("submissions", nargs="+", type=Path, metavar="SUBMISSION")
     p.add_argument("--exercise", default="all", help="1, 2, 3, 4, a list like 1,3, or all (default)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the reports go (default grades/<utc-time>/)")

@@ -386,6 +386,11 @@ class Engine:
     # container runs (a tmpfs volume mounted at start hides what was copied
     # into a created-but-not-started container).
 
+    def with_timeout(self, timeout: float) -> Engine:
+        """A second connection whose reads wait up to `timeout` s: for a
+        command that runs long and says nothing until it ends."""
+        return Engine(docker.from_env(timeout=timeout, version=self.api.api_version))
+
     def create_tmpfs_volume(self, name: str, labels: dict[str, str], size: str, uid: int, gid: int,
                             mode: str = "0700") -> None:
         """A volume that is a tmpfs of at most `size`, owned by uid:gid: it

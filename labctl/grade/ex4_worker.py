@@ -229,8 +229,8 @@ def crash_run(ctx: Context) -> tuple[RunResult, int, int]:
 
 def crash_problem(r: RunResult, a: int, b: int) -> str | None:
     """Why the run does not show a crash on 999; None if it does."""
-    if r.fired_action(1) is None:
-        return f"the worker never answered its first reading {a}, so 999 was never sent"
+    if r.fired_action(1) is None or expect(a)[0] not in answers(r):
+        return f"the worker never answered its first reading {a} with {expect(a)[0]}, so 999 does not count"
     if not r.ended_by_itself:
         return f"after 999 (stdin still open) the worker did not die: {r.status}"
     late = [x for x in answers(r) if x.startswith(("999,", f"{b},"))]

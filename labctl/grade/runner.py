@@ -67,13 +67,15 @@ left out of the plan and listed as not gradable yet.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import importlib
 import importlib.util
 import os
 import random
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -248,8 +250,26 @@ def resolve_images(engine: Engine) -> tuple[str, str]:
     base = next((c for c in candidates if engine.image_exists(c)), None)
     if base is None:
         raise LabError(ExitCode.IMAGE_MISSING, "no base image for the grading sandboxes", "run `labctl build`")
-    refs = images.require_images(engine, base)
-    return refs["supervisor"], base
+    # The sandbox uses only the image's python3, libc and user: the build of
+    # the current sources, else the last one `labctl build` tagged latest.
+    ref = images.image_refs(engine, base)["supervisor"]
+    latest = ref.rsplit(":", 1)[0] + ":latest"
+    found = next((r for r in (ref, latest) if engine.image_exists(r)), None)
+    if found is None:
+        raise LabError(ExitCode.IMAGE_MISSING, f"image {ref} is missing", "run `labctl build`")
+    return found, base
+
+
+@contextlib.contextmanager
+def ignoring_sigint() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 class _Run:
@@ -291,8 +311,9 @@ class _Run:
                         results[futures[f]] = f.result()
             except KeyboardInterrupt:
                 self.cancel.set()
-                Sandbox.cleanup(engine, self.run_id)  # ends the runs in flight
-                pool.shutdown(wait=True, cancel_futures=True)
+                with ignoring_sigint():  # the cleanup must finish: a second Ctrl-C waits for it
+                    Sandbox.cleanup(engine, self.run_id)  # ends the runs in flight
+                    pool.shutdown(wait=True, cancel_futures=True)
                 raise
         return [r for r in results if r is not None]
 

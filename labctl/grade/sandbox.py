@@ -74,6 +74,10 @@ USER = f"{UID}:{GID}"
 # On top of a run's own timeout: docker exec and Python start-up, draining,
 # and a loaded 2-core machine. Past it the sandbox is killed.
 HOST_GRACE_S = 15.0
+# The HTTP read timeout of the connection that runs the driver: longer than
+# any run, since the driver says nothing until it ends; the deadline above is
+# what bounds a run.
+EXEC_READ_TIMEOUT_S = 3600.0
 # A case's input travels in the driver's argv (one argument may hold 128 KiB)
 # up to this size, base64 and all; above it, through a file in /work/.in.
 INLINE_MAX = 64 * 1024
@@ -361,10 +365,12 @@ class RunResult:
     def summary(self, max_chars: int = 1500) -> str:
         """What was seen, for a test's output: the status, then stdout and stderr heads."""
         parts = [f"status: {self.status}"]
-        for name, text, total in (("stdout", self.stdout_text(), self.stdout_total),
-                                  ("stderr", self.stderr_text(), self.stderr_total)):
+        for name, kept, total in (("stdout", self.stdout, self.stdout_total),
+                                  ("stderr", self.stderr, self.stderr_total)):
             if self.error is None:
-                head = text if len(text) <= max_chars else text[:max_chars] + f"\n[... {total} bytes in all]"
+                head = decode(kept[:max_chars])
+                if total > len(head.encode()):
+                    head += f"\n[... {total:,} bytes in all, the rest cut]"
                 parts.append(f"{name}:\n{head}" if head else f"{name}: (empty)")
         return "\n".join(parts)
 
@@ -404,6 +410,7 @@ class Sandbox:
         self._prefix = f"labctl-grade-{run_id}-{stem}"
         self.volume = f"{self._prefix}-work-{secrets.token_hex(2)}"
         self.container: str | None = None
+        self._exec_engine: Engine | None = None
         self.replaced = 0  # containers killed and replaced after a run broke them
         self._lock = threading.Lock()
         # What was put in or built, kept to restore it: the volume is a tmpfs,
@@ -436,6 +443,9 @@ class Sandbox:
             self.engine.remove_container(name)
         self.container = None
         self.engine.remove_volume(self.volume)
+        if self._exec_engine is not None:
+            self._exec_engine.close()
+            self._exec_engine = None
 
     def _containers(self) -> list[str]:
         f = labels.grade_filters(self.run_id, self.submission)
@@ -639,13 +649,17 @@ class Sandbox:
               host_actions: Sequence[tuple[str, float, float]]) -> _Exec:
         """Runs the driver with a host-side deadline; its parsed result, or why there is none."""
         cid = self._ensure_container()
+        with self._lock:
+            if self._exec_engine is None:
+                self._exec_engine = self.engine.with_timeout(EXEC_READ_TIMEOUT_S)
+            exec_engine = self._exec_engine
         nonce = secrets.token_hex(16)
         cmd = [*PYTHON, DRIVER_SOURCE, json.dumps(payload)]
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["res"] = self.engine.exec_capture(cid, cmd, user=USER, environment={driver.NONCE_ENV: nonce},
+                box["res"] = exec_engine.exec_capture(cid, cmd, user=USER, environment={driver.NONCE_ENV: nonce},
                                                       workdir="/")
             except Exception as e:  # judged below, on the caller's thread
                 box["exc"] = e

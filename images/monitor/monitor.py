@@ -52,6 +52,16 @@ reported beside the fixed timeout so the two can be compared; the verdict uses
 the timeout, whose latency is predictable.
 
 Standard library only. Events as JSON lines on stdout (docs/events.md).
+
+Exercise 2's monitor. Run without arguments, as the exercise sheet runs it
+(`python3 monitor.py`), or with --pidfile PATH, it is the exercise's monitor:
+it reads the PID in the worker's lock file (worker.lock) once a tick and
+asks the kernel whether that process runs, and prints one line a tick for a
+person: running, paused (the process exists but is stopped, or its
+heartbeat file went stale), crashed (the process is gone and its lock file
+stayed behind: a stale lock), or no worker. A lock file read while the
+worker is still writing it can be empty, so a lock without a PID is read
+again before it is called stale.
 """
 from __future__ import annotations
 
@@ -65,6 +75,7 @@ import signal
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -260,17 +271,19 @@ class Classifier:
 
 
 class Events:
-    def __init__(self, path: str | None):
+    def __init__(self, path: str | None, to_stdout: bool = True):
         self.file = open(path, "a", buffering=1, encoding="utf-8") if path else None
+        self.to_stdout = to_stdout
 
     def emit(self, kind: str, **fields) -> None:
         line = json.dumps({"ts": round(time.time(), 6), "source": "monitor", "kind": kind, **fields},
                           separators=(",", ":")) + "\n"
-        try:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-        except (BrokenPipeError, ValueError):
-            pass
+        if self.to_stdout:
+            try:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):
+                pass
         if self.file:
             self.file.write(line)
 
@@ -373,6 +386,130 @@ class Monitor:
         return 0
 
 
+# --------------------------------------------------------------------------- exercise 2: the pidfile monitor
+
+P_RUNNING, P_PAUSED, P_CRASHED, P_STALE, P_WAITING, P_EXITED, P_NONE = (
+    "running", "paused", "crashed", "stale lock", "waiting", "exited", "no worker")
+# Reads of a lock without a PID before it counts as stale: the worker creates
+# the file, then writes its PID, and a tick can land in between.
+EMPTY_LOCK_TICKS = 3
+
+
+def process_state(pid: int) -> str:
+    """'alive', 'stopped' (SIGSTOP, a debugger), or 'gone' (no such process, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        state = None
+    if state is None:
+        # No /proc entry we can read (another PID namespace's /proc?): ask the kernel directly.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "gone"
+        except PermissionError:
+            return "alive"  # it exists; it is another user's
+        return "alive"
+    if state in (b"Z", b"X"):
+        return "gone"
+    if state in (b"T", b"t"):
+        return "stopped"
+    return "alive"
+
+
+def read_pid(path: str) -> tuple[bool, int | None]:
+    """(the file exists, the PID in it): the first token, if it is digits."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(128)
+    except FileNotFoundError:
+        return False, None
+    except OSError:
+        return True, None
+    return True, parse_lock_content(data)[0]
+
+
+class PidfileJudge:
+    """Exercise 2's verdicts from a lock file holding a PID and, if given, a
+    heartbeat file. Remembers the PIDs it saw alive, so it can say "crashed"
+    for a worker it watched die and "stale lock" for one that was gone before
+    it looked."""
+
+    def __init__(self, lock: str, heartbeat_file: str | None, stale_after_s: float):
+        self.lock = lock
+        self.heartbeat_file = heartbeat_file
+        self.stale_after_s = stale_after_s
+        self.seen_alive: set[int] = set()
+        self.empty_ticks = 0
+
+    def judge(self, now_wall: float) -> tuple[str, str]:
+        exists, pid = read_pid(self.lock)
+        if not exists:
+            self.empty_ticks = 0
+            if self.seen_alive:
+                return P_EXITED, f"{self.lock} was removed: the worker ended and cleaned up after itself"
+            return P_NONE, f"{self.lock} does not exist: no worker has started"
+        if pid is None:
+            self.empty_ticks += 1
+            if self.empty_ticks < EMPTY_LOCK_TICKS:
+                return P_WAITING, f"{self.lock} holds no PID yet (being written?); reading it again"
+            return P_STALE, f"{self.lock} holds no PID: a stale or broken lock file"
+        self.empty_ticks = 0
+        state = process_state(pid)
+        if state == "gone":
+            if pid in self.seen_alive:
+                return P_CRASHED, (f"worker pid {pid} is gone and left {self.lock} behind: it crashed "
+                                   "(a stale lock)")
+            return P_STALE, f"{self.lock} names pid {pid}, which is not running: the worker crashed earlier"
+        self.seen_alive.add(pid)
+        if state == "stopped":
+            return P_PAUSED, f"worker pid {pid} exists but is stopped (SIGSTOP?): it holds its lock and does nothing"
+        age = self.heartbeat_age(now_wall)
+        if age is not None and age > self.stale_after_s:
+            return P_PAUSED, f"worker pid {pid} exists but its last heartbeat is {age:.1f} s old: frozen?"
+        return P_RUNNING, f"worker pid {pid} is alive" + (f", last heartbeat {age:.1f} s ago" if age is not None
+                                                          else "")
+
+    def heartbeat_age(self, now_wall: float) -> float | None:
+        """Seconds since the heartbeat file last changed, or None without one."""
+        if not self.heartbeat_file:
+            return None
+        try:
+            return max(0.0, now_wall - os.stat(self.heartbeat_file).st_mtime)
+        except OSError:
+            return None
+
+
+def run_pidfile(args, stop: threading.Event) -> int:
+    """Exercise 2's loop: one line per tick on stdout, for a person."""
+    judge = PidfileJudge(args.pidfile, args.heartbeat_file, args.timeout_ms / 1000)
+    events = Events(args.events, to_stdout=False)
+    interval = args.interval_ms / 1000
+    started = time.monotonic()
+    next_tick = started
+    last = None
+    while not stop.is_set():
+        if args.duration_s and time.monotonic() - started >= args.duration_s:
+            break
+        verdict, sentence = judge.judge(time.time())
+        try:
+            print(f"{time.strftime('%H:%M:%S')} monitor: {verdict}: {sentence}", flush=True)
+        except BrokenPipeError:
+            return 0
+        if verdict != last:
+            events.emit("verdict", mode="pidfile", verdict=verdict, previous=last, detail=sentence)
+            last = verdict
+        next_tick += interval
+        delay = next_tick - time.monotonic()
+        if delay <= 0:  # fell behind: skip, don't burst
+            next_tick = time.monotonic()
+            continue
+        stop.wait(delay)  # the next tick, or at once on SIGTERM/SIGINT
+    events.emit("stop", mode="pidfile", verdict=last)
+    return 0
+
+
 def positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -384,11 +521,16 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Tell a crashed worker from a paused or partitioned one.")
-    ap.add_argument("--udp-port", type=positive_int, required=True, help="where the worker's heartbeats arrive")
+    ap = argparse.ArgumentParser(description="Tell a crashed worker from a paused or partitioned one.",
+                                 epilog="Without arguments: exercise 2's monitor, "
+                                        + " ".join(EXERCISE_ARGS) + ".")
+    ap.add_argument("--udp-port", type=positive_int, help="where the worker's heartbeats arrive (required)")
     ap.add_argument("--bind", default="0.0.0.0", help="address to receive heartbeats on (default all)")
-    ap.add_argument("--heartbeat-file", required=True, help="the worker's heartbeat file on the shared volume")
-    ap.add_argument("--lock", required=True, help="the worker's lock file on the shared volume")
+    ap.add_argument("--heartbeat-file", help="the worker's heartbeat file on the shared volume (required, "
+                                             "except with --pidfile)")
+    ap.add_argument("--lock", help="the worker's lock file on the shared volume (required)")
+    ap.add_argument("--pidfile", help="exercise 2's monitor: judge by the PID in this lock file, one line "
+                                      "a tick for a person (--udp-port and --lock are then not used)")
     ap.add_argument("--interval-ms", type=positive_int, default=200, help="tick period (default 200)")
     ap.add_argument("--timeout-ms", type=positive_int, default=2000, help="longest a verdict may take (default 2000)")
     ap.add_argument("--phi-threshold", type=float, default=8.0, help="phi at which the accrual detector suspects")
@@ -399,11 +541,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# Exercise 2's monitor as the sheet runs it: `python3 monitor.py` in the
+# worker's directory, which beats once a second.
+EXERCISE_ARGS = ("--pidfile", "worker.lock", "--heartbeat-file", "worker.heartbeat", "--interval-ms", "1000",
+                 "--timeout-ms", "3000")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv or list(EXERCISE_ARGS))
     if args.timeout_ms <= args.interval_ms:
         ap.error(f"--timeout-ms ({args.timeout_ms}) must exceed --interval-ms ({args.interval_ms})")
+    if args.pidfile:
+        stop = threading.Event()
+
+        def on_stop(signum, frame):
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        return run_pidfile(args, stop)
+    missing = [opt for opt, v in (("--udp-port", args.udp_port), ("--heartbeat-file", args.heartbeat_file),
+                                  ("--lock", args.lock)) if v is None]
+    if missing:
+        ap.error("the following arguments are required: " + ", ".join(missing))
     try:
         mon = Monitor(args)
     except OSError as e:

@@ -17,6 +17,14 @@ can happen to the worker:
   and fsync) records how far they are valid; a restart truncates them back to
   it and resumes, so no row is lost or doubled.
 
+With --spawn CMD it is exercise 4's supervisor instead: it starts the worker
+as its own child process and talks to it over pipes (SpawnSupervisor below),
+with the same outputs, checkpoint and events. Run without arguments, as the
+exercise sheet runs it (`python3 supervisor.py`), it does exactly that with
+the sheet's names: generateData.py makes input.dat if it is missing, then
+./hardcore_worker is fed every line, restarted after a crash past the line
+that killed it, and stopped with SIGTERM at the end.
+
 Standard library only: the image builds offline. Console log on stderr in the
 exercise's format; events as JSON lines on stdout (docs/events.md).
 """
@@ -30,9 +38,13 @@ import json
 import logging
 import os
 import random
+import re
 import selectors
+import shlex
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -368,7 +380,7 @@ def lock_report(path: str | None) -> tuple[str, str]:
 
 @dataclass
 class Config:
-    worker: tuple[str, int]
+    worker: tuple[str, int] | None  # None with spawn
     input: Path
     output: Path
     window: int = 1024
@@ -378,6 +390,9 @@ class Config:
     give_up_s: float = 300.0
     fresh: bool = False
     rate: float = 0.0
+    spawn: tuple[str, ...] = ()  # the worker's command line: exercise 4's pipes instead of TCP
+    stop_timeout_s: float = 5.0  # SIGTERM at the end, then SIGKILL after this long
+    max_failed_starts: int = 3  # workers in a row that die before answering anything: give up
 
 
 class Unavailable(Exception):
@@ -552,6 +567,7 @@ class Supervisor:
         """Tries the worker's last known address first (a restarted container
         usually gets it back, and a live host answers a connect within
         milliseconds), then whatever the name resolves to now."""
+        assert self.cfg.worker is not None
         host, port = self.cfg.worker
         last: OSError = OSError("no address")
         tries = [(a, CACHED_CONNECT_S) for a in self.known]
@@ -686,6 +702,7 @@ class Supervisor:
             self.rejected_log.flush(now, force=True)
 
     def run_job(self) -> dict:
+        assert self.cfg.worker is not None
         total = len(self.items)
         self.ev.emit("start", total=total, resumed_at=self.p.next, window=self.cfg.window,
                      timeout_ms=int(self.cfg.timeout_s * 1000), worker=f"{self.cfg.worker[0]}:{self.cfg.worker[1]}")
@@ -784,6 +801,454 @@ def abandon(sock: socket.socket) -> None:
     sock.close()
 
 
+# --------------------------------------------------------------------------- spawn mode: exercise 4
+
+
+# An answer on the worker's stdout: "n,square" (its shape; parse_response judges the values).
+ANSWER_SHAPE = re.compile(rb"\s*[-+]?[0-9]+\s*,\s*[-+]?[0-9]+\s*")
+POLL_S = 0.2  # how often a quiet loop looks at the child's state
+SQUARE_MAX = 3037000499  # the largest n whose square fits a signed 64-bit integer: larger ones are errors
+SEND_MAX = 1 << 16  # bytes queued for the worker's stdin at a time
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists: another user's process
+    return True
+
+
+def clear_stale_lock(path: str | None, dead_pid: int) -> tuple[str, str]:
+    """After a worker died: (state, sentence) for its lock file, read as the
+    exercise's workers keep it (a PID first). A lock naming no live process
+    is stale and removed, so the next worker can take it; one naming a live
+    process other than the dead worker is left alone."""
+    if not path:
+        return "unknown", "no --worker-lock given, lock not checked"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64)
+    except FileNotFoundError:
+        return "absent", f"lock file {path} was removed: the worker cleaned up as it died"
+    except OSError as e:
+        return "unknown", f"lock file {path} cannot be read: {e.strerror}"
+    token = (data.split() or [b""])[0]
+    pid = int(token) if token.isdigit() else None
+    if pid is not None and pid != dead_pid and pid_alive(pid):
+        return "held", f"lock file {path} names pid {pid}, which is alive: left alone"
+    owner = f"pid {pid}" if pid is not None else "no readable pid"
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return "absent", f"lock file {path} was removed meanwhile"
+    except OSError as e:
+        return "stale", f"stale lock file {path} ({owner}) cannot be removed: {e.strerror}"
+    return "stale", f"lock file {path} was left behind ({owner}, not running): a stale lock, removed"
+
+
+def exit_status(returncode: int | None) -> str:
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with status {returncode}"
+
+
+def item_value(item: bytes) -> int | None:
+    try:
+        return int(item.strip(b" \t\r"))
+    except ValueError:
+        return None
+
+
+def answered_by_error(item: bytes) -> bool:
+    """Whether a worker keeping the contract answers this item with an ERROR line."""
+    v = item_value(item)
+    return v is None or not 0 <= v <= SQUARE_MAX
+
+
+class WorkerProcess:
+    """One spawned worker: its process and three non-blocking pipes, and how
+    far it got: items[start:sent] were written to it, `answered` of them
+    answered."""
+
+    def __init__(self, argv: tuple[str, ...], start: int):
+        # The worker keeps our process group, so whoever stops us can stop it too.
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     bufsize=0)
+        self.pid = self.proc.pid
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self.stdin: int | None = self.proc.stdin.fileno()
+        self.outputs = {self.proc.stdout.fileno(): "stdout", self.proc.stderr.fileno(): "stderr"}
+        self.partial = {"stdout": b"", "stderr": b""}
+        for fd in (self.stdin, *self.outputs):
+            os.set_blocking(fd, False)
+        self.sel = selectors.DefaultSelector()
+        for fd, name in self.outputs.items():
+            self.sel.register(fd, selectors.EVENT_READ, name)
+        self.writing = False
+        self.start = self.sent = start
+        self.answered = 0
+        self.out_at = self.err_at = start  # where the next stdout / stderr answer's item is looked for
+        self.log_lines = 0  # lines of its own (not answers) it printed
+
+    @property
+    def reading(self) -> bool:
+        return bool(self.outputs)
+
+    def want_write(self, on: bool) -> None:
+        if self.stdin is None or on == self.writing:
+            return
+        if on:
+            self.sel.register(self.stdin, selectors.EVENT_WRITE, "stdin")
+        else:
+            self.sel.unregister(self.stdin)
+        self.writing = on
+
+    def write(self, data: bytearray) -> int:
+        """Writes what the pipe takes now; 0 if it is full or closed."""
+        if self.stdin is None:
+            return 0
+        try:
+            return os.write(self.stdin, data[:SEND_MAX])
+        except BlockingIOError:
+            return 0
+        except OSError:  # EPIPE: it closed its stdin or died; its exit tells which
+            self.close_stdin()
+            return 0
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            self.want_write(False)
+            assert self.proc.stdin
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.stdin = None
+
+    def read(self, fd: int) -> tuple[str, list[bytes]]:
+        """(stream, the complete lines read now); at end of file, the last
+        line without its newline too, and the stream is no longer watched."""
+        name = self.outputs[fd]
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return name, []
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(fd)
+            del self.outputs[fd]
+            tail, self.partial[name] = self.partial[name], b""
+            return name, [tail] if tail else []
+        lines = (self.partial[name] + data).split(b"\n")
+        self.partial[name] = lines.pop()
+        return name, lines
+
+    def close(self) -> None:
+        self.close_stdin()
+        self.sel.close()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+
+
+class SpawnSupervisor(Supervisor):
+    """Exercise 4's supervisor: the worker as a child process on three pipes.
+
+    Every input line gets one answer: `n,n*n` on the worker's stdout, or an
+    `ERROR` line on its stderr; any other line is the worker's log. Two pipes
+    lose their interleaving, but each keeps its order and the worker takes
+    lines one after another, so the number of answers read from both is the
+    number of lines it handled. When it dies, both pipes are read to their end
+    first: the first line without an answer is the one it died on, dead-
+    lettered after --max-item-crashes crashes, and the lines after it that it
+    never answered go to the next worker. That holds for a worker that sends
+    each answer as it makes it, as the exercise asks; one that buffers them
+    loses its buffer when it dies. So a worker that dies without a single
+    answer while several lines were in flight proves nothing about any of
+    them: those lines go to the next worker one at a time ("isolating", as
+    over TCP) until the one that kills it is alone. Reads and writes never block, so a
+    worker flooding its stderr while we fill its stdin cannot deadlock us.
+    At the end of the input the worker gets SIGTERM, and SIGKILL if it does
+    not exit within --stop-timeout-s."""
+
+    RESULTS_SHOWN = 1000  # results logged one by one; every one is in results.csv
+    LOG_LINES_SHOWN = 20  # per worker: its own log lines repeated in ours
+    DRAIN_S = 1.0  # after a worker died, how long its pipes may still deliver
+
+    def __init__(self, cfg: Config, items: list[bytes], outputs: Outputs, events: Events):
+        super().__init__(cfg, items, outputs, events)
+        self.shown_results = 0
+        self.failed_starts = 0
+        self.worker: WorkerProcess | None = None
+
+    def run_job(self) -> dict:
+        total = len(self.items)
+        self.ev.emit("start", total=total, resumed_at=self.p.next, window=self.cfg.window,
+                     timeout_ms=int(self.cfg.timeout_s * 1000), worker=shlex.join(self.cfg.spawn))
+        if self.out.resumed:
+            log.warning("resuming from checkpoint: %d of %d items already done", self.p.next, total)
+        first = True
+        try:
+            while self.p.next < total:
+                self.set_state("connecting")
+                w = self.start_worker(first)
+                first = False
+                if self.feed(w):
+                    self.stop_worker(w)
+                else:
+                    self.after_death(w)
+                    self.set_state("reconnecting")
+                w.close()
+                self.worker = None
+        finally:
+            if self.worker is not None:  # stopped by a signal or an error: the worker goes too
+                self.worker.proc.kill()
+                self.worker.proc.wait()
+                self.worker.close()
+        self.out.checkpoint()
+        self.set_state("done")
+        return self.summary()
+
+    def start_worker(self, first: bool) -> WorkerProcess:
+        try:
+            w = WorkerProcess(self.cfg.spawn, self.p.next)
+        except OSError as e:
+            self.ev.emit("connect_failed", error=e.strerror or str(e), attempt=self.attempt)
+            # A missing or unrunnable program does not appear by trying again.
+            raise Unavailable(f"cannot start the worker {shlex.join(self.cfg.spawn)}: {e.strerror or e}") from None
+        self.worker = w
+        if first:
+            log.info("started the worker %s (pid %d)", shlex.join(self.cfg.spawn), w.pid)
+        else:
+            self.p.reconnects += 1
+            log.info("restarted the worker (pid %d); resuming at line %d", w.pid, self.p.next + 1)
+        self.ev.emit("connected", acked=self.p.next, reconnect=not first, pid=w.pid)
+        return w
+
+    def feed(self, w: WorkerProcess) -> bool:
+        """Feeds w until every item is answered (True) or w died (False)."""
+        total = len(self.items)
+        out = bytearray()
+        last_answer = time.monotonic()
+        quiet_warned = False
+        self.set_state("streaming")
+        while self.p.next < total:
+            window = 1 if self.p.next < self.isolate_until else self.cfg.window
+            while w.sent < total and w.sent - self.p.next < window and len(out) < SEND_MAX:
+                end = min(total, self.p.next + window, w.sent + SEND_CHUNK)
+                out += b"\n".join(self.items[w.sent:end])
+                out += b"\n"
+                w.sent = end
+            w.want_write(bool(out))
+            before = w.answered
+            for key, _mask in w.sel.select(timeout=POLL_S):
+                if key.data == "stdin":
+                    del out[:w.write(out)]
+                else:
+                    self.take(w, *w.read(key.fd))
+            if w.stdin is None:
+                out.clear()  # it stopped reading: nothing more reaches it
+            now = time.monotonic()
+            if w.answered != before:
+                last_answer, quiet_warned = now, False
+                self.last_advance = now
+                self.set_state("isolating" if self.p.next < self.isolate_until else "streaming")
+            if w.proc.poll() is not None:
+                self.drain(w)
+                return self.p.next >= total
+            if w.sent > self.p.next and now - last_answer > self.cfg.timeout_s:
+                if w.sent == total and not out:
+                    # Fed everything; what is still unanswered will not be: a
+                    # worker that skips some lines must not hang the job.
+                    log.warning("no answer for the last %d lines within %.1f s; taking the input as done",
+                                total - self.p.next, self.cfg.timeout_s)
+                    self.p.next = total
+                    break
+                if not quiet_warned:
+                    quiet_warned = True
+                    self.p.timeouts += 1
+                    self.set_state("timed_out")
+                    log.warning("the worker (pid %d) is alive but answered nothing for %.1f s with %d lines in "
+                                "flight: paused? still waiting", w.pid, self.cfg.timeout_s, w.sent - self.p.next)
+                    self.ev.emit("timeout", detail="no answer on the worker's pipes", inflight=w.sent - self.p.next,
+                                 acked=self.p.next)
+                if now - last_answer > self.cfg.give_up_s:
+                    raise Unavailable(f"no answer from the worker for {self.cfg.give_up_s:.0f} s; giving up")
+            self.maybe_checkpoint(w.sent - self.p.next)
+        return True
+
+    def drain(self, w: WorkerProcess) -> None:
+        """Reads a dead worker's pipes to their end (a child of its could hold them open: not for long)."""
+        deadline = time.monotonic() + self.DRAIN_S
+        w.close_stdin()
+        while w.reading and time.monotonic() < deadline:
+            for key, _mask in w.sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                self.take(w, *w.read(key.fd))
+
+    def take(self, w: WorkerProcess, stream: str, lines: list[bytes]) -> None:
+        """Handles lines read from one of w's outputs."""
+        rows = Rows()
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if stream == "stdout" and ANSWER_SHAPE.fullmatch(line):
+                self.answer_result(w, rows, line)
+            elif line.startswith(b"ERROR"):
+                self.answer_error(w, rows, line)
+            elif line.strip():
+                w.log_lines += 1
+                if w.log_lines <= self.LOG_LINES_SHOWN:
+                    log.info("worker pid %d %s: %s", w.pid, stream, line[:200].decode("utf-8", "replace"))
+        for key in ("results", "corrupted", "rejected"):
+            if getattr(rows, key):
+                self.out.write(key, b"".join(getattr(rows, key)))
+        self.p.counts["processed"] += rows.processed
+        self.p.counts["corrupted"] += len(rows.corrupted)
+        self.p.counts["rejected"] += len(rows.rejected)
+        now = time.monotonic()
+        self.corrupted_log.flush(now)
+        self.rejected_log.flush(now)
+
+    def answered(self, w: WorkerProcess) -> None:
+        w.answered += 1
+        # A worker that prints more answers than it was given lines cannot move us past what it was fed.
+        self.p.next = min(w.start + w.answered, w.sent)
+
+    def find(self, w: WorkerProcess, at: int, want) -> int | None:
+        """The first item fed to w from position `at` that `want` accepts."""
+        for i in range(at, w.sent):
+            if want(self.items[i]):
+                return i
+        return None
+
+    def answer_result(self, w: WorkerProcess, rows: Rows, line: bytes) -> None:
+        self.answered(w)
+        n_text, _, sq_text = line.partition(b",")
+        n, sq = int(n_text), int(sq_text)
+        i = self.find(w, w.out_at, lambda item: item_value(item) == n)
+        if i is not None:
+            w.out_at = i + 1
+        idx = (self.p.next - 1 if i is None else i) + 1
+        if sq != n * n:
+            rows.rejected.append(b"%d,%s\n" % (idx, csv_field(f"wrong answer {line[:60]!r}").encode()))
+            log.error("line %d: wrong answer from the worker: %s", idx, line[:80].decode("ascii", "replace"))
+            return
+        rows.results.append(b"%d,%d,%d\n" % (idx, n, sq))
+        rows.processed += 1
+        self.shown_results += 1
+        if self.shown_results <= self.RESULTS_SHOWN:
+            log.info("line %d: %d -> %s", idx, n, line.strip().decode("ascii"))
+        elif self.shown_results == self.RESULTS_SHOWN + 1:
+            log.info("more results are recorded in results.csv without a log line each")
+
+    def answer_error(self, w: WorkerProcess, rows: Rows, line: bytes) -> None:
+        self.answered(w)
+        try:
+            kind, value = parse_response(line)
+        except ProtocolError:  # an ERROR of its own wording: a rejection all the same
+            kind, value = REJECTED, line[7:].decode("utf-8", "replace").strip()
+        corrupted = value if kind == CORRUPTED and isinstance(value, int) else None
+        if corrupted is not None:
+            i = self.find(w, w.err_at, lambda item: item_value(item) == corrupted)
+        else:
+            i = self.find(w, w.err_at, answered_by_error)
+        if i is not None:
+            w.err_at = i + 1
+        idx = (self.p.next - 1 if i is None else i) + 1
+        if corrupted is not None:
+            rows.corrupted.append(b"%d,%d\n" % (idx, corrupted))
+            self.corrupted_log.note(idx, corrupted)
+        else:
+            rows.rejected.append(b"%d,%s\n" % (idx, csv_field(str(value)).encode()))
+            self.rejected_log.note(idx, str(value)[:80])
+
+    def after_death(self, w: WorkerProcess) -> None:
+        """A worker died before the input was done: say so, clear a stale
+        lock, and decide where the next worker starts."""
+        status = exit_status(w.proc.returncode)
+        inflight = w.sent - self.p.next
+        self.p.worker_crashes += 1
+        state, sentence = clear_stale_lock(self.cfg.worker_lock, w.pid)
+        # A worker that exited by itself before answering anything never got
+        # going (a lock it could not take, a bad option): no line is to blame.
+        never_started = w.answered == 0 and w.proc.returncode is not None and w.proc.returncode >= 0
+        # Killed without a single answer while several lines were in flight:
+        # it may have handled some of them and lost their answers with it.
+        unknown = not never_started and w.answered == 0 and inflight > 1
+        if inflight and not never_started and not unknown:
+            pos = self.p.next
+            item = self.items[pos]
+            detail = f"worker pid {w.pid} {status} on line {pos + 1} ({item[:40].decode('ascii', 'replace')!r})"
+        else:
+            detail = f"worker pid {w.pid} {status}" + (" before answering anything" if never_started else "")
+        log.critical("worker %s: %s; %s", "failed to start" if never_started else "crashed", detail, sentence)
+        self.note_unshown(w)
+        self.ev.emit("crash", detail=detail, inflight=inflight, lock=state, acked=self.p.next)
+        if never_started:
+            self.failed_starts += 1
+            if self.failed_starts >= self.cfg.max_failed_starts:
+                raise Unavailable(f"the worker died {self.failed_starts} times in a row before answering a "
+                                  "line; giving up")
+            self.backoff()  # a worker that cannot start yet (its lock?) is not retried in a hot loop
+        else:
+            self.failed_starts = 0
+        if unknown:
+            self.isolate_until = max(self.isolate_until, self.p.next + inflight)
+            log.warning("isolating: the worker died before any answer reached us, with %d lines in flight; "
+                        "sending them again one at a time to find the one that crashes it", inflight)
+        elif inflight and not never_started:
+            pos = self.p.next
+            count = self.p.crash_counts.get(pos, 0) + 1
+            self.p.crash_counts[pos] = count
+            item = self.items[pos]
+            if count >= self.cfg.max_item_crashes:
+                reason = f"crashed the worker {count} times"
+                self.out.write("dead", b"%d,%s,%s,%d\n" % (pos + 1, csv_field(item.decode("ascii", "replace")).encode(),
+                                                           reason.encode(), count))
+                self.p.counts["dead_lettered"] += 1
+                self.p.next += 1
+                self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=count)
+                log.error("line %d (%r) crashed the worker: skipping it; the next worker starts at line %d",
+                          pos + 1, item[:40].decode("ascii", "replace"), self.p.next + 1)
+            else:
+                log.warning("line %d may have crashed the worker (%d of %d crashes): sending it again", pos + 1,
+                            count, self.cfg.max_item_crashes)
+        self.out.checkpoint()
+
+    def stop_worker(self, w: WorkerProcess) -> None:
+        """The input is done: SIGTERM, wait (still reading its pipes), SIGKILL if it will not go."""
+        self.out.checkpoint()
+        if w.proc.poll() is None:
+            log.info("input done: stopping the worker (pid %d) with SIGTERM", w.pid)
+            w.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.cfg.stop_timeout_s
+            while w.proc.poll() is None and time.monotonic() < deadline:
+                for key, _mask in w.sel.select(timeout=POLL_S):
+                    if key.data != "stdin":
+                        self.take(w, *w.read(key.fd))
+            if w.proc.poll() is None:
+                log.error("the worker (pid %d) did not exit within %.1f s of SIGTERM; killing it", w.pid,
+                          self.cfg.stop_timeout_s)
+                w.proc.kill()
+                w.proc.wait()
+        self.drain(w)
+        log.info("the worker (pid %d) %s", w.pid, exit_status(w.proc.returncode))
+        self.note_unshown(w)
+
+    def note_unshown(self, w: WorkerProcess) -> None:
+        if w.log_lines > self.LOG_LINES_SHOWN:
+            log.info("(%d more lines of the worker's own output not shown)", w.log_lines - self.LOG_LINES_SHOWN)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -805,12 +1270,21 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Feed input to the worker; collect every result exactly once.")
-    ap.add_argument("--worker", required=True, type=parse_host_port, help="the worker's HOST:PORT")
+    ap = argparse.ArgumentParser(description="Feed input to the worker; collect every result exactly once.",
+                                 epilog="Without arguments: exercise 4's supervisor, " + shlex.join(EXERCISE_ARGS))
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--worker", type=parse_host_port, help="the worker's HOST:PORT")
+    where.add_argument("--spawn", metavar="CMD", type=shlex.split,
+                       help="start the worker as a child process (a shell-quoted command) and talk to it over its "
+                            "stdin, stdout and stderr, restarting it after a crash")
     ap.add_argument("--input", required=True, type=Path, help="input file, one reading per line")
     ap.add_argument("--output", required=True, type=Path, help="directory for results and checkpoint")
     ap.add_argument("--generate", type=int, metavar="N",
                     help="first write the exercise's data set of N readings to --input")
+    ap.add_argument("--generate-with", metavar="SCRIPT",
+                    help="if --input does not exist, first run this Python script (the exercise's generateData.py)")
+    ap.add_argument("--stop-timeout-s", type=float, default=5.0,
+                    help="--spawn: at the end, SIGKILL the worker if SIGTERM has not stopped it by then")
     ap.add_argument("--seed", type=int, default=42, help="seed for --generate (default 42)")
     ap.add_argument("--window", type=positive_int, default=1024, help="items in flight (default 1024)")
     ap.add_argument("--timeout-ms", type=positive_int, default=2000, help="no response this long = unreachable")
@@ -824,8 +1298,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# Exercise 4's supervisor as the sheet runs it: `python3 supervisor.py` beside
+# hardcore_worker and generateData.py. One crash per line is enough to skip it.
+EXERCISE_ARGS = ("--spawn", "./hardcore_worker", "--input", "input.dat", "--output", "supervisor-output",
+                 "--generate-with", "generateData.py", "--worker-lock", "cworker.lock", "--max-item-crashes", "1",
+                 "--fresh")
+
+
+def run_generator(script: str, target: Path) -> str | None:
+    """Runs the data generator for a missing input; why it failed, or None."""
+    log.info("%s not found: running %s to make it", target, script)
+    try:
+        p = subprocess.run([sys.executable, script], check=False)
+    except OSError as e:
+        return f"cannot run {script}: {e.strerror}"
+    if p.returncode != 0:
+        return f"{script} {exit_status(p.returncode)}"
+    if not target.exists():
+        return f"{script} ran but did not write {target}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv or list(EXERCISE_ARGS))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s", stream=sys.stderr)
     try:
         events = Events("supervisor", args.events)
@@ -845,6 +1341,11 @@ def main(argv: list[str] | None = None) -> int:
             log.critical("cannot write generated input %s: %s", args.input, e.strerror)
             return EXIT_CANTCREAT
         log.info("generated %d readings (seed %d) into %s", args.generate, args.seed, args.input)
+    if args.generate_with and not args.input.exists():
+        why = run_generator(args.generate_with, args.input)
+        if why:
+            log.critical("%s", why)
+            return EXIT_NOINPUT
     try:
         items = load_items(args.input)
         digest = file_digest(args.input)
@@ -854,9 +1355,13 @@ def main(argv: list[str] | None = None) -> int:
     except IsADirectoryError:
         log.critical("input %s is a directory, not a file", args.input)
         return EXIT_NOINPUT
+    if args.spawn is not None and not args.spawn:
+        log.critical("--spawn wants a command")
+        return EXIT_USAGE
     cfg = Config(worker=args.worker, input=args.input, output=args.output, window=args.window,
                  timeout_s=args.timeout_ms / 1000, max_item_crashes=args.max_item_crashes,
-                 worker_lock=args.worker_lock, give_up_s=args.give_up_s, fresh=args.fresh, rate=args.rate)
+                 worker_lock=args.worker_lock, give_up_s=args.give_up_s, fresh=args.fresh, rate=args.rate,
+                 spawn=tuple(args.spawn or ()), stop_timeout_s=args.stop_timeout_s)
     try:
         outputs = Outputs(args.output, digest, args.fresh)
     except CheckpointMismatch as e:
@@ -865,10 +1370,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         log.critical("cannot prepare output directory %s: %s", args.output, e.strerror)
         return EXIT_CANTCREAT
-    sup = Supervisor(cfg, items, outputs, events)
+    sup = (SpawnSupervisor if cfg.spawn else Supervisor)(cfg, items, outputs, events)
+    if cfg.spawn:
+        # SIGTERM ends the job like Ctrl-C: unwinding stops the worker we started.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     code = EXIT_OK
     try:
-        summary = sup.run()
+        try:
+            summary = sup.run()
+        except KeyboardInterrupt:
+            if not cfg.spawn:
+                raise
+            log.critical("stopped by a signal; outputs are consistent up to the last checkpoint (item %d)", sup.p.next)
+            events.emit("error", detail="stopped by a signal", acked=sup.p.next)
+            return 128 + signal.SIGTERM
     except Unavailable as e:
         log.critical("%s", e)
         events.emit("error", detail=str(e))

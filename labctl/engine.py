@@ -430,15 +430,23 @@ class Engine:
                                 "`docker inspect` the container; is it still there?")
 
     def exec_capture(self, name: str, cmd: list[str], *, user: str, environment: dict[str, str] | None = None,
-                     workdir: str | None = None) -> tuple[int | None, bytes, bytes]:
+                     workdir: str | None = None,
+                     on_stderr: Callable[[bytes], None] | None = None) -> tuple[int | None, bytes, bytes]:
         """Runs cmd in a running container; (exit code, stdout, stderr) once it
-        ends. Never retried: a command must not run twice. It blocks for as
-        long as cmd runs, so a caller that needs a deadline runs it in a thread
-        and removes the container when the deadline passes (which ends it)."""
+        ends. on_stderr, if given, sees stderr as it comes. Never retried: a
+        command must not run twice. It blocks for as long as cmd runs, so a
+        caller that needs a deadline runs it in a thread and removes the
+        container when the deadline passes (which ends it)."""
         ex = self._refusable(f"starting {cmd[0]!r} in {name}", self.api.exec_create, name, cmd, user=user,
                              environment=environment, workdir=workdir)
+        out, err = bytearray(), bytearray()
         try:
-            out, err = self.api.exec_start(ex["Id"], demux=True)
+            for chunk_out, chunk_err in self.api.exec_start(ex["Id"], stream=True, demux=True):
+                out += chunk_out or b""
+                if chunk_err:
+                    err += chunk_err
+                    if on_stderr:
+                        on_stderr(chunk_err)
         except docker.errors.APIError as e:
             raise EngineRefused(f"the engine refused running {cmd[0]!r} in {name}: {e.explanation or short(e)}",
                                 "`docker inspect` the container; is it still there?", status=e.status_code) from None
@@ -446,8 +454,7 @@ class Engine:
             code = self._call(self.api.exec_inspect, ex["Id"]).get("ExitCode")
         except docker.errors.NotFound:
             code = None  # the container went away with the command
-        return code, out or b"", err or b""
-
+        return code, bytes(out), bytes(err)
 
 def wait_for(pred: Callable[[], object], timeout: float, interval: float, what: str,
              seen: Callable[[], str] | None = None) -> object:

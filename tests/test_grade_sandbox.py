@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, labctl
+from helpers import labctl
+from labctl.grade import reference
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -171,14 +172,14 @@ EXPECTED_FAILS = {
 
 
 def write_submissions(root: Path, names: list[str]) -> list[Path]:
-    """One directory per submission; the reference is the lab's own worker.c,
-    copied under the exercise's name (no second copy of it in git)."""
+    """One directory per submission; the reference is the lab's own worker,
+    made from its sources by labctl.grade.reference (no second copy in git)."""
     paths = []
     for name in names:
         d = root / name
         d.mkdir(parents=True)
-        src = (ROOT / "images" / "worker" / "worker.c").read_text() if name == "reference" else WRONG[name]
-        (d / "hardcore_worker.c").write_text(src)
+        src = reference.files()["hardcore_worker.c"] if name == "reference" else WRONG[name].encode()
+        (d / "hardcore_worker.c").write_bytes(src)
         paths.append(d)
     return paths
 
@@ -310,6 +311,14 @@ def test_sandbox_is_locked_down(engine, built, no_leftovers):
         lines = r.stdout_lines()
         assert lines[0] == "10001" and lines[1] == "lo", lines
         assert "Read-only file system" in r.stdout_text() and lines[-1] == "ok"
+        # Input too large for the command line travels through a file, and is gone once read.
+        big = RunSpec(["sh", "-c", f"wc -c < data; wc -c; ls -A {WORK}/.in | wc -l"], stdin=b"7\n" * 100_000,
+                      files={"data": b"x" * 100_000}, timeout=5)
+        assert sb.run(big).stdout_lines() == ["100000", "200000", "0"]
+        # A pause from the host freezes the run: it ends late, and says when it was frozen.
+        paused = sb.run(RunSpec(["sleep", "0.3"], timeout=5), host_actions=[("pause", 0.1, 1.0)])
+        assert paused.exit_code == 0 and paused.elapsed >= 1.0, paused.summary()
+        assert [e.fault for e in paused.host_events] == ["pause", "unpause"]
 
 
 def test_a_frozen_run_hits_the_host_deadline(engine, built, no_leftovers, monkeypatch):

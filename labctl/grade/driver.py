@@ -474,6 +474,9 @@ def run_program(spec: dict) -> dict:
     except OSError as e:
         return {"error": f"cannot start {spec['argv'][0]}: {e.strerror or e}", "spawn_failed": True}
     run = Run(spec, proc, t0)
+    # The host times its own actions (docker pause) from this line.
+    sys.stderr.write(f"{spec.get('_nonce', '')} started\n")
+    sys.stderr.flush()
     try:
         loop(run, float(spec.get("timeout", 5)))
     finally:
@@ -496,6 +499,7 @@ def main(argv: list[str]) -> int:
     nonce = os.environ.pop(NONCE_ENV, "")
     note = undumpable()
     spec = json.loads(argv[1])
+    spec["_nonce"] = nonce
     try:
         result = reset(spec) if spec.get("mode") == "reset" else run_program(spec)
     except Exception as e:  # reported to the host as the run's error, with its type

@@ -568,8 +568,10 @@ class Sandbox:
         """Runs one case after a reset (every leftover process killed, the case
         directory, /tmp and /dev/shm emptied). host_actions: what the driver
         cannot do from inside, e.g. ("pause", at_s, for_s) = `docker pause` of
-        the sandbox at_s seconds into the run, for for_s seconds; the events
-        come back in RunResult.host_events (and count toward the deadline)."""
+        the sandbox at_s seconds after the program started, for for_s
+        seconds; the events come back in RunResult.host_events, timed from
+        the program's start (and the pauses count toward the deadline). The
+        program's own timeout runs on while it is frozen: leave it room."""
         return self._run(spec, host_actions, reset=True)
 
     def run_many(self, specs: Sequence[RunSpec]) -> list[RunResult]:
@@ -656,16 +658,23 @@ class Sandbox:
         nonce = secrets.token_hex(16)
         cmd = [*PYTHON, DRIVER_SOURCE, json.dumps(payload)]
         box: dict[str, Any] = {}
+        started, marker, err_head = threading.Event(), f"{nonce} started".encode(), bytearray()
+
+        def watch(chunk: bytes) -> None:
+            if not started.is_set():
+                err_head.extend(chunk)
+                if marker in err_head:
+                    started.set()
 
         def target() -> None:
             try:
                 box["res"] = exec_engine.exec_capture(cid, cmd, user=USER, environment={driver.NONCE_ENV: nonce},
-                                                      workdir="/")
+                                                      workdir="/", on_stderr=watch)
             except Exception as e:  # judged below, on the caller's thread
                 box["exc"] = e
 
         th = threading.Thread(target=target, daemon=True, name=f"exec-{self.submission}")
-        host = _HostActions(self.engine, cid, host_actions)
+        host = _HostActions(self.engine, cid, host_actions, started)
         th.start()
         if host_actions:
             host.start()
@@ -721,16 +730,24 @@ class _Exec:
 class _HostActions(threading.Thread):
     """Pauses the sandbox during a run, from the host; always unpauses."""
 
-    def __init__(self, engine: Engine, container: str, actions: Sequence[tuple[str, float, float]]):
+    def __init__(self, engine: Engine, container: str, actions: Sequence[tuple[str, float, float]],
+                 started: threading.Event):
         super().__init__(daemon=True, name="host-actions")
         self.engine = engine
         self.container = container
         self.actions = sorted(actions, key=lambda a: a[1])
+        self.started = started
         self.t0 = time.monotonic()
         self.stop = threading.Event()
         self.events: list[FaultEvent] = []
 
     def run(self) -> None:
+        # Times count from the program's start, which the driver announces;
+        # a run that never starts (or ends first) gets no action.
+        while not self.started.wait(POLL_S):
+            if self.stop.is_set():
+                return
+        self.t0 = time.monotonic()
         for _kind, at_s, for_s in self.actions:
             # Event.wait: a timed step that finish() can cut short.
             if self.stop.wait(max(0.0, self.t0 + at_s - time.monotonic())):

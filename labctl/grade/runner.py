@@ -59,9 +59,11 @@ A check is a function of one Context that returns an Outcome:
 - A check must not raise for anything the student's program does; a raise
   means the grader broke.
 
-To add an exercise: write labctl/grade/exN.py with CHECKS keyed by the
-catalog's test numbers, and name the module in EXERCISE_MODULES (a module
-named there that does not exist yet is skipped). Tests without a check are
+To add an exercise: write labctl/grade/exN.py (or exN_part.py) with CHECKS
+keyed by the catalog's test numbers, and name the module in
+EXERCISE_MODULES (a module named there that does not exist yet is skipped;
+only the selected exercises' modules are imported; one that fails to import
+turns its exercise's tests into grader errors). Tests without a check are
 left out of the plan and listed as not gradable yet.
 """
 from __future__ import annotations
@@ -72,6 +74,7 @@ import importlib
 import importlib.util
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -166,14 +169,39 @@ def compile_check(ctx: Context) -> Outcome:
     raise AssertionError("compile tests are judged by the runner")
 
 
-def registry() -> dict[str, Check]:
-    """Test number -> check, from every exercise module that exists, plus the
-    runner's own check for every compile test."""
+def module_exercise(name: str) -> int:
+    """labctl.grade.ex4_worker -> 4: a module's exercise, from its name."""
+    m = re.match(r"labctl\.grade\.ex([1-9])", name)
+    if not m:
+        raise ValueError(f"exercise module {name} is not named labctl.grade.exN...")
+    return int(m.group(1))
+
+
+def broken_check(module: str, reason: str) -> Check:
+    def check(ctx: Context) -> Outcome:
+        raise LabError(ExitCode.INTERNAL, f"the checks of {module} could not be loaded: {reason}")
+
+    return check
+
+
+def registry(exercises: Sequence[int] | str = "all") -> dict[str, Check]:
+    """Test number -> check, from the modules of these exercises that exist,
+    plus the runner's own check for every compile test. A module that fails
+    to import makes each of its exercise's tests left without a check a
+    grader error, rather than stopping every other exercise's grading."""
+    wanted = {t.exercise for t in tests_for(exercises)}
     checks: dict[str, Check] = {t.number: compile_check for t in CATALOG if t.kind == "compile"}
+    broken: dict[int, Check] = {}
     for name in EXERCISE_MODULES:
-        if importlib.util.find_spec(name) is None:
+        if module_exercise(name) not in wanted or importlib.util.find_spec(name) is None:
             continue
-        checks.update(importlib.import_module(name).CHECKS)
+        try:
+            checks.update(importlib.import_module(name).CHECKS)
+        except Exception as e:  # a bug in labctl: reported per test as the grader's error
+            broken.setdefault(module_exercise(name), broken_check(name, f"{type(e).__name__}: {e}"))
+    for t in CATALOG:
+        if t.exercise in broken and t.number not in checks:
+            checks[t.number] = broken[t.exercise]
     return checks
 
 
@@ -185,7 +213,7 @@ class Plan:
 
 
 def plan(exercises: Sequence[int] | str) -> Plan:
-    checks = registry()
+    checks = registry(exercises)
     selected = tests_for(exercises)
     return Plan([t for t in selected if t.number in checks], [t for t in selected if t.number not in checks], checks)
 

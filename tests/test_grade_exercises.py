@@ -1,0 +1,168 @@
+"""`labctl grade` on all four exercises in real sandboxes, in one run of
+every submission, two at a time: the lab's own programs (the reference,
+made by labctl.grade.reference from the lab's sources) score full marks;
+each wrong submission in tests/fixtures/submissions loses exactly the
+points of the tests its expect.json names, and passes every other test it
+submitted; the hostile ones end within their timeouts and say why; and
+nothing labelled with the run is left on the engine. Every assertion reads
+the written results.json, as Gradescope would.
+
+A fixture is a directory with only the files it submits, a README.md line
+saying what is wrong with it, and expect.json: "fail", the exact set of
+tests it must fail among those it submitted (informational findings
+included); "output", {test: a regex its results.json output must match};
+"archive" ("empty", "dotdot"): the submission is an archive made here at
+test time, and "refused": intake must refuse it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+from labctl.grade import reference
+from labctl.grade.catalog import CATALOG
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+FIXTURES = ROOT / "tests" / "fixtures" / "submissions"
+SEED = 20261205
+JOBS = 2
+EXPECT = {d.name: json.loads((d / "expect.json").read_text()) for d in sorted(FIXTURES.iterdir()) if d.is_dir()}
+# The longest any one test may take: the stderr flood's limit (ex4_supervisor) and the host's grace.
+LONGEST_TEST_S = 60 + 30
+
+
+def submitted(files: set[str]) -> set[str]:
+    """The tests whose files are all in the submission: the ones it is graded on."""
+    return {t.number for t in CATALOG if set(t.files) <= files}
+
+
+def make_archive(kind: str, path: Path) -> Path:
+    if kind == "empty":
+        zipfile.ZipFile(path.with_suffix(".zip"), "w").close()
+        return path.with_suffix(".zip")
+    if kind == "dotdot":
+        out = path.with_suffix(".tar.gz")
+        with tarfile.open(out, "w:gz") as tar:
+            data = b"written outside the submission\n"
+            info = tarfile.TarInfo("../escaped.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        return out
+    raise ValueError(f"unknown archive kind {kind!r}")
+
+
+def grading_resources(engine, run_id: str | None = None) -> set[str]:
+    from labctl import labels
+
+    f = labels.grade_filters(run_id)
+    return {c.name for c in engine.containers(f)} | set(engine.volumes(f))
+
+
+@pytest.fixture(scope="module")
+def graded(engine, built, tmp_path_factory):
+    """(root, the run, {submission: results.json}) for the reference and every fixture, graded once."""
+    from labctl.grade import runner
+
+    root = tmp_path_factory.mktemp("grade-exercises")
+    archives = root / "archives"
+    archives.mkdir()
+    paths: list[Path] = [reference.build(root / "reference")]
+    for name, spec in EXPECT.items():
+        paths.append(make_archive(spec["archive"], archives / name) if "archive" in spec else FIXTURES / name)
+    before = grading_resources(engine)
+    lines: list[str] = []
+    run = runner.grade(paths, runner.Options(exercises="all", out_dir=root / "out", jobs=JOBS, seed=SEED),
+                       progress=lines.append, engine=engine)
+    results = {d.name: json.loads((d / "results.json").read_text())
+               for d in (root / "out").iterdir() if (d / "results.json").exists()}
+    try:
+        yield root, run, results, lines
+    finally:
+        left = (grading_resources(engine) - before) | grading_resources(engine, run.run_id)
+        assert not left, f"the grading run left these behind: {sorted(left)}"
+
+
+def by_number(results: dict) -> dict[str, dict]:
+    return {t["number"]: t for t in results["tests"]}
+
+
+def test_every_submission_was_graded_without_a_grader_error(graded):
+    _, run, results, lines = graded
+    assert set(results) == {"reference", *EXPECT}, lines
+    broken = {name: r["extra_data"]["grader_error"] for name, r in results.items() if r["extra_data"]["grader_error"]}
+    assert not broken, broken
+    assert run.exit_code == 1, "some fixtures fail tests; none is a grader error"
+
+
+def test_the_reference_scores_full_marks(graded):
+    _, _, results, _ = graded
+    ref = results["reference"]
+    assert ref["score"] == ref["extra_data"]["max_score"] == 400
+    # Every test passed, the informational ones too: nothing unsafe in its
+    # handlers, and its monitor says "paused" for a SIGSTOPped worker.
+    wrong = {n: t["output"][:600] for n, t in by_number(ref).items() if t["status"] != "passed"}
+    assert not wrong, wrong
+    assert {t["number"] for t in ref["tests"]} == {t.number for t in CATALOG}
+
+
+@pytest.mark.parametrize("name", [n for n, s in EXPECT.items() if "archive" not in s])
+def test_each_fixture_loses_exactly_the_points_it_declares(graded, name):
+    _, _, results, _ = graded
+    r, spec = results[name], EXPECT[name]
+    files = {p.name for p in (FIXTURES / name).iterdir()}
+    graded_on = submitted(files)
+    assert set(spec["fail"]) <= graded_on, f"expect.json names tests {name} does not submit"
+    tests = by_number(r)
+    failed = {n for n in graded_on if tests[n]["status"] == "failed"}
+    detail = "\n\n".join(f"{n}:\n{tests[n]['output'][:1500]}" for n in sorted(failed ^ set(spec["fail"])))
+    assert failed == set(spec["fail"]), f"{name} failed {sorted(failed)}, expected {sorted(spec['fail'])}\n{detail}"
+    points = {t.number: t.points for t in CATALOG}
+    assert r["score"] == sum(points[n] for n in graded_on - failed), "a failure scores 0, a pass full points"
+    others = set(tests) - graded_on
+    assert all("not submitted" in tests[n]["output"] for n in others), f"{name}: tests it did not submit ran"
+    for number, pattern in spec.get("output", {}).items():
+        assert re.search(pattern, tests[number]["output"]), (number, pattern, tests[number]["output"][:1500])
+
+
+def test_hostile_submissions_end_within_their_timeouts_and_say_why(graded):
+    _, _, results, _ = graded
+    for name in (n for n in EXPECT if n.startswith("hostile-")):
+        r = results[name]
+        slow = {t["number"]: t["extra_data"]["time_s"] for t in r["tests"]
+                if t["extra_data"]["time_s"] > LONGEST_TEST_S}
+        assert not slow, f"{name}: tests past the longest time limit: {slow}"
+        for t in r["tests"]:
+            if t["status"] == "failed":
+                assert t["output"].strip(), f"{name} {t['number']} failed without saying why"
+
+
+def test_the_network_probe_sees_only_loopback(graded):
+    _, _, results, _ = graded
+    out = by_number(results["hostile-network-probe"])["1.3"]["output"]
+    m = re.search(r"network interfaces seen: (.*)", out)
+    assert m and m.group(1).split() == ["lo"], out
+
+
+def test_an_empty_archive_is_a_submission_with_nothing_submitted(graded):
+    _, _, results, _ = graded
+    r = results["hostile-empty-archive"]
+    assert r["score"] == 0 and r["extra_data"]["refused"] is None and r["extra_data"]["files"] == []
+    assert all("not submitted" in t["output"] for t in r["tests"])
+
+
+def test_an_archive_with_dotdot_paths_is_refused_and_writes_nothing(graded):
+    root, _, results, _ = graded
+    r = results["hostile-dotdot-archive"]
+    assert EXPECT["hostile-dotdot-archive"]["refused"]
+    assert r["extra_data"]["refused"] and "'..'" in r["extra_data"]["refused"]
+    assert r["score"] == 0 and all("refused" in t["output"] for t in r["tests"])
+    # Intake reads archives in memory: no file appears beside the archive or above it.
+    assert not list(root.rglob("escaped.txt")) and not (root.parent / "escaped.txt").exists()

@@ -26,6 +26,7 @@ from labctl.grade.sandbox import RunResult, RunSpec
 
 GEN, PROC = "generateData.py", "processData.py"
 INPUT = "input.dat"
+GEN_OUT = ".generateData.out"  # 1.9: what the generator printed, kept apart from the processor's log
 FAULTS = [-10, 0, 999, -25]
 READINGS = 100
 GEN_TIMEOUT_S = 10.0
@@ -200,10 +201,11 @@ class ProcData:
 
 def proc_data(ctx: Context) -> ProcData:
     rng = ctx.rng_for("ex1:proc")
-    # Two-digit readings and squares of three or four digits: none is another's square.
-    pool = rng.sample(range(11, 100), 10)
+    # Two-digit readings and squares of three or four digits: none is another's square. The
+    # negative one's magnitude is none of them either, so its square stands for it alone.
+    pool = rng.sample(range(11, 100), 11)
     before, after = pool[:7], [pool[7], 999, pool[8], -25, pool[9]]
-    return ProcData(before, -rng.randint(11, 99), rng.randint(2, 4), after)
+    return ProcData(before, -pool[10], rng.randint(2, 4), after)
 
 
 def proc_run(ctx: Context) -> tuple[ProcData, RunResult]:
@@ -293,12 +295,14 @@ def check_log_format(ctx: Context) -> Outcome:
 def check_pipeline(ctx: Context) -> Outcome:
     """1.9: generateData.py then processData.py in one directory."""
     r = ctx.memo("ex1:pipeline", lambda: ctx.run(RunSpec(
-        ["sh", "-c", f"python3 {GEN} >gen.out 2>&1; exec python3 {PROC}"],
+        ["sh", "-c", f"python3 {GEN} >{GEN_OUT} 2>&1; exec python3 {PROC}"],
         files={GEN: ctx.source(GEN), PROC: ctx.source(PROC)}, env=ENV, timeout=GEN_TIMEOUT_S + PROC_TIMEOUT_S,
-        snapshot_at_exit=[INPUT])))
+        snapshot_at_exit=[INPUT, GEN_OUT])))
     data = r.at_exit.get(INPUT)
     if r.error or data is None:
-        return Outcome.fail(seen(f"generateData.py left no {INPUT} for processData.py to read", r))
+        said = (r.at_exit.get(GEN_OUT) or b"").decode("utf-8", "replace")[-1500:].strip()
+        return Outcome.fail(seen(f"generateData.py left no {INPUT} for processData.py to read; it printed:\n"
+                                 f"{said or '(nothing)'}", r))
     values, _ = parse_values(data)
     readings = [v for v in values[:values.index(0)] if v > 0] if 0 in values else [v for v in values if v > 0]
     missing = unmatched(log_lines(r), readings)

@@ -266,14 +266,6 @@ def supervisor_for(tmp_path, items):
                           sup.Events("supervisor", None, stream=open("/dev/null", "w"))), out
 
 
-def test_error_lines_finds_only_lines_that_start_with_error():
-    lines = [b"ERROR: Malformed input: ERROR", b"1,1", b"ERROR: Corrupted data -3", b"2,4", b"3,9",
-             b"ERROR: Malformed input: x\rERROR"]
-    assert sup.error_lines(b"\n".join(lines)) == [0, 2, 5]
-    assert sup.error_lines(b"1,1\n2,4") == []
-    assert sup.error_lines(b"") == []
-
-
 def test_absorb_records_a_mixed_batch_in_order_in_each_file(tmp_path):
     items = [b"1", b"-5", b"abc", b"2", b" 3", b"-7", b"4"]
     responses = [b"1,1", b"ERROR: Corrupted data -5", b"ERROR: Malformed input: abc", b"2,4", b"3,9",

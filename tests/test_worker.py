@@ -383,6 +383,35 @@ def test_sigterm_at_any_moment_is_never_lost(worker_bin, tmp_path):
                 f.close()
 
 
+def test_sigterm_during_a_flood_of_input_stops_at_once(worker_bin, tmp_path):
+    """With input always ready the wait never has to block, and a stop that
+    only a blocking wait delivers stayed pending until the input ran out. A
+    regular file is always ready, and flushing every line keeps the worker
+    busy with it for seconds: SIGTERM must end it at once, not at EOF."""
+    lock = tmp_path / "w.lock"
+    data = tmp_path / "flood.dat"
+    data.write_bytes(b"7\n" * 6_000_000)
+    exe, env = worker_bin
+    with open(data, "rb") as stdin:
+        p = subprocess.Popen([str(exe), "--lock", str(lock), "--flush-every-line"], stdin=stdin,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        wait_until(lock.exists, 5, what="the worker's lock")
+        p.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        code = p.wait(timeout=30)
+        took = time.monotonic() - t0
+        err = p.stderr.read()
+        assert code == 0 and not lock.exists(), err[-500:]
+        assert b"exiting with 0 after 6000000 lines" not in err, "it stopped only when the input ran out"
+        assert took < 0.5, f"stopped {took:.2f} s after SIGTERM"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+
+
 def test_segfault_removes_lock_and_dies_by_signal_11(worker_bin, tmp_path):
     lock = tmp_path / "w.lock"
     p = start_stdin_worker(worker_bin, lock)

@@ -849,7 +849,18 @@ static int wait_io(struct pollfd *p, nfds_t n, int timeout_ms)
         ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
         tp = &ts;
     }
-    return ppoll(p, n, tp, &g_wait_mask);
+    int rc = ppoll(p, n, tp, &g_wait_mask);
+    /* ppoll delivers a pending stop only when it has to wait: with input
+     * always ready (a flood) it returns at once and the stop would stay
+     * pending for as long as the flood lasts. Unblocking the mask for a
+     * moment delivers it to its handler now. */
+    sigset_t pending;
+    if (rc > 0 && sigpending(&pending) == 0 && (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))) {
+        sigset_t kept;
+        if (sigprocmask(SIG_SETMASK, &g_wait_mask, &kept) == 0)
+            (void)sigprocmask(SIG_SETMASK, &kept, NULL);
+    }
+    return rc;
 }
 
 /* Publishes the lines appended so far to the fatal-signal handler. */

@@ -657,18 +657,23 @@ class Supervisor:
             log.error("item %d (%r) was alone in flight: it crashed the worker (%d of %d)", pos + 1,
                       item[:40].decode("ascii", "replace"), count, self.cfg.max_item_crashes)
             if count >= self.cfg.max_item_crashes:
-                reason = f"crashed the worker {count} times"
-                self.out.write("dead", b"%d,%s,%s,%d\n" % (pos + 1, csv_field(item.decode("ascii", "replace")).encode(),
-                                                           reason.encode(), count))
-                self.p.counts["dead_lettered"] += 1
-                self.p.next += 1
-                self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=count)
+                self.dead_letter(pos, count)
                 log.error("item %d dead-lettered after %d crashes; skipping it so the job completes", pos + 1, count)
         elif inflight > 1:
             # Which of them? Resend one at a time until the culprit is alone.
             self.isolate_until = max(self.isolate_until, self.p.next + inflight)
             log.warning("isolating: resending %d items one at a time to find the one that crashed the worker", inflight)
         self.out.checkpoint()
+
+    def dead_letter(self, pos: int, count: int) -> None:
+        """Sets aside the item at `pos` that crashed the worker `count` times, so the job can complete."""
+        item = self.items[pos]
+        reason = f"crashed the worker {count} times"
+        self.out.write("dead", b"%d,%s,%s,%d\n" % (pos + 1, csv_field(item.decode("ascii", "replace")).encode(),
+                                                   reason.encode(), count))
+        self.p.counts["dead_lettered"] += 1
+        self.p.next += 1
+        self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=count)
 
     def backoff(self) -> None:
         delay = min(2.0, 0.05 * (2 ** min(self.attempt, 10))) * random.uniform(0.5, 1.0)
@@ -1194,12 +1199,7 @@ class SpawnSupervisor(Supervisor):
             self.p.crash_counts[pos] = count
             item = self.items[pos]
             if count >= self.cfg.max_item_crashes:
-                reason = f"crashed the worker {count} times"
-                self.out.write("dead", b"%d,%s,%s,%d\n" % (pos + 1, csv_field(item.decode("ascii", "replace")).encode(),
-                                                           reason.encode(), count))
-                self.p.counts["dead_lettered"] += 1
-                self.p.next += 1
-                self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=count)
+                self.dead_letter(pos, count)
                 log.error("line %d (%r) crashed the worker: skipping it; the next worker starts at line %d",
                           pos + 1, item[:40].decode("ascii", "replace"), self.p.next + 1)
             else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import signal
 
-from labctl.grade.ex4_worker import handlers, strip_c, unsafe_calls
+from labctl.grade.ex4_worker import handler_safety
 from labctl.grade.runner import Check, Context, Outcome
 from labctl.grade.sandbox import RunResult, RunSpec, at, snapshot, write_stdin
 
@@ -140,15 +140,7 @@ def check_robust_visible(ctx: Context) -> Outcome:
 
 def check_handler_safety(ctx: Context) -> Outcome:
     """3.10 (informational): async-signal-unsafe calls in robust_worker.c's handlers."""
-    src = ctx.source(ROBUST).decode("utf-8", "replace")
-    hs = handlers(strip_c(src))
-    if not hs:
-        return Outcome.ok("no signal handler found (signal() or sigaction with sa_handler / sa_sigaction)")
-    found = unsafe_calls(src)
-    names = ", ".join(sorted(hs))
-    if found:
-        return Outcome.fail(f"handlers: {names}\n" + "\n".join(found))
-    return Outcome.ok(f"handlers: {names}; no async-signal-unsafe call found in them")
+    return handler_safety(ctx, ROBUST)
 
 
 CHECKS: dict[str, Check] = {

@@ -430,9 +430,9 @@ def unsafe_calls(src: str) -> list[str]:
     return [text for _, text in sorted(set(found))]
 
 
-def check_handler_safety(ctx: Context) -> Outcome:
-    """4.16 (informational): async-signal-unsafe calls in the handlers."""
-    src = ctx.source(WORKER).decode("utf-8", "replace")
+def handler_safety(ctx: Context, name: str) -> Outcome:
+    """Informational: async-signal-unsafe calls in the signal handlers of the C file `name`."""
+    src = ctx.source(name).decode("utf-8", "replace")
     hs = handlers(strip_c(src))
     if not hs:
         return Outcome.ok("no signal handler found (signal() or sigaction with sa_handler / sa_sigaction)")
@@ -441,6 +441,11 @@ def check_handler_safety(ctx: Context) -> Outcome:
     if found:
         return Outcome.fail(f"handlers: {names}\n" + "\n".join(found))
     return Outcome.ok(f"handlers: {names}; no async-signal-unsafe call found in them")
+
+
+def check_handler_safety(ctx: Context) -> Outcome:
+    """4.16 (informational): async-signal-unsafe calls in the handlers."""
+    return handler_safety(ctx, WORKER)
 
 
 CHECKS: dict[str, Check] = {

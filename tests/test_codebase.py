@@ -7,12 +7,12 @@ from pathlib import Path
 
 from helpers import ROOT
 
-LABCTL = ROOT / "labctl"
+PACKAGE = ROOT / "labctl"
 MAX_LINES = 60
 
 
 def modules() -> list[tuple[Path, ast.Module]]:
-    return [(p, ast.parse(p.read_text(), str(p))) for p in sorted(LABCTL.rglob("*.py"))]
+    return [(p, ast.parse(p.read_text(), str(p))) for p in sorted(PACKAGE.rglob("*.py"))]
 
 
 def is_data_table(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
@@ -72,7 +72,7 @@ def test_naive_names_only_the_worker_mode():
     allowed = ("worker_mode", "WORKER_MODES", "naive worker",
                "HEARTBEAT_ONLY_FIELDS",  # old runs' field, read as a fallback
                "OBSERVER_ALIASES")  # old scenario files' key, accepted as an alias
-    paths = [LABCTL / f"{m}.py" for m in OBSERVER_MODULES] + [ROOT / "images" / "monitor" / "monitor.py"]
+    paths = [PACKAGE / f"{m}.py" for m in OBSERVER_MODULES] + [ROOT / "images" / "monitor" / "monitor.py"]
     offenders = []
     for path in paths:
         for n, line in enumerate(path.read_text().splitlines(), 1):

@@ -313,7 +313,7 @@ class Engine:
             self._call(self.api.unpause, name)
         except docker.errors.APIError as e:
             if e.status_code not in (404, 409):  # gone, or not paused: already reverted
-                raise
+                raise self._refused(f"unpausing {name}", e) from None
 
     def exec(self, name: str, cmd: list[str], user: str | None = None) -> tuple[int, str]:
         def run() -> Any:
@@ -331,15 +331,20 @@ class Engine:
         try:
             return self._call(fn, *args, **kwargs)
         except docker.errors.APIError as e:
-            raise EngineRefused(f"the engine refused {doing}: {e.explanation or short(e)}",
-                                "`labctl status` shows the lab's containers", status=e.status_code) from None
+            raise self._refused(doing, e) from None
+
+    @staticmethod
+    def _refused(doing: str, e: docker.errors.APIError) -> EngineRefused:
+        # The status travels with the error: a 5xx is worth another try, a conflict is not.
+        return EngineRefused(f"the engine refused {doing}: {e.explanation or short(e)}",
+                             "`labctl status` shows the lab's containers", status=e.status_code)
 
     def reconnect(self, network: str, container: str, aliases: list[str]) -> None:
         try:
             self._call(self.client.networks.get, network).connect(container, aliases=aliases)
         except docker.errors.APIError as e:
-            if "already exists" not in str(e) and e.status_code != 404:
-                raise
+            if "already exists" not in str(e) and e.status_code != 404:  # already healed, or gone
+                raise self._refused(f"reconnecting {container}", e) from None
 
     # ------------------------------------------------------------ streams
 

@@ -15,7 +15,7 @@ from tenacity import wait_none
 from helpers import LABCTL, ROOT
 from labctl import check, cli, compose, faults, journal, labels, observe, oracle, runlog, scenario, states
 from labctl.cli import parse_duration
-from labctl.engine import ContainerState
+from labctl.engine import ContainerState, Engine
 from labctl.errors import EngineRefused, ExitCode, LabError
 
 
@@ -409,6 +409,52 @@ def test_a_revert_is_tried_again_too(no_wait):
     faults.revert(RefusingEngine(refusals=1), "l1", intent)
     assert phases("l1")[2:] == [("retry", 1), ("reverted", 2)]
     assert journal.read("l1")[-1]["of"] == intent["id"] and journal.pending("l1") == []
+
+
+class FreezerAPI:
+    """The Docker API of a loaded engine: unpause and network connect fail
+    with HTTP 500 `refusals` times, the way the real engine answers."""
+
+    def __init__(self, refusals: int):
+        self.refusals, self.tries = refusals, 0
+
+    def refuse(self, what: str) -> None:
+        import docker.errors
+
+        self.tries += 1
+        if self.tries <= self.refusals:
+            response = type("Response", (), {"status_code": 500, "reason": "Internal Server Error"})()
+            raise docker.errors.APIError(what, response=response, explanation=f"{what} failed: unable to thaw")
+
+    def unpause(self, name):
+        self.refuse("unpause")
+
+    def pause(self, name):
+        pass
+
+
+def real_engine(api) -> Engine:
+    """labctl's Engine over a fake API: the refusal travels the real code path."""
+    return Engine(type("Client", (), {"api": api, "close": lambda self: None})())
+
+
+def test_a_refused_unpause_through_the_real_engine_is_retried(no_wait):
+    api = FreezerAPI(refusals=2)
+    eng = real_engine(api)
+    intent = faults.apply(eng, "l1", "pause", "worker")
+    faults.revert(eng, "l1", intent)
+    assert api.tries == 3
+    assert phases("l1")[2:] == [("retry", 1), ("retry", 2), ("reverted", 3)]
+    assert journal.pending("l1") == []
+
+
+def test_an_unpause_refused_for_good_is_an_engine_error_not_a_crash(no_wait):
+    eng = real_engine(FreezerAPI(refusals=99))
+    intent = faults.apply(eng, "l1", "pause", "worker")
+    with pytest.raises(LabError) as ei:
+        faults.revert(eng, "l1", intent)
+    assert ei.value.code == ExitCode.ENGINE_ERROR and "unable to thaw" in ei.value.what
+    assert journal.read("l1")[-1]["phase"] == "revert-failed"
 
 
 # ------------------------------------------------------------------ names from one lab id

@@ -123,8 +123,8 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--window", type=int, default=1024)
     args = ap.parse_args()
-    if not WORKER.exists():
-        subprocess.run(["make", "-s", "-C", str(WORKER.parent.parent), "all"], check=True)
+    # make decides: a binary older than worker.c would measure yesterday's worker.
+    subprocess.run(["make", "-s", "-C", str(WORKER.parent.parent), "all"], check=True)
     sys.path.insert(0, str(SUPERVISOR.parent))
     import generate_data
 

@@ -438,7 +438,8 @@ def cmd_fault(args: argparse.Namespace) -> int:
     say(f"lab {lid}: {kind} {args.target}" + (f" for {args.for_s:g}s" if args.for_s else ""))
     if not args.for_s:
         if inverse:
-            say(f"undo with `labctl fault {inverse} --lab {lid}` (or `labctl down`)")
+            target = "" if args.target == "worker" else f" --target {args.target}"
+            say(f"undo with `labctl fault {inverse} --lab {lid}{target}` (or `labctl down`)")
         return ExitCode.OK
     try:
         deadline = time.monotonic() + args.for_s

@@ -192,7 +192,9 @@ class Live:
     step: str = ""
     restarts: int = 0
     started: float = field(default_factory=time.time)
-    # Guards the fields against the view reading half an update; `lock` is the flock probe's result.
+    # Serialises absorb(): the follow threads of several services feed one Live.
+    # The view reads fields without it (a value at most one event old is fine
+    # on screen). `lock` is the flock probe's result, not a mutex.
     mutex: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def absorb(self, ev: Event) -> None:

@@ -5,12 +5,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, assert_timeline_png
+from helpers import LABCTL, ROOT, assert_timeline_png
 from labctl import check, rundir, runlog, timeline
 
 T0 = 1_800_000_000.0
@@ -163,21 +162,21 @@ def test_a_missing_negative_or_stale_lock_is_caught(tmp_path):
 
 def test_check_cli_exit_codes(tmp_path):
     rd = make_run(tmp_path)
-    ok = subprocess.run([sys.executable, "-m", "labctl", "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run([*LABCTL, "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0 and "passed:" in ok.stdout
     damage_results(rd, lambda ls: ls[:2] + ls[3:])
-    bad = subprocess.run([sys.executable, "-m", "labctl", "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run([*LABCTL, "check", str(rd)], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and "FAILED:" in bad.stdout
     assert json.loads((rd / "verdict.json").read_text())["ok"] is False
-    js = subprocess.run([sys.executable, "-m", "labctl", "report", str(rd), "--format", "json"], capture_output=True,
+    js = subprocess.run([*LABCTL, "report", str(rd), "--format", "json"], capture_output=True,
                         text=True, cwd=ROOT)
     doc = json.loads(js.stdout)
     assert js.returncode == 0 and doc["ok"] is False and doc["lab"] == "pause-abcd" and doc["started"] == T0
-    runs = subprocess.run([sys.executable, "-m", "labctl", "runs"], capture_output=True, text=True, cwd=ROOT,
+    runs = subprocess.run([*LABCTL, "runs"], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "LABCTL_RUNS": str(tmp_path)})
     row = next(ln for ln in runs.stdout.splitlines() if "20261129T000000Z" in ln)
     assert "pause-abcd" in row and "scenario-pause" in row and "FAILED" in row
-    nodir = subprocess.run([sys.executable, "-m", "labctl", "check", str(tmp_path)], capture_output=True, text=True,
+    nodir = subprocess.run([*LABCTL, "check", str(tmp_path)], capture_output=True, text=True,
                            cwd=ROOT)
     assert nodir.returncode == 8 and "holds no scenario.yaml" in nodir.stderr
 

@@ -10,8 +10,6 @@ when the test failed; the tests themselves assert what labctl left.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
@@ -20,7 +18,6 @@ from helpers import ROOT, assert_timeline_png, checker_verdict, labctl, labelled
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 SCENARIOS = sorted(p.stem for p in (ROOT / "labctl" / "scenarios").glob("*.yaml"))
-COMPOSE_PROJECT = "labctl"  # compose.yaml's own name: Compose then finds the images labctl built
 
 
 def only_run(runs, lab: str):
@@ -106,41 +103,6 @@ def test_keep_then_fault_status_logs_and_down(built, engine, labs):
     assert labelled(engine, lab) == ([], [], []), "labctl down leaves no labelled resource"
     again = labctl("down", "--lab", lab, runs=labs.runs)
     assert again.returncode == 0 and f"lab {lab}: nothing to remove" in again.stdout, again.stdout
-
-
-@pytest.fixture
-def compose_project(engine):
-    """`docker compose -p labctl` with the lab's compose.yaml; the project is
-    taken down at teardown (also on failure) and must leave no container."""
-    from labctl import images
-
-    env = {**os.environ, "LAB_BASE_IMAGE": images.local_base_ref(), "LAB_ITEMS": "5000"}
-    base = ["docker", "compose", "-p", COMPOSE_PROJECT, "-f", str(ROOT / "compose.yaml")]
-
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-    yield run
-    down = run("down", "-v", "--remove-orphans")
-    left = engine.containers({"label": [f"com.docker.compose.project={COMPOSE_PROJECT}"]})
-    assert not left, ([c.name for c in left], down.stderr[-1000:])
-
-
-def test_docker_compose_up_alone_completes_the_job(built, compose_project, tmp_path):
-    up = compose_project("up", "--no-build", "--no-color", timeout=240)
-    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
-    cp = compose_project("cp", "supervisor:/lab/out/summary.json", str(tmp_path / "summary.json"))
-    assert cp.returncode == 0, cp.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    # Plain compose runs the healthy lab (compose.yaml: no bug trigger), so 999 is squared like any reading.
-    assert summary["read"] == 5000 and summary["corrupted"] == 2 and summary["processed"] == 4998, summary
-    assert summary["dead_lettered"] == 0 and summary["worker_crashes"] == 0, summary
-    ps = compose_project("ps", "-a", "--format", "json")
-    # One JSON object per line (newer Compose) or one array (older).
-    text = ps.stdout.strip()
-    rows = json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines()]
-    sup = [r for r in rows if r.get("Service") == "supervisor"]
-    assert len(sup) == 1 and sup[0]["ExitCode"] == 0 and sup[0]["State"] == "exited", rows
 
 
 def test_a_missing_base_image_has_its_exit_code(engine, labs):

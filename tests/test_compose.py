@@ -84,6 +84,8 @@ def test_attached_compose_up_returns_ten_times_in_a_row(project):
         assert done and done[-1]["exit_code"] == 0 and done[-1]["read"] == 2000, f"run {attempt + 1}: {done}"
         # The healthy lab: 999 is an ordinary reading under plain compose.
         assert done[-1]["worker_crashes"] == 0 and done[-1]["dead_lettered"] == 0, done[-1]
+        # The data's fault points: -10 and -25 are reported as corrupted, 0 and 999 are squared.
+        assert done[-1]["corrupted"] == 2 and done[-1]["processed"] == 1998, done[-1]
         mon = logged_events(name, "monitor", src)
         assert mon and mon[-1]["kind"] == "stop" and mon[-1]["verdict"] == "STOPPED", mon[-3:]
         down = compose(name, "down", "--volumes", "--timeout", "2", cwd=src)

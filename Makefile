@@ -20,9 +20,10 @@ host-deps: | $(STAMPS)
 $(STAMPS)/venv: pyproject.toml | $(STAMPS)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	# PYTHONWARNINGS hides setuptools' notice about editable installs, which
-	# says nothing about this project and would clutter every first run.
-	PYTHONWARNINGS=ignore $(VPY) -m pip install -q -e '.[test]'
+	# Hides setuptools' one notice about editable installs ("Editable
+	# installation. ... be careful with folders of the same name"), which says
+	# nothing about this project; any other warning still shows.
+	PYTHONWARNINGS='ignore:Editable installation' $(VPY) -m pip install -q -e '.[test]'
 	touch $@
 
 venv: $(STAMPS)/venv

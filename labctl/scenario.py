@@ -40,7 +40,7 @@ class LabParams:
             "LAB_HEARTBEAT_MS": str(self.heartbeat_ms), "LAB_WINDOW": str(self.window),
             "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_WORKER_MODE": self.worker_mode,
             "LAB_RESTART_LIMIT": str(self.restart_limit), "LAB_GIVE_UP_S": str(self.give_up_s),
-            "LAB_MONITOR_LINGER_S": "0",
+            "LAB_MONITOR_LINGER_S": "0", "LAB_MONITOR_CRASH_LINGER_S": "0",
         }
 
 

@@ -451,3 +451,56 @@ def test_monitor_process_exits_after_its_linger_when_the_restarted_worker_stops(
             for f in (p.stdin, p.stdout):
                 if f is not None:
                     f.close()
+
+
+def test_monitor_process_leaves_after_its_crash_linger_when_no_worker_comes_back(tmp_path):
+    """A worker that crashed for good (its restarts used up) must not keep the
+    monitor, and so `docker compose up`, waiting forever: after
+    --linger-after-crash-s of CRASHED with no new worker it exits."""
+    import json
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from helpers import WORKER, free_udp_port, wait_until
+
+    interval_s, linger_s = 0.1, 0.5
+    udp = free_udp_port()
+    lock, hb = tmp_path / "cworker.lock", tmp_path / "worker.heartbeat"
+    started = []
+    try:
+        monitor = subprocess.Popen(
+            [sys.executable, str(MONITOR), "--udp-port", str(udp), "--bind", "127.0.0.1", "--heartbeat-file", str(hb),
+             "--lock", str(lock), "--interval-ms", str(int(interval_s * 1000)), "--timeout-ms", "1000",
+             "--linger-after-stop-s", "5", "--linger-after-crash-s", str(linger_s)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        started.append(monitor)
+        events: list[dict] = []
+        reader = threading.Thread(target=lambda: events.extend(json.loads(line) for line in monitor.stdout),
+                                  daemon=True)
+        reader.start()
+        worker = subprocess.Popen([str(WORKER), "--lock", str(lock), "--heartbeat-file", str(hb), "--heartbeat-ms",
+                                   "50", "--heartbeat-udp", f"127.0.0.1:{udp}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(worker)
+        wait_until(lambda: any(e.get("verdict") == "HEALTHY" for e in list(events)), 10, what="HEALTHY")
+        worker.kill()
+        assert worker.wait(5) == -signal.SIGKILL
+        crashed = wait_until(lambda: next((e for e in list(events) if e.get("verdict") == "CRASHED"), None), 5,
+                             what="CRASHED")
+        seen_at = time.monotonic()
+        rc = monitor.wait(linger_s + 20 * interval_s)  # TimeoutExpired: it never left
+        took = time.monotonic() - seen_at
+        reader.join(5)
+        assert rc == 0 and crashed["kind"] in ("tick", "verdict")
+        assert took <= linger_s + 5 * interval_s, f"left {took:.2f} s after CRASHED"
+        assert events[-1]["kind"] == "stop" and events[-1]["verdict"] == "CRASHED", events[-3:]
+    finally:
+        for p in reversed(started):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout):
+                if f is not None:
+                    f.close()

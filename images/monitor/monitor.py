@@ -363,15 +363,20 @@ class Monitor:
                          silent_after_ms=self.cls.silent_after_ms)
         next_tick = time.monotonic()
         end = self.started + self.args.duration_s if self.args.duration_s else None
-        stopped_since = None
+        lingers = {STOPPED: self.args.linger_after_stop_s, CRASHED: self.args.linger_after_crash_s}
+        since: tuple[str, float] | None = None  # the verdict we may leave on, and since when
         while not self.stop:
             now = time.monotonic()
             if end is not None and now >= end:
                 break
-            if self.args.linger_after_stop_s > 0:
-                stopped_since = (stopped_since or now) if self.verdict == STOPPED else None
-                if stopped_since is not None and now - stopped_since >= self.args.linger_after_stop_s:
-                    break  # the job is over and the worker left cleanly: so can we
+            if lingers.get(self.verdict, 0) > 0:
+                since = since if since and since[0] == self.verdict else (self.verdict, now)
+                if now - since[1] >= lingers[self.verdict]:
+                    # The worker left cleanly, or crashed and nothing took its
+                    # lock for that long (its restarts are used up): so can we.
+                    break
+            else:
+                since = None
             if now >= next_tick:
                 self.drain_udp()
                 self.tick()
@@ -538,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--duration-s", type=float, default=0, help="stop after this long (default: run until SIGTERM)")
     ap.add_argument("--linger-after-stop-s", type=float, default=0,
                     help="exit this long after the worker stopped cleanly (default 0: keep watching)")
+    ap.add_argument("--linger-after-crash-s", type=float, default=0,
+                    help="exit once the worker has been CRASHED this long with no new worker (its restarts used "
+                         "up) (default 0: keep watching)")
     return ap
 
 

@@ -134,8 +134,6 @@ class LabRun:
             self.result.error = e.message()
             if e.code == ExitCode.LAB_EXISTS and not claimed:
                 self.live.phase = "refused"
-                if self.recorder:
-                    self.recorder.stop()
                 raise
         except Exception as e:
             if is_engine_gone(e):
@@ -147,6 +145,8 @@ class LabRun:
         finally:
             if claimed:
                 self.finish(t_start)
+            elif self.recorder:
+                self.recorder.stop()  # nothing to record: its streams, threads and connection go now
         return self.result
 
     def boot(self) -> None:

@@ -127,3 +127,14 @@ def test_every_emitted_kind_and_value_is_documented_and_every_documented_one_emi
         if unseen:
             missing[(source, field)] = sorted(unseen)
     assert not missing, f"documented but neither emitted in this run nor listed in NOT_REACHED: {missing}"
+
+
+def test_the_fault_journal_row_names_every_phase_and_fault():
+    """labctl's own events: every journal phase and every fault kind is in the doc's `fault` row."""
+    from labctl import faults, journal
+
+    doc = (ROOT / "docs" / "events.md").read_text()
+    row = next(ln for ln in doc.splitlines() if ln.startswith("| `fault` |"))
+    phases = [journal.INTENT, journal.RETRY, journal.APPLIED, journal.FAILED, journal.REVERTED, journal.REVERT_FAILED]
+    missing = [p for p in phases if f"`{p}`" not in row] + [k for k in faults.FAULTS if f"`{k}`" not in row]
+    assert not missing, f"docs/events.md's fault row lacks {missing}"

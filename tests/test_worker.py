@@ -156,11 +156,12 @@ def test_release_build_is_hardened():
 # ---------------------------------------------------------------- listen mode
 
 
-def start_listen(worker_bin, tmp_path, *extra: str):
+def start_listen(procs, worker_bin, tmp_path, *extra: str):
+    """A worker in listen mode, registered with `procs`: stopped and its pipe closed at teardown."""
     binary, env = worker_bin
     port = free_port()
     lock = tmp_path / "w.lock"
-    proc = subprocess.Popen(
+    proc = procs.popen(
         [str(binary), "--listen", f"127.0.0.1:{port}", "--lock", str(lock), *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -181,8 +182,8 @@ def recv_lines(sock: socket.socket, n: int, timeout: float = 10) -> list[bytes]:
     return buf.splitlines()
 
 
-def test_listen_one_response_per_line_in_order(worker_bin, tmp_path):
-    proc, port, lock = start_listen(worker_bin, tmp_path)
+def test_listen_one_response_per_line_in_order(worker_bin, tmp_path, procs):
+    proc, port, lock = start_listen(procs, worker_bin, tmp_path)
     try:
         s = connect_when_ready(port)
         s.sendall(b"".join(line + b"\n" for line, _ in CASES))
@@ -198,8 +199,8 @@ def test_listen_one_response_per_line_in_order(worker_bin, tmp_path):
         proc.wait()
 
 
-def test_listen_lone_request_answered_at_once(worker_bin, tmp_path):
-    proc, port, _ = start_listen(worker_bin, tmp_path)
+def test_listen_lone_request_answered_at_once(worker_bin, tmp_path, procs):
+    proc, port, _ = start_listen(procs, worker_bin, tmp_path)
     try:
         s = connect_when_ready(port)
         for n in (3, 4, -1):
@@ -217,8 +218,8 @@ def test_listen_lone_request_answered_at_once(worker_bin, tmp_path):
         proc.wait()
 
 
-def test_listen_new_connection_replaces_old_and_reset_keeps_serving(worker_bin, tmp_path):
-    proc, port, _ = start_listen(worker_bin, tmp_path)
+def test_listen_new_connection_replaces_old_and_reset_keeps_serving(worker_bin, tmp_path, procs):
+    proc, port, _ = start_listen(procs, worker_bin, tmp_path)
     try:
         a = connect_when_ready(port)
         a.sendall(b"2\n")
@@ -241,10 +242,10 @@ def test_listen_new_connection_replaces_old_and_reset_keeps_serving(worker_bin, 
         proc.wait()
 
 
-def test_listen_bad_lines_answered_each_but_logged_in_summary(worker_bin, tmp_path):
+def test_listen_bad_lines_answered_each_but_logged_in_summary(worker_bin, tmp_path, procs):
     """Every bad line gets its response on the socket, in order; the log gets
     the first of a burst and then summaries, whose counts add up exactly."""
-    proc, port, lock = start_listen(worker_bin, tmp_path, "--bug-trigger", "none")
+    proc, port, lock = start_listen(procs, worker_bin, tmp_path, "--bug-trigger", "none")
     try:
         s = connect_when_ready(port)
         lines = [b"-%d" % i if i % 3 == 0 else b"x%d" % i if i % 7 == 0 else b"%d" % i for i in range(1, 3001)]
@@ -268,8 +269,8 @@ def test_listen_bad_lines_answered_each_but_logged_in_summary(worker_bin, tmp_pa
     assert len(firsts) + len(summaries) <= 10, f"a log line per bad line, or nearly: {err[-2000:]!r}"
 
 
-def test_listen_large_batch_roundtrip(worker_bin, tmp_path):
-    proc, port, _ = start_listen(worker_bin, tmp_path, "--bug-trigger", "none")
+def test_listen_large_batch_roundtrip(worker_bin, tmp_path, procs):
+    proc, port, _ = start_listen(procs, worker_bin, tmp_path, "--bug-trigger", "none")
     try:
         s = connect_when_ready(port)
         n = 200_000
@@ -302,9 +303,10 @@ def test_listen_large_batch_roundtrip(worker_bin, tmp_path):
 # ---------------------------------------------------------------- lock and signals
 
 
-def start_stdin_worker(worker_bin, lock: Path, *extra: str, stdout=subprocess.PIPE):
+def start_stdin_worker(procs, worker_bin, lock: Path, *extra: str, stdout=subprocess.PIPE):
+    """A worker in stdin mode, registered with `procs`: stopped and its pipes closed at teardown."""
     binary, env = worker_bin
-    return subprocess.Popen(
+    return procs.popen(
         [str(binary), "--lock", str(lock), *extra],
         stdin=subprocess.PIPE,
         stdout=stdout,
@@ -332,9 +334,9 @@ def ask(proc: subprocess.Popen, line: bytes) -> bytes:
     return proc.stdout.readline()
 
 
-def test_lock_file_holds_pid_and_incarnation_and_is_flocked(worker_bin, tmp_path):
+def test_lock_file_holds_pid_and_incarnation_and_is_flocked(worker_bin, tmp_path, procs):
     lock = tmp_path / "w.lock"
-    p = start_stdin_worker(worker_bin, lock)
+    p = start_stdin_worker(procs, worker_bin, lock)
     try:
         assert ask(p, b"2") == b"2,4\n"  # started and serving
         pid, incarnation = lock.read_text().split()
@@ -347,9 +349,9 @@ def test_lock_file_holds_pid_and_incarnation_and_is_flocked(worker_bin, tmp_path
     assert not lock.exists()
 
 
-def test_sigterm_finishes_removes_lock_and_exits_zero(worker_bin, tmp_path):
+def test_sigterm_finishes_removes_lock_and_exits_zero(worker_bin, tmp_path, procs):
     lock = tmp_path / "w.lock"
-    p = start_stdin_worker(worker_bin, lock)
+    p = start_stdin_worker(procs, worker_bin, lock)
     assert ask(p, b"3") == b"3,9\n"
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=10) == 0
@@ -357,14 +359,14 @@ def test_sigterm_finishes_removes_lock_and_exits_zero(worker_bin, tmp_path):
     assert b"stop requested" in p.stderr.read()
 
 
-def test_sigterm_at_any_moment_is_never_lost(worker_bin, tmp_path):
+def test_sigterm_at_any_moment_is_never_lost(worker_bin, tmp_path, procs):
     """A stop that lands between the loop's check of the flag and its wait
     must still end the worker; once it hung forever in an untimed poll.
     The signal is sent at the very moment the worker goes back to waiting
     (just after it answered), many times over, to hit that window."""
     for i in range(150):
         lock = tmp_path / f"w{i}.lock"
-        p = start_stdin_worker(worker_bin, lock)
+        p = start_stdin_worker(procs, worker_bin, lock)
         try:
             assert ask(p, b"3") == b"3,9\n"
             p.send_signal(signal.SIGTERM)
@@ -382,7 +384,7 @@ def test_sigterm_at_any_moment_is_never_lost(worker_bin, tmp_path):
                 f.close()
 
 
-def test_sigterm_during_a_flood_of_input_stops_at_once(worker_bin, tmp_path):
+def test_sigterm_during_a_flood_of_input_stops_at_once(worker_bin, tmp_path, procs):
     """With input always ready the wait never has to block, and a stop that
     only a blocking wait delivers stayed pending until the input ran out. A
     regular file is always ready, and flushing every line keeps the worker
@@ -392,7 +394,7 @@ def test_sigterm_during_a_flood_of_input_stops_at_once(worker_bin, tmp_path):
     data.write_bytes(b"7\n" * 6_000_000)
     exe, env = worker_bin
     with open(data, "rb") as stdin:
-        p = subprocess.Popen([str(exe), "--lock", str(lock), "--flush-every-line"], stdin=stdin,
+        p = procs.popen([str(exe), "--lock", str(lock), "--flush-every-line"], stdin=stdin,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         wait_until(lock.exists, 5, what="the worker's lock")
@@ -411,9 +413,9 @@ def test_sigterm_during_a_flood_of_input_stops_at_once(worker_bin, tmp_path):
         p.stderr.close()
 
 
-def test_segfault_removes_lock_and_dies_by_signal_11(worker_bin, tmp_path):
+def test_segfault_removes_lock_and_dies_by_signal_11(worker_bin, tmp_path, procs):
     lock = tmp_path / "w.lock"
-    p = start_stdin_worker(worker_bin, lock)
+    p = start_stdin_worker(procs, worker_bin, lock)
     assert ask(p, b"5") == b"5,25\n"
     p.stdin.write(b"999\n")
     p.stdin.flush()
@@ -461,8 +463,8 @@ def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
         buf += chunk
 
 
-def test_listen_crash_delivers_responses_computed_before_it(worker_bin, tmp_path):
-    proc, port, lock = start_listen(worker_bin, tmp_path)
+def test_listen_crash_delivers_responses_computed_before_it(worker_bin, tmp_path, procs):
+    proc, port, lock = start_listen(procs, worker_bin, tmp_path)
     try:
         s = connect_when_ready(port)
         s.sendall(b"2\n3\n999\n")  # one write: the answers sit in the batch when 999 hits
@@ -471,7 +473,7 @@ def test_listen_crash_delivers_responses_computed_before_it(worker_bin, tmp_path
         assert not lock.exists()
         s.close()
         # A bad line's response is owed just the same, and a long batch too.
-        proc, port, lock = start_listen(worker_bin, tmp_path)
+        proc, port, lock = start_listen(procs, worker_bin, tmp_path)
         s = connect_when_ready(port)
         values = [i for i in range(1, 20_001) if i != 999]
         s.sendall(b"-7\n" + b"".join(b"%d\n" % i for i in values) + b"999\n")
@@ -488,9 +490,9 @@ def test_listen_crash_delivers_responses_computed_before_it(worker_bin, tmp_path
     assert b"AddressSanitizer" not in err and b"runtime error" not in err
 
 
-def test_sigkill_leaves_stale_lock_that_next_start_recovers(worker_bin, tmp_path):
+def test_sigkill_leaves_stale_lock_that_next_start_recovers(worker_bin, tmp_path, procs):
     lock = tmp_path / "w.lock"
-    p = start_stdin_worker(worker_bin, lock)
+    p = start_stdin_worker(procs, worker_bin, lock)
     assert ask(p, b"6") == b"6,36\n"
     p.kill()
     p.wait()
@@ -501,9 +503,9 @@ def test_sigkill_leaves_stale_lock_that_next_start_recovers(worker_bin, tmp_path
     assert f"recovered stale lock of pid {p.pid}".encode() in q.stderr
 
 
-def test_second_worker_on_a_live_lock_exits_75(worker_bin, tmp_path):
+def test_second_worker_on_a_live_lock_exits_75(worker_bin, tmp_path, procs):
     lock = tmp_path / "w.lock"
-    p = start_stdin_worker(worker_bin, lock)
+    p = start_stdin_worker(procs, worker_bin, lock)
     try:
         assert ask(p, b"1") == b"1,1\n"
         q = run_stdin(worker_bin, b"2\n", lock=lock)
@@ -592,11 +594,11 @@ class UdpSink:
         self.sock.close()
 
 
-def test_heartbeats_file_and_udp_rate_progress_and_sigstop(worker_bin, tmp_path):
+def test_heartbeats_file_and_udp_rate_progress_and_sigstop(worker_bin, tmp_path, procs):
     lock = tmp_path / "w.lock"
     hb = tmp_path / "worker.heartbeat"
     sink = UdpSink()
-    p = start_stdin_worker(worker_bin, lock, "--heartbeat-ms", "100", "--heartbeat-file", str(hb),
+    p = start_stdin_worker(procs, worker_bin, lock, "--heartbeat-ms", "100", "--heartbeat-file", str(hb),
                            "--heartbeat-udp", f"localhost:{sink.port}")
     try:
         wait_until(lambda: read_beat(hb), 5, what="first heartbeat file")
@@ -639,11 +641,11 @@ def test_heartbeats_file_and_udp_rate_progress_and_sigstop(worker_bin, tmp_path)
     assert code == 0
 
 
-def test_slow_reader_does_not_stop_the_heartbeat(worker_bin, tmp_path):
+def test_slow_reader_does_not_stop_the_heartbeat(worker_bin, tmp_path, procs):
     """Output backs up (nobody reads stdout), yet the volume heartbeat goes on."""
     lock = tmp_path / "w.lock"
     hb = tmp_path / "worker.heartbeat"
-    p = start_stdin_worker(worker_bin, lock, "--heartbeat-ms", "100", "--heartbeat-file", str(hb))
+    p = start_stdin_worker(procs, worker_bin, lock, "--heartbeat-ms", "100", "--heartbeat-file", str(hb))
     try:
         feeder = threading.Thread(target=lambda: _feed_quietly(p, b"12345\n" * 400_000), daemon=True)
         feeder.start()
@@ -666,9 +668,9 @@ def _feed_quietly(p, data):
         pass
 
 
-def test_udp_peer_that_cannot_be_resolved_is_not_fatal(worker_bin, tmp_path):
+def test_udp_peer_that_cannot_be_resolved_is_not_fatal(worker_bin, tmp_path, procs):
     hb = tmp_path / "worker.heartbeat"
-    p = start_stdin_worker(worker_bin, tmp_path / "w.lock", "--heartbeat-ms", "50", "--heartbeat-file", str(hb),
+    p = start_stdin_worker(procs, worker_bin, tmp_path / "w.lock", "--heartbeat-ms", "50", "--heartbeat-file", str(hb),
                            "--heartbeat-udp", "no-such-host.invalid:7001")
     try:
         wait_until(lambda: (read_beat(hb) or (0, 0, 0))[2] >= 5, 5, what="file beats despite a dead UDP peer")

@@ -884,3 +884,211 @@ def test_submission_names_are_safe_directory_names(tmp_path, intake):
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s.name), s.name
     assert s.name.startswith("Alice_Smith_1_")
     assert submission.safe_name("../..") == "submission"
+
+
+# ---------------------------------------------------------------- timeline pictures and the pause test (4.24)
+
+
+def _record(*incs: tuple[int, int, list[str], float, list[str]], pause: tuple[int, int] | None = None) -> bytes:
+    """A stand-in's record: per incarnation (pid, start ms, lines, ms per line, its end: ["signal TERM",
+    "exit 0"], ["signal SEGV"], ...); a pause (from, to ms) holds every clock still inside it."""
+    out = []
+    for pid, t, lines, every, end in incs:
+        out.append(f"{t} {pid} start robust")
+        for line in lines:
+            t += every
+            if pause and pause[0] <= t < pause[1]:
+                t = pause[1]
+            out.append(f"{int(t)} {pid} line {line}")
+        out += [f"{int(t) + 1} {pid} {e}" for e in end]
+    return ("\n".join(out) + "\n").encode()
+
+
+def _pause_run(record: bytes, values: list[str], *, ended: bool = True, paused: bool = True):
+    from labctl.grade import ex4_supervisor as sup
+    from labctl.grade.sandbox import RunResult
+
+    events = [FaultEvent(1.2, "pause", "sandbox"), FaultEvent(4.2, "unpause", "sandbox")] if paused else []
+    r = (RunResult(pid=5, exit_code=0, elapsed=9.0, t_start=100.0, t_end=109.0, host_events=events) if ended else
+         RunResult(pid=5, timed_out=True, elapsed=23.0, t_start=100.0, t_end=123.0, host_events=events))
+    return sup.SystemRun(values, r, sup.incarnations(record))
+
+
+PAUSE_VALUES = [str(1 + i % 97) for i in range(300)]
+PAUSE_MS = (101200, 104200)
+
+
+def test_the_pause_test_passes_one_worker_that_handled_every_line_once_across_the_thaw():
+    from labctl.grade.ex4_supervisor import judge_pause
+
+    rec = _record((7, 100050, PAUSE_VALUES, 10, ["signal TERM", "exit 0"]), pause=PAUSE_MS)
+    out = judge_pause(_pause_run(rec, PAUSE_VALUES))
+    assert out.passed, out.seen
+    assert "paused for 3 s after 114 of the 300 lines" in out.seen and "got SIGTERM" in out.seen
+
+
+def test_the_pause_test_fails_a_supervisor_that_took_the_time_jump_for_a_hung_worker():
+    from labctl.grade.ex4_supervisor import judge_pause
+
+    # The watchdog fired at the thaw: the worker was killed (no record of its end) and the
+    # line it had just handled was sent again to a new one.
+    first, rest = PAUSE_VALUES[:115], PAUSE_VALUES[114:]
+    rec = _record((7, 100050, first, 10, []), (9, 104300, rest, 10, ["signal TERM", "exit 0"]), pause=PAUSE_MS)
+    out = judge_pause(_pause_run(rec, PAUSE_VALUES))
+    assert not out.passed
+    assert "1 restart(s): the worker never crashed" in out.seen
+    assert "301 lines, 1 line(s) more than input.dat holds (fed twice)" in out.seen
+    assert "first difference is at line 116" in out.seen
+
+
+def test_the_pause_test_fails_lost_lines_and_a_supervisor_that_never_ends():
+    from labctl.grade.ex4_supervisor import judge_pause
+
+    skipped = PAUSE_VALUES[:115] + PAUSE_VALUES[116:]  # the line in flight at the pause given up on
+    out = judge_pause(_pause_run(_record((7, 100050, skipped, 10, ["signal TERM", "exit 0"]), pause=PAUSE_MS),
+                                 PAUSE_VALUES))
+    assert not out.passed and "1 line(s) of input.dat never reached a worker" in out.seen
+    assert "line 116: input.dat has" in out.seen
+    hung = judge_pause(_pause_run(_record((7, 100050, PAUSE_VALUES[:200], 10, []), pause=PAUSE_MS),
+                                  PAUSE_VALUES, ended=False))
+    assert not hung.passed and "did not end within 23 s" in hung.seen
+    nothing = judge_pause(_pause_run(b"", PAUSE_VALUES, paused=False))
+    assert not nothing.passed and "no worker was started" in nothing.seen and "was not paused" in nothing.seen
+
+
+def test_the_pause_test_is_a_repeated_system_test_of_the_supervisor():
+    t = BY_NUMBER["4.24"]
+    assert (t.kind, t.faults, t.fault_test, t.files, t.informational) == (
+        "system", ("docker-pause",), True, ("supervisor.py",), False)
+    assert "docker pause" in t.description and t.points > 0
+
+
+def test_the_paced_stand_in_paces_only_its_answers():
+    from labctl.grade import ex4_supervisor as sup
+
+    src = sup.paced_source().decode()
+    assert src.index("#define write(fd, buf, n) grader_paced_write") < src.index("#define WORKER_DEFAULT_ARGS")
+    assert "if (fd == STDOUT_FILENO)" in src and f"{{0, {sup.PACE_MS * 1_000_000}L}}" in src
+    # The job outlasts the latest pause by far, even at full speed.
+    assert sup.PAUSE_LINES * sup.PACE_MS / 1000 > 2 * sup.PAUSE_AT_S[1]
+    launcher = sup.recording_launcher("/work/bin/hardcore_worker").decode()
+    assert launcher.startswith("#!/bin/sh\nexec python3 ") and "os.execv('/work/bin/hardcore_worker'" in launcher
+
+
+def _png(path: Path):
+    from PIL import Image
+
+    img = Image.open(path)
+    assert img.format == "PNG"
+    return img
+
+
+def _shaded_pixels(img) -> int:
+    import numpy as np
+
+    px = np.asarray(img.convert("RGB")).astype(int)
+    return int((np.abs(px - np.array([220, 228, 231])).max(axis=2) < 6).sum())
+
+
+def test_a_supervisor_run_is_drawn_from_its_record(tmp_path):
+    import time
+
+    from labctl.grade import ex4_supervisor as sup
+    from labctl.grade import gradeplot
+
+    first, rest = PAUSE_VALUES[:115], PAUSE_VALUES[114:]
+    rec = _record((7, 100050, first, 10, []), (9, 104300, rest, 10, ["signal TERM", "exit 0"]), pause=PAUSE_MS)
+    pic = sup.picture("4.24", "docker pause mid-job", _pause_run(rec, PAUSE_VALUES))
+    assert [(w.name, w.start, w.end) for w in pic.windows] == [("docker pause", 1.2, 4.2)]
+    assert pic.progress[-1][1] == len(PAUSE_VALUES) + 1
+    t0 = time.monotonic()
+    name = gradeplot.write(pic, tmp_path / "alice", gradeplot.image_name("4.24"))
+    took = time.monotonic() - t0
+    path = tmp_path / "alice" / name
+    assert name == "timeline-4.24.png" and path.stat().st_size < 150_000 and took < 5
+    img = _png(path)
+    assert img.size == (800, 380)
+    meta = img.text
+    assert meta["Tests"] == "4.24" and meta["Lanes"] == "worker (truth)|supervisor|lines fed"
+    assert meta["FaultWindows"] == "1"
+    assert {"running", "restarted", "paused (docker)", "killed", "exited 0"} <= set(meta["States"].split("|"))
+    assert {"restart", "SIGTERM", "exit 0"} <= set(meta["Marks"].split("|"))
+    assert _shaded_pixels(img) > 3000
+    assert [p.name for p in (tmp_path / "alice").iterdir()] == [name]  # no temporary file left
+
+
+def test_a_crash_is_drawn_as_a_fault_window_and_a_restart():
+    from labctl.grade import ex4_supervisor as sup
+
+    rec = _record((7, 100010, ["5", "-10", "999"], 10, ["signal SEGV"]),
+                  (8, 100300, ["6"], 10, ["signal TERM", "exit 0"]))
+    s = _pause_run(rec, ["5", "-10", "999", "6"], paused=False)
+    pic = sup.picture("4.17, 4.18", "a crash on 999", s)
+    assert [(w.name, round(w.start, 3), round(w.end, 3)) for w in pic.windows] == [("crash on 999", 0.041, 0.3)]
+    assert [(sp.label, sp.state) for sp in pic.truth] == [("running", "RUNNING"), ("crashed (SIGSEGV)", "CRASHED"),
+                                                          ("restarted", "RESTARTED"), ("exited 0", "STOPPED")]
+    assert [m.label for m in pic.said_marks] == ["restart", "SIGTERM", "exit 0"]
+    own = sup.picture("4.23", "your own worker", sup.SystemRun(["5"], s.result, sup.incarnations(
+        b"100010 7 start own\n100300 8 start own\n")), instrumented=False, note="2 of 2 answered")
+    assert [(sp.label, round(sp.end, 2)) for sp in own.truth] == [("running", 0.3), ("restarted", 9.0)]
+    assert own.windows == [] and own.progress == [] and own.progress_note == "2 of 2 answered"
+
+
+def test_a_monitor_run_is_drawn_with_its_verdicts_timed_at_the_marks(tmp_path):
+    from labctl.grade import ex2, gradeplot
+    from labctl.grade.sandbox import Fired, RunResult
+
+    worker = RunResult(pid=3, signal=9, elapsed=10.05, t_start=50.0, t_end=60.05, stdout_newlines=10,
+                       fired=[Fired(0, "touch", 9.7, 9, 0), Fired(1, "signal", 10.0, 10, 0)])
+    said = b"checking\n" + b"Worker 3 is running\n" * 7 + b"Worker 3 crashed\n" * 2
+    marks = [Fired(0, "snapshot", 8.2, 8, 0), Fired(1, "snapshot", 8.5, 8, 0)]
+    monitor = RunResult(pid=4, signal=9, elapsed=13.0, t_start=51.5, t_end=64.5, stdout=said,
+                        stdout_total=len(said), fired=marks)
+    timed = ex2.timed_lines(monitor, 1.5)
+    assert timed[0] == (1.5, "checking") and timed[8] == (10.0, "Worker 3 crashed")  # the 9th line: at the mark
+    pic = ex2.picture("2.4, 2.5, 2.7", "SIGKILL", worker, [monitor],
+                      ex2.Fault("SIGKILL", "killed (SIGKILL)", "CRASHED", 10.0))
+    # 8 lines before the first mark at 8.2 s: the first (no verdict) at the start, the next 8.2/8 s later
+    assert [(sp.label, sp.start, sp.end) for sp in pic.said] == [
+        ("running", pytest.approx(1.5 + 8.2 / 8), pytest.approx(10.0)), ("crashed", pytest.approx(10.0), 14.5)]
+    assert pic.truth[-1].label == "killed (SIGKILL)" and pic.windows[0].name == "SIGKILL"
+    assert pic.progress[-1] == (10.05, 10.0) and not pic.progress_steps
+    img = _png(tmp_path / gradeplot.write(pic, tmp_path, "t.png"))
+    assert img.text["Lanes"] == "worker (truth)|monitor|worker's stdout\n(heartbeats)"
+    assert {"running", "crashed", "killed (SIGKILL)"} <= set(img.text["States"].split("|"))
+
+
+def test_gradeplot_helpers():
+    from labctl.grade import gradeplot as g
+
+    assert g.image_name("4.17-4.18") == "timeline-4.17-4.18.png"
+    assert g.image_name("4.24", attempt=2) == "timeline-4.24-run3.png"
+    ev = [FaultEvent(1.0, "pause", "sandbox"), FaultEvent(4.1, "unpause", "sandbox"), FaultEvent(6.0, "pause", "s")]
+    assert g.pause_windows(ev, 7.0) == [g.Window(1.0, 4.1, "docker pause"), g.Window(6.0, 7.0, "docker pause")]
+    top = g.paused_spans([g.Window(1.0, 4.1, "docker pause")])
+    cut = g.overlay([g.Span(0.0, 9.0, "running", "RUNNING")], top)
+    assert [(s.start, s.end, s.label) for s in cut] == [(0.0, 1.0, "running"), (1.0, 4.1, "paused (docker)"),
+                                                        (4.1, 9.0, "running")]
+    pts = [(float(i), float(i)) for i in range(10_000)]
+    thin = g.thin(pts, 100)
+    assert len(thin) == 101 and thin[0] == pts[0] and thin[-1] == pts[-1]
+
+
+def test_feedback_shows_every_runs_picture_once_and_hidden_ones_never():
+    r = SubmissionResult.for_submission(_sub(), select([4]), seed=1)
+    for t in r.pending():
+        if t.number in ("4.17", "4.18"):
+            r.record(TestResult.passed(t, images=["timeline-4.17-4.18.png"]))
+        elif t.number == "4.24":
+            r.record(TestResult.failed(t, "1 restart(s)", images=["timeline-4.24.png"]))
+        elif t.number == "4.19":
+            r.record(TestResult.passed(t, images=["timeline-4.19.png"]))
+        else:
+            r.record(TestResult.passed(t))
+    md = writers.feedback_md(r)
+    assert md.count("![timeline](timeline-4.17-4.18.png)") == 1 and "Tests 4.17, 4.18:" in md
+    assert md.count("![timeline](timeline-4.24.png)") == 1  # with its failure, not again below
+    assert md.index("### 4.24 ") < md.index("![timeline](timeline-4.24.png)") < md.index("### Timelines")
+    hidden = SubmissionResult.for_submission(_sub(), [dataclasses.replace(BY_NUMBER["4.19"], visibility="hidden")])
+    hidden.record(TestResult.passed(hidden.planned[0], images=["timeline-4.19.png"]))
+    assert "timeline-4.19" not in writers.feedback_md(hidden)

@@ -257,7 +257,7 @@ def _exercise_4_worker(e: _Exercise, w: str) -> None:
           "each reading n on stdin is answered on stdout with the line n,n*n, in order",
           "Read a line, parse it, print \"%ld,%ld\\n\" and fflush(stdout) so a supervisor reading the pipe "
           "sees each answer at once.")
-    e.add("corrupted reading: stderr, then go on", w, 6,
+    e.add("corrupted reading: stderr, then go on", w, 5,
           "a negative reading gives an error line on stderr (e.g. 'ERROR: Corrupted data -10') and the worker "
           "goes on with the next line",
           "Report the bad reading on stderr and continue the loop; one bad reading must not stop the job.",
@@ -269,11 +269,11 @@ def _exercise_4_worker(e: _Exercise, w: str) -> None:
     e.add("lock file holds the PID", w, 5,
           "while it runs, the worker's lock file exists and holds its PID",
           "Create the lock at start-up and write getpid() into it before reading input.")
-    e.add("SIGTERM removes the lock", w, 6,
+    e.add("SIGTERM removes the lock", w, 5,
           "on SIGTERM the worker removes its lock file and exits promptly",
           "Install a SIGTERM handler with sigaction; clean up (unlink the lock) and end the process.",
           faults=("sigterm",))
-    e.add("SIGSEGV removes the lock", w, 6,
+    e.add("SIGSEGV removes the lock", w, 5,
           "when the worker segfaults on 999, its SIGSEGV handler removes the lock file",
           "In the SIGSEGV handler unlink the lock (async-signal-safe), then let the process die.",
           faults=("sigsegv",))
@@ -293,7 +293,7 @@ def _exercise_4_worker_hidden_cases(e: _Exercise, w: str) -> None:
           "Parse with strtol and check the end pointer (only spaces may follow), errno == ERANGE, and that "
           "n*n fits (|n| <= 3037000499 for a 64-bit long) before squaring.",
           faults=("malformed-input",), visibility="after_published")
-    e.add("a 300-byte line is one bad line", w, 4,
+    e.add("a 300-byte line is one bad line", w, 3,
           "a 300-byte line gets exactly one answer (an ERROR), not two: a 256-byte fgets must not split it "
           "into two numbers",
           "If fgets returns no '\\n' and the stream is not at EOF, the line was longer than the buffer: read "
@@ -334,7 +334,7 @@ def _exercise_4_worker_hidden_cases(e: _Exercise, w: str) -> None:
 
 
 def _exercise_4_supervisor(e: _Exercise, w: str, s: str) -> None:
-    e.add("supervisor: every line fed", s, 6,
+    e.add("supervisor: every line fed", s, 5,
           "every line of input.dat is fed to a worker, in order; none is skipped around the restart",
           "Write each line to the worker's stdin and flush; after a restart go on from the line after the one "
           "that crashed the worker.",
@@ -369,6 +369,14 @@ def _exercise_4_supervisor(e: _Exercise, w: str, s: str) -> None:
           "every valid reading is answered",
           "Run the two together on the generated data and compare the answers with the readings.",
           faults=("bug-trigger",), kind="system")
+    e.add("supervisor: a pause of the whole machine loses nothing", s, 5,
+          "`docker pause` freezes supervisor and worker together for 3 s mid-job; after the thaw the same worker "
+          "goes on: every line fed exactly once, in order, and no restart",
+          "A pause looks like time jumping: after the thaw every timer has expired at once, though the worker "
+          "never stopped. Restart a worker only once it has exited (proc.poll() is not None); if you keep an "
+          "answer timeout, look at the pipe once more before acting on it, and never resend a line to a live "
+          "worker.",
+          faults=("docker-pause",), kind="system")
 
 
 def _check(tests: list[TestDef]) -> None:

@@ -14,12 +14,21 @@ SIGSTOP...) a paused worker; crash words (crashed, dead, not running...) a
 crashed one; run words (running, alive...) a running one. The faults come
 from the driver at moments it marks with files in the case directory; the
 monitor's run notes how many lines it had printed when each mark appeared.
+
+Every system run is drawn (gradeplot.py) into the submission's folder: the
+worker's truth (running, then killed or stopped), the monitor's verdicts
+(timed exactly at the marks and spread evenly between them, since a
+monitor's lines carry no time of their own) and the worker's heartbeat
+lines, the fault shaded.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from labctl import states
+from labctl.grade import gradeplot
+from labctl.grade.gradeplot import Mark, Picture, Span, Window, shown
 from labctl.grade.runner import Check, Context, Outcome
 from labctl.grade.sandbox import RunResult, RunSpec, at, on_file, send_signal, snapshot, touch
 
@@ -90,6 +99,74 @@ def show(lines: list[str], limit: int = 8) -> str:
 
 def monitor_summary(name: str, r: RunResult) -> str:
     return f"{name}: {r.summary(800)}"
+
+
+# ------------------------------------------------------------------ the timeline pictures
+
+STATE_OF = {RUNNING: states.RUNNING, PAUSED: states.PAUSED, CRASHED: states.CRASHED, STALE: states.DEAD,
+            NONE: states.UNKNOWN}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the grader did to the worker, for the picture: from `at` s on it is `label`."""
+
+    name: str  # the fault window's name: "SIGKILL"
+    label: str  # the worker's state after it: "killed (SIGKILL)"
+    state: str  # a labctl.states name, for the colour
+    at: float | None  # None: it never came (the run ended first)
+
+
+def offset_of(r: RunResult, t0: float) -> float:
+    """When r's program started, in seconds after t0 (the sandbox's clock)."""
+    return r.t_start - t0 if r.t_start is not None else 0.0
+
+
+def timed_lines(r: RunResult, offset: float = 0.0) -> list[tuple[float, str]]:
+    """r's stdout lines with their times: exact at the driver's marks (a
+    fired action counts the lines printed by then), spread evenly between."""
+    if r.error:
+        return []
+    lines = r.stdout_lines()
+    bounds = [(0.0, 0), *sorted((f.t, f.lines) for f in r.fired), (r.elapsed, len(lines))]
+    out: list[tuple[float, str]] = []
+    for (ta, la), (tb, lb) in zip(bounds, bounds[1:], strict=False):
+        chunk = lines[la:lb]
+        out += [(offset + ta + (tb - ta) * j / len(chunk), ln) for j, ln in enumerate(chunk)]
+    return out
+
+
+def monitor_lane(monitors: list[RunResult], t0: float) -> tuple[list[Span], list[Mark]]:
+    """What each monitor run said, verdict by verdict, until it ended."""
+    spans: list[Span] = []
+    marks: list[Mark] = []
+    for n, r in enumerate(m for m in monitors if m.error is None):
+        off = offset_of(r, t0)
+        changes = [(t, v) for t, ln in timed_lines(r, off) if (v := verdict(ln)) is not None]
+        spans += gradeplot.spans_of(changes, off + r.elapsed, {}, STATE_OF)
+        marks.append(Mark(off, "monitor starts" if n == 0 else "monitor again"))
+    return spans, marks
+
+
+def picture(tests: str, title: str, worker: RunResult | None, monitors: list[RunResult], fault: Fault,
+            note: str = "") -> Picture:
+    """The worker's truth, the monitor's words and the worker's heartbeats over one run."""
+    t0 = worker.t_start if worker is not None and worker.t_start is not None else next(
+        (m.t_start for m in monitors if m.t_start is not None), 0.0)
+    runs = [r for r in (worker, *monitors) if r is not None and r.error is None]
+    end = max([offset_of(r, t0) + r.elapsed for r in runs] or [1.0])
+    truth: list[Span] = []
+    windows: list[Window] = []
+    if worker is not None:
+        truth.append(Span(0.0, fault.at if fault.at is not None else worker.elapsed, "running", states.RUNNING))
+    if fault.at is not None:
+        truth.append(Span(fault.at, end, fault.label, fault.state))
+        windows.append(Window(fault.at, end, fault.name))
+    said, marks = monitor_lane(monitors, t0)
+    beats = ([(0.0, 0.0), *((f.t, float(f.lines)) for f in sorted(worker.fired, key=lambda f: f.t)),
+              (worker.elapsed, float(worker.stdout_newlines))] if worker is not None and worker.error is None else [])
+    return Picture(tests, title, end, "monitor", "worker's stdout\n(heartbeats)", truth=truth, said=said,
+                   said_marks=marks, progress=beats, progress_note=note, progress_steps=False, windows=windows)
 
 
 # ------------------------------------------------------------------ the worker alone (2.2, 2.3)
@@ -185,6 +262,14 @@ def watched(ctx: Context) -> Watch:
     return ctx.memo("ex2:watch", lambda: watch_run(ctx))
 
 
+def watch_picture(ctx: Context, wt: Watch) -> list[str]:
+    kill = wt.worker.fired_action(1)
+    monitors = [wt.monitor] if wt.monitor.fired_action(1) is not None else [wt.monitor, wt.after]
+    fault = Fault("SIGKILL", "killed (SIGKILL)", states.CRASHED, kill.t if kill else None)
+    return gradeplot.draw(ctx, "2.4-2.5-2.7", lambda: picture(
+        "2.4, 2.5, 2.7", f"a healthy worker for {wt.alive_s:g} s, then SIGKILL", wt.worker, monitors, fault))
+
+
 def not_watched(wt: Watch) -> str | None:
     """Why the monitor could not be judged beside a live worker; None if it could."""
     if wt.worker.error:
@@ -198,6 +283,10 @@ def not_watched(wt: Watch) -> str | None:
 def check_running(ctx: Context) -> Outcome:
     """2.4: with the worker alive, the monitor reports it running."""
     wt = watched(ctx)
+    return shown(judge_running(wt), watch_picture(ctx, wt))
+
+
+def judge_running(wt: Watch) -> Outcome:
     problem = not_watched(wt)
     lines = wt.alive_lines()
     vs = verdicts(lines)
@@ -213,6 +302,10 @@ def check_running(ctx: Context) -> Outcome:
 def check_no_false_alarm(ctx: Context) -> Outcome:
     """2.7: over WATCH_S of a healthy worker, never crashed or stale."""
     wt = watched(ctx)
+    return shown(judge_no_false_alarm(wt), watch_picture(ctx, wt))
+
+
+def judge_no_false_alarm(wt: Watch) -> Outcome:
     problem = not_watched(wt)
     lines = wt.alive_lines()
     vs = verdicts(lines)
@@ -229,6 +322,10 @@ def check_no_false_alarm(ctx: Context) -> Outcome:
 def check_crashed(ctx: Context) -> Outcome:
     """2.5: after SIGKILL, crashed (or a stale lock) within AFTER_S."""
     wt = watched(ctx)
+    return shown(judge_crashed(wt), watch_picture(ctx, wt))
+
+
+def judge_crashed(wt: Watch) -> Outcome:
     problem = not_watched(wt)
     lines = wt.dead_lines()
     vs = verdicts(lines)
@@ -250,6 +347,13 @@ def check_stale_lock(ctx: Context) -> Outcome:
     pid = ctx.rng.randint(20000, 30000)
     r = ctx.run(RunSpec(["python3", MONITOR], files={MONITOR: ctx.source(MONITOR), LOCK: f"{pid}\n".encode()},
                         env=ENV, timeout=AFTER_S))
+    fault = Fault("stale lock", "no process: a stale lock", states.DEAD, 0.0)
+    images = gradeplot.draw(ctx, "2.6", lambda: picture("2.6", f"{LOCK} names pid {pid}, which no process has",
+                                                        None, [r], fault, note="no worker runs in this test"))
+    return shown(judge_stale_lock(r, pid), images)
+
+
+def judge_stale_lock(r: RunResult, pid: int) -> Outcome:
     lines = [ln for ln in r.stdout_lines() if ln.strip()]
     vs = verdicts(lines)
     running = [ln for v, ln in vs if v == RUNNING]
@@ -271,6 +375,15 @@ def check_sigstop(ctx: Context) -> Outcome:
     m = monitor_spec(ctx, LOCK, STOP_AT_S + AFTER_S, [snapshot([LOCK], on_file(STOPPED))])
     again = monitor_spec(ctx, STOPPED_LATE, 2.0, start_timeout=STOP_AT_S + MONITOR_START_S + 3)
     rw, rm, ra = ctx.run_many([w, m, again])
+    stop = rw.fired_action(0)
+    fault = Fault("SIGSTOP", "stopped (SIGSTOP)", states.SIGSTOPPED, stop.t if stop else None)
+    monitors = [rm] if rm.fired_action(0) is not None else [rm, ra]
+    images = gradeplot.draw(ctx, "2.8", lambda: picture("2.8", "SIGSTOP: the worker frozen, its process still there",
+                                                        rw, monitors, fault))
+    return shown(judge_sigstop(rw, rm, ra), images)
+
+
+def judge_sigstop(rw: RunResult, rm: RunResult, ra: RunResult) -> Outcome:
     stop = rw.fired_action(0)
     if rw.error or rm.error or stop is None:
         return Outcome.fail("could not be observed: " + (rw.error or rm.error or "the worker ended before SIGSTOP")

@@ -1,23 +1,31 @@
-"""Exercise 4, supervisor.py: the system tests 4.17-4.23.
+"""Exercise 4, supervisor.py: the system tests 4.17-4.24.
 
 The student's supervisor runs as the sheet runs it, `python3 supervisor.py`
 in the case directory, beside input.dat (or, for 4.22, a generateData.py)
 and an executable ./hardcore_worker, the name the sheet gives the worker it
-launches. For 4.17-4.22 that worker is the grader's stand-in: the lab's
-worker in stdin mode, built with --record (labctl.grade.reference makes the
-source), which appends to a record file every line it handles, every
-signal that reaches it, its start (and a refused lock) and its exit, one
-write each, so a worker that crashes still leaves all of it. Its lock
+launches. For 4.17-4.22 and 4.24 that worker is the grader's stand-in: the
+lab's worker in stdin mode, built with --record (labctl.grade.reference
+makes the source), which appends to a record file every line it handles,
+every signal that reaches it, its start (and a refused lock) and its exit,
+one write each, so a worker that crashes still leaves all of it. Its lock
 holds its PID alone, as the exercise's workers write it, and it answers
 each line as it handles it. ./hardcore_worker is a two-line shell script
 that execs it: the supervisor's child is the stand-in itself (same PID,
 same exit status). For 4.21 the stand-in runs in naive mode: no handler,
 so a crash leaves cworker.lock behind, and a pidfile lock that refuses to
 start while any lock file exists. For 4.23 ./hardcore_worker execs the
-student's own compiled worker.
+student's own compiled worker, after noting its start in the record. For
+4.24 the stand-in is paced (each answer waits PACE_MS, as real work would),
+so the job lasts long enough for `docker pause` to freeze the whole
+sandbox, supervisor and worker together, in the middle of it: after the
+thaw the supervisor's clock has jumped, and one that takes that for a
+worker that stopped answering restarts a worker that never crashed.
 
 The supervisor's own output is judged only for 4.23 (the answers must show
 in it); everything else is judged from the record and the exit status.
+Every run is drawn (gradeplot.py) into the submission's folder: the
+workers' lives from the record, the supervisor's restarts and signals, the
+lines fed over time, the crash and pause windows shaded.
 """
 from __future__ import annotations
 
@@ -28,22 +36,35 @@ import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from labctl import states
 from labctl.errors import ExitCode, LabError
-from labctl.grade import reference
+from labctl.grade import gradeplot, reference
+from labctl.grade.gradeplot import Mark, Picture, Span, Window, shown
 from labctl.grade.runner import Check, Context, Outcome
 from labctl.grade.sandbox import CASE_DIR, RunResult, RunSpec, Sandbox
 
 SUPERVISOR, WORKER = "supervisor.py", "hardcore_worker.c"
 INPUT, LOCK, GENERATOR = "input.dat", "cworker.lock", "generateData.py"
+BUG = "999"  # the worker's bug trigger
 RECORD = f"{CASE_DIR}/.worker-record"
 STANDIN_SRC, STANDIN_BIN = ".standin_worker.c", "standin_worker"
+PACED_SRC, PACED_BIN = ".paced_standin_worker.c", "paced_standin_worker"
+PACE_MS = 2
 STANDIN_ARGS = ("--plain-lock", "--flush-every-line", "--record", RECORD)
 NAIVE_ARGS = ("--mode", "naive")
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 RUN_TIMEOUT_S = 20.0
 FLOOD_LINES = 200_000
 FLOOD_TIMEOUT_S = 60.0
+# 4.24: a job of PAUSE_LINES lines at the paced worker's speed (about 5 s),
+# frozen PAUSE_S by `docker pause` at a moment in PAUSE_AT_S: before the
+# worker has handled half of it. The run's own clock runs on while frozen.
+PAUSE_LINES = 2000
+PAUSE_AT_S = (1.0, 1.5)
+PAUSE_S = 3.0
+PAUSE_TIMEOUT_S = RUN_TIMEOUT_S + PAUSE_S
 GENERATED_MARK = ".generated"
 # A reading and its square as a supervisor shows them, e.g. "42,1764"; not
 # the tail of a timestamp ("10:00:05,025"), nor a piece of a longer number.
@@ -52,23 +73,40 @@ ANSWER_RE = re.compile(r"(?<![\d:.,-])(\d+)\s*,\s*(\d+)(?![\d.])")
 
 # ------------------------------------------------------------------ the stand-in worker
 
-_standins: weakref.WeakKeyDictionary[Sandbox, str] = weakref.WeakKeyDictionary()
+_standins: weakref.WeakKeyDictionary[Sandbox, dict[str, str]] = weakref.WeakKeyDictionary()
 _standins_lock = threading.Lock()
 
 
-def standin(ctx: Context) -> str:
-    """The stand-in's binary in this submission's sandbox, compiled once."""
+def paced_source() -> bytes:
+    """The paced stand-in: the lab's worker whose every write to stdout (one
+    answer per line, with --flush-every-line) waits PACE_MS first, as a worker
+    with real work to do takes time, so that a job lasts long enough for a
+    fault to land in the middle of it. What it records is unchanged."""
+    prelude = ("/* The grader's paced stand-in: each answer waits PACE_MS before it is written. */\n"
+               "#define _GNU_SOURCE\n#include <time.h>\n#include <unistd.h>\n"
+               "static ssize_t grader_paced_write(int fd, const void *buf, size_t n)\n{\n"
+               "    if (fd == STDOUT_FILENO) {\n"
+               f"        struct timespec pace = {{0, {PACE_MS * 1_000_000}L}};\n"
+               "        nanosleep(&pace, NULL);\n    }\n    return write(fd, buf, n);\n}\n"
+               "#define write(fd, buf, n) grader_paced_write(fd, buf, n)\n")
+    return prelude.encode() + reference.worker_source(STANDIN_ARGS, "the grader's paced stand-in hardcore_worker")
+
+
+def standin(ctx: Context, paced: bool = False) -> str:
+    """The stand-in's binary (or the paced one's) in this submission's sandbox, compiled once."""
+    src, binary = (PACED_SRC, PACED_BIN) if paced else (STANDIN_SRC, STANDIN_BIN)
     with _standins_lock:
-        found = _standins.get(ctx.sandbox)
+        found = _standins.get(ctx.sandbox, {}).get(binary)
     if found:
         return found
-    ctx.sandbox.put_files({STANDIN_SRC: reference.worker_source(STANDIN_ARGS, "the grader's stand-in hardcore_worker")})
-    c = ctx.sandbox.compile_c(STANDIN_SRC, STANDIN_BIN)
+    source = paced_source() if paced else reference.worker_source(STANDIN_ARGS, "the grader's stand-in hardcore_worker")
+    ctx.sandbox.put_files({src: source})
+    c = ctx.sandbox.compile_c(src, binary)
     if not c.ok:
         raise LabError(ExitCode.GRADER_ERROR, f"the grader's stand-in worker did not compile: {c.log[-800:]}",
                        "the lab's worker.c must build with the sandbox's compiler")
     with _standins_lock:
-        _standins[ctx.sandbox] = c.binary
+        _standins.setdefault(ctx.sandbox, {})[binary] = c.binary
     return c.binary
 
 
@@ -77,11 +115,22 @@ def launcher(binary: str, args: Sequence[str] = ()) -> bytes:
     return f'#!/bin/sh\nexec {binary} {" ".join(args)} "$@"\n'.encode()
 
 
-def supervise(ctx: Context, worker: bytes, files: dict[str, bytes], timeout: float = RUN_TIMEOUT_S) -> RunResult:
+def recording_launcher(binary: str) -> bytes:
+    """./hardcore_worker for the student's own worker: notes each start (time
+    and PID) in the record, as the stand-in does, then execs the worker, which
+    keeps the PID: the supervisor's child is still the worker itself."""
+    code = (f"import os,sys,time;fd=os.open({RECORD!r},os.O_WRONLY|os.O_APPEND|os.O_CREAT,0o644);"
+            "os.write(fd,b'%d %d start own\\n'%(time.monotonic()*1000,os.getpid()));os.close(fd);"
+            f"os.execv({binary!r},[{binary!r}]+sys.argv[1:])")
+    return f'#!/bin/sh\nexec python3 -I -S -c "{code}" "$@"\n'.encode()
+
+
+def supervise(ctx: Context, worker: bytes, files: dict[str, bytes], timeout: float = RUN_TIMEOUT_S,
+              host_actions: Sequence[tuple[str, float, float]] = ()) -> RunResult:
     """One run of the student's supervisor with ./hardcore_worker and these files beside it."""
     return ctx.run(RunSpec(["sh", "-c", f"chmod 755 hardcore_worker && exec python3 {SUPERVISOR}"],
                            files={SUPERVISOR: ctx.source(SUPERVISOR), "hardcore_worker": worker, **files},
-                           env=ENV, timeout=timeout, snapshot_at_exit=[LOCK, GENERATED_MARK]))
+                           env=ENV, timeout=timeout, snapshot_at_exit=[LOCK, GENERATED_MARK]), host_actions)
 
 
 # ------------------------------------------------------------------ the record
@@ -100,10 +149,18 @@ class Incarnation:
     eof: bool = False
     exit_code: int | None = None
     exit_ms: int | None = None
+    line_ms: list[int] = field(default_factory=list)  # when each line was handled
+    signal_ms: list[int] = field(default_factory=list)  # when each signal arrived
+    last_ms: int = 0  # its last record
 
     @property
     def crashed(self) -> bool:
         return any(s not in ("TERM", "INT") for s in self.signals) or (self.exit_code is None and not self.refused)
+
+    @property
+    def fatal_signal(self) -> str | None:
+        """The signal that killed it, as its handler recorded it (SEGV), if any."""
+        return next((s for s in self.signals if s not in ("TERM", "INT")), None)
 
 
 def incarnations(record: bytes | None) -> list[Incarnation]:
@@ -116,10 +173,13 @@ def incarnations(record: bytes | None) -> list[Incarnation]:
         detail = parts[3] if len(parts) > 3 else ""
         inc = out.setdefault(pid, Incarnation(pid, ms))
         inc.events.append(event)
+        inc.last_ms = max(inc.last_ms, ms)
         if event == "line":
             inc.lines.append(detail)
+            inc.line_ms.append(ms)
         elif event == "signal":
             inc.signals.append(detail)
+            inc.signal_ms.append(ms)
         elif event == "lock-refused":
             inc.refused = True
         elif event == "eof":
@@ -157,17 +217,104 @@ class SystemRun:
 
 
 def system_run(ctx: Context, values: list[str], *, naive: bool = False, files: dict[str, bytes] | None = None,
-               timeout: float = RUN_TIMEOUT_S, with_input: bool = True) -> SystemRun:
+               timeout: float = RUN_TIMEOUT_S, with_input: bool = True, paced: bool = False,
+               host_actions: Sequence[tuple[str, float, float]] = ()) -> SystemRun:
     data = "".join(f"{v}\n" for v in values).encode()
     extra = dict(files or {})
     if with_input:
         extra[INPUT] = data
-    r = supervise(ctx, launcher(standin(ctx), NAIVE_ARGS if naive else ()), extra, timeout)
+    r = supervise(ctx, launcher(standin(ctx, paced), NAIVE_ARGS if naive else ()), extra, timeout, host_actions)
     return SystemRun(values, r, incarnations(ctx.sandbox.read_file(RECORD)))
 
 
 def readings(rng: random.Random, n: int) -> list[str]:
     return [str(rng.randint(1, 100)) for _ in range(n)]
+
+
+# ------------------------------------------------------------------ the timeline pictures
+
+
+def run_t0(s: SystemRun) -> float:
+    """The supervisor's start on the sandbox's clock, which the record's times share."""
+    if s.result.t_start is not None:
+        return s.result.t_start
+    return min((inc.start_ms for inc in s.incs), default=0) / 1000
+
+
+def short_status(r: RunResult) -> str:
+    if r.error or r.timed_out:
+        return "time limit"
+    return f"exit {r.exit_code}" if r.signal is None else f"signal {r.signal}"
+
+
+def after_span(inc: Incarnation, stop: float, nxt: float) -> Span | None:
+    """What the worker was from its end until the next one started (or the run ended)."""
+    if nxt <= stop:
+        return None
+    sig = inc.fatal_signal
+    if sig is not None:
+        return Span(stop, nxt, f"crashed (SIG{sig})", states.CRASHED)
+    if inc.exit_code is None:
+        if inc.lines and inc.lines[-1].strip() == BUG:
+            return Span(stop, nxt, f"crashed ({BUG})", states.CRASHED)
+        return Span(stop, nxt, "killed", states.DEAD)
+    return Span(stop, nxt, f"exited {inc.exit_code}", states.STOPPED)
+
+
+def worker_lane(incs: list[Incarnation], t0: float, end: float,
+                instrumented: bool = True) -> tuple[list[Span], list[Mark], list[Window]]:
+    """The truth about the workers: each one's life, how it ended, and crash windows."""
+    spans: list[Span] = []
+    marks: list[Mark] = []
+    windows: list[Window] = []
+    for i, inc in enumerate(incs):
+        start = inc.start_ms / 1000 - t0
+        nxt = incs[i + 1].start_ms / 1000 - t0 if i + 1 < len(incs) else end
+        if inc.refused:
+            marks.append(Mark(start, "refused: lock"))
+            continue
+        label, state = ("running", states.RUNNING) if i == 0 else ("restarted", states.RESTARTED)
+        stop = nxt if not instrumented else (inc.exit_ms if inc.exit_ms is not None else inc.last_ms) / 1000 - t0
+        spans.append(Span(start, stop, label, state))
+        after = after_span(inc, stop, nxt) if instrumented else None
+        if after is not None:
+            spans.append(after)
+            if after.state == states.CRASHED:
+                windows.append(Window(stop, nxt, f"crash on {inc.lines[-1].strip()}" if inc.lines else "crash"))
+    return spans, marks, windows
+
+
+def supervisor_lane(s: SystemRun, t0: float, end: float) -> tuple[list[Span], list[Mark]]:
+    """The supervisor's life, and what it did to its workers: restarts and signals."""
+    r = s.result
+    sup_end = end if r.error else r.elapsed
+    marks = [Mark(inc.start_ms / 1000 - t0, "restart") for inc in s.incs[1:]]
+    for inc in s.incs:
+        marks += [Mark(ms / 1000 - t0, f"SIG{sig}") for sig, ms in zip(inc.signals, inc.signal_ms, strict=False)
+                  if sig in ("TERM", "INT")]
+    marks.append(Mark(sup_end, short_status(r)))
+    return [Span(0.0, sup_end, "running", states.RUNNING)], marks
+
+
+def picture(tests: str, title: str, s: SystemRun, instrumented: bool = True, note: str = "") -> Picture:
+    """One run of the supervisor as a timeline (gradeplot draws it)."""
+    t0 = run_t0(s)
+    r = s.result
+    end = max([r.elapsed, *(inc.last_ms / 1000 - t0 for inc in s.incs), *(e.at_s for e in r.host_events), 0.5])
+    pauses = gradeplot.pause_windows(r.host_events, end)
+    frozen = gradeplot.paused_spans(pauses)
+    truth, truth_marks, crashes = worker_lane(s.incs, t0, end, instrumented)
+    said, said_marks = supervisor_lane(s, t0, end)
+    times = sorted(ms for inc in s.incs for ms in inc.line_ms)
+    progress = [(0.0, 0.0), *((ms / 1000 - t0, float(k)) for k, ms in enumerate(times, 1))]
+    return Picture(tests, title, end, "supervisor", "lines fed", truth=gradeplot.overlay(truth, frozen),
+                   said=gradeplot.overlay(said, frozen), said_marks=said_marks, truth_marks=truth_marks,
+                   progress=progress if times else [], progress_note=note, windows=[*crashes, *pauses])
+
+
+def draw(ctx: Context, key: str, title: str, s: SystemRun, **kw: Any) -> list[str]:
+    """The run's picture (key: the tests that judge it, e.g. 4.17-4.18)."""
+    return gradeplot.draw(ctx, key, lambda: picture(", ".join(key.split("-")), title, s, **kw))
 
 
 # ------------------------------------------------------------------ 4.17, 4.18: a crash on 999
@@ -198,6 +345,10 @@ def first_unfed(values: list[str], fed: list[str]) -> int | None:
 def check_every_line(ctx: Context) -> Outcome:
     """4.17: every line of input.dat reaches a worker, in order."""
     s = crash_run(ctx)
+    return shown(judge_every_line(s), draw(ctx, "4.17-4.18", "a crash on 999, and the job goes on", s))
+
+
+def judge_every_line(s: SystemRun) -> Outcome:
     fed = [line for inc in s.incs for line in inc.lines]
     missing = first_unfed(s.values, fed)
     if s.result.error or missing is not None:
@@ -211,11 +362,15 @@ def check_every_line(ctx: Context) -> Outcome:
 def check_one_restart(ctx: Context) -> Outcome:
     """4.18: one restart after the crash on 999, feeding from the line after it."""
     s = crash_run(ctx)
-    bug = s.values.index("999")
+    return shown(judge_one_restart(s), draw(ctx, "4.17-4.18", "a crash on 999, and the job goes on", s))
+
+
+def judge_one_restart(s: SystemRun) -> Outcome:
+    bug = s.values.index(BUG)
     problems = []
     if not s.incs:
         problems.append("no worker was started")
-    elif "999" not in [ln.strip() for ln in s.incs[0].lines] or not s.incs[0].crashed:
+    elif BUG not in [ln.strip() for ln in s.incs[0].lines] or not s.incs[0].crashed:
         problems.append("the first worker did not crash on 999")
     elif len(s.incs) == 1:
         problems.append("after the crash on 999 no new worker was started")
@@ -237,6 +392,10 @@ def check_sigterm_at_end(ctx: Context) -> Outcome:
     rng = ctx.rng
     values = [*readings(rng, 8), str(-rng.randint(1, 100)), *readings(rng, 6)]
     s = system_run(ctx, values)
+    return shown(judge_sigterm_at_end(s), draw(ctx, "4.19", "the input done: SIGTERM, then wait", s))
+
+
+def judge_sigterm_at_end(s: SystemRun) -> Outcome:
     r = s.result
     last = s.incs[-1] if s.incs else None
     problems = []
@@ -265,6 +424,10 @@ def check_stderr_flood(ctx: Context) -> Outcome:
     rng = ctx.rng
     values = [str(-rng.randint(1, 100)) for _ in range(FLOOD_LINES)]
     s = system_run(ctx, values, timeout=FLOOD_TIMEOUT_S)
+    return shown(judge_stderr_flood(s), draw(ctx, "4.20", f"{FLOOD_LINES:,} errors on the worker's stderr", s))
+
+
+def judge_stderr_flood(s: SystemRun) -> Outcome:
     r = s.result
     fed = sum(len(inc.lines) for inc in s.incs)
     if r.error or not r.ended_by_itself:
@@ -283,8 +446,12 @@ def check_stderr_flood(ctx: Context) -> Outcome:
 def check_stale_lock(ctx: Context) -> Outcome:
     """4.21: after a crash that left cworker.lock, it is cleared before the next worker starts."""
     rng = ctx.rng
-    values = [*readings(rng, 4), "999", *readings(rng, 4)]
+    values = [*readings(rng, 4), BUG, *readings(rng, 4)]
     s = system_run(ctx, values, naive=True)
+    return shown(judge_stale_lock(s), draw(ctx, "4.21", f"a crash that leaves {LOCK} behind", s))
+
+
+def judge_stale_lock(s: SystemRun) -> Outcome:
     r = s.result
     problems = []
     if not s.incs or not s.incs[0].crashed:
@@ -318,15 +485,19 @@ def check_generates(ctx: Context) -> Outcome:
     """4.22: without input.dat, generateData.py runs first, and its data is fed."""
     values = readings(ctx.rng, 6)
     s = system_run(ctx, values, files={GENERATOR: generator_stub(values)}, with_input=False)
+    return shown(judge_generates(s), draw(ctx, "4.22", f"no {INPUT}: {GENERATOR} first", s))
+
+
+def judge_generates(s: SystemRun) -> Outcome:
     r = s.result
     problems = []
     if r.at_exit.get(GENERATED_MARK) is None:
         problems.append(f"with no {INPUT}, the supervisor did not run {GENERATOR}")
-    elif not s.incs or s.incs[0].lines[:1] != values[:1]:
-        problems.append(f"{GENERATOR} ran, but its data ({', '.join(values)}) did not reach the worker")
+    elif not s.incs or s.incs[0].lines[:1] != s.values[:1]:
+        problems.append(f"{GENERATOR} ran, but its data ({', '.join(s.values)}) did not reach the worker")
     if r.error or problems:
         return Outcome.fail(s.seen("\n".join(problems) or f"the run broke: {r.error}"))
-    return Outcome.ok(f"{GENERATOR} ran first and its {len(values)} readings were fed")
+    return Outcome.ok(f"{GENERATOR} ran first and its {len(s.values)} readings were fed")
 
 
 # ------------------------------------------------------------------ 4.23: with the student's own worker
@@ -340,13 +511,23 @@ def answers_in(text: str) -> Counter[int]:
 def check_own_worker(ctx: Context) -> Outcome:
     """4.23: the supervisor drives the student's worker through the whole input, crash included."""
     rng = ctx.rng_for("sup:own")
-    values = [*readings(rng, 12), "-10", *readings(rng, 6), "999", *readings(rng, 8), "-25", *readings(rng, 4)]
+    values = [*readings(rng, 12), "-10", *readings(rng, 6), BUG, *readings(rng, 8), "-25", *readings(rng, 4)]
     data = "".join(f"{v}\n" for v in values).encode()
-    r = supervise(ctx, launcher(ctx.binary(WORKER)), {INPUT: data})
-    want = Counter(int(v) for v in values if v not in ("999",) and int(v) > 0)
+    r = supervise(ctx, recording_launcher(ctx.binary(WORKER)), {INPUT: data})
+    s = SystemRun(values, r, incarnations(ctx.sandbox.read_file(RECORD)))
+    out, note = judge_own_worker(s)
+    return shown(out, draw(ctx, "4.23", "your own worker, crash on 999 included", s, instrumented=False, note=note))
+
+
+def judge_own_worker(s: SystemRun) -> tuple[Outcome, str]:
+    """The outcome, and a line for the picture (what was answered: your worker is not instrumented)."""
+    values, r = s.values, s.result
+    want = Counter(int(v) for v in values if v != BUG and int(v) > 0)
     got = answers_in(r.stdout_text() + "\n" + r.stderr_text())
     missing = want - got
-    after = values[values.index("999") + 1:]
+    after = values[values.index(BUG) + 1:]
+    note = (f"{sum((want & got).values())} of the {sum(want.values())} valid readings answered in the "
+            "supervisor's output (your worker is not instrumented: only its starts are known)")
     problems = []
     if r.error or not r.ended_by_itself:
         problems.append(f"the supervisor did not end within {RUN_TIMEOUT_S:g} s: {r.status}")
@@ -358,8 +539,85 @@ def check_own_worker(ctx: Context) -> Outcome:
                         + "; the answers must show in what the supervisor prints or logs")
     if problems:
         return Outcome.fail(f"{INPUT}: {', '.join(values)}\n" + "\n".join(problems) + f"\n\nsupervisor: "
-                            f"{r.summary(1500)}")
-    return Outcome.ok(f"all {sum(want.values())} valid readings answered, the crash on 999 included ({r.status})")
+                            f"{r.summary(1500)}"), note
+    return Outcome.ok(f"all {sum(want.values())} valid readings answered, the crash on 999 included "
+                      f"({r.status})"), note
+
+
+# ------------------------------------------------------------------ 4.24: docker pause of the whole sandbox
+
+
+def pause_plan(ctx: Context) -> tuple[list[str], float]:
+    """The job's readings and when the pause starts (s after the supervisor started)."""
+    rng = ctx.rng
+    return readings(rng, PAUSE_LINES), round(rng.uniform(*PAUSE_AT_S), 2)
+
+
+def check_pause(ctx: Context) -> Outcome:
+    """4.24: the whole sandbox is frozen for PAUSE_S mid-job, supervisor and worker
+    alike; after the thaw the job goes on with the same worker, no line lost or
+    fed twice."""
+    values, at_s = pause_plan(ctx)
+    s = system_run(ctx, values, paced=True, timeout=PAUSE_TIMEOUT_S, host_actions=[("pause", at_s, PAUSE_S)])
+    refused = [e.fault for e in s.result.host_events if e.fault.startswith("pause refused")]
+    if refused:
+        raise LabError(ExitCode.GRADER_ERROR, f"the sandbox could not be paused: {refused[0]}",
+                       "docker pause needs the engine's freezer cgroup")
+    out = judge_pause(s)
+    out.timeline = list(s.result.host_events)
+    if out.passed and not any(e.fault == gradeplot.PAUSE for e in s.result.host_events):
+        raise LabError(ExitCode.GRADER_ERROR, f"the job ended before the pause at {at_s:g} s: the paced worker "
+                       "was faster than it can be", "see ex4_supervisor.PACE_MS")
+    return shown(out, draw(ctx, "4.24", f"docker pause of the whole sandbox for {PAUSE_S:g} s, mid-job", s))
+
+
+def pause_window(s: SystemRun) -> tuple[float, float] | None:
+    """When the sandbox was frozen, on the record's clock (ms), from the host's events."""
+    w = gradeplot.pause_windows(s.result.host_events, s.result.elapsed)
+    if not w:
+        return None
+    t0 = run_t0(s) * 1000
+    return t0 + w[0].start * 1000, t0 + w[0].end * 1000
+
+
+def judge_pause(s: SystemRun) -> Outcome:
+    """Passed: the run ended by itself, one worker handled every line exactly once, in order."""
+    r = s.result
+    fed = [ln.strip() for inc in s.incs for ln in inc.lines]
+    problems = []
+    if r.error or not r.ended_by_itself:
+        problems.append(f"the supervisor did not end within {PAUSE_TIMEOUT_S:g} s: {r.status}")
+    if not s.incs:
+        problems.append("no worker was started")
+    elif len(s.incs) > 1:
+        problems.append(f"{len(s.incs) - 1} restart(s): the worker never crashed, it was frozen along with the "
+                        "supervisor and thawed with it; a supervisor that counts the time the pause took as "
+                        "time without an answer takes a pause for a dead or hung worker")
+    if s.incs and fed != s.values:
+        problems.append(fed_difference(s.values, fed))
+    window = pause_window(s)
+    before = sum(ms < window[0] for inc in s.incs for ms in inc.line_ms) if window else 0
+    when = (f"the sandbox was paused for {PAUSE_S:g} s after {before} of the {len(s.values)} lines had been "
+            "handled" if window else "the sandbox was not paused: the run ended first")
+    if problems:
+        return Outcome.fail(s.seen(when + "\n" + "\n".join(problems)))
+    inc = s.incs[0]
+    end = (f"got SIG{inc.signals[-1]}" if inc.signals else "was killed" if inc.exit_code is None else
+           f"exited {inc.exit_code}")
+    return Outcome.ok(f"{when}; after the thaw the same worker (pid {inc.pid}) went on and handled all "
+                      f"{len(s.values)} lines exactly once, in order; at the end it {end} ({r.status})")
+
+
+def fed_difference(values: list[str], fed: list[str]) -> str:
+    """Where what the workers were fed first differs from input.dat."""
+    i = next((k for k, (a, b) in enumerate(zip(values, fed, strict=False)) if a != b), min(len(values), len(fed)))
+    extra = len(fed) - len(values)
+    count = (f"{extra} line(s) more than input.dat holds (fed twice)" if extra > 0 else
+             f"{-extra} line(s) of input.dat never reached a worker" if extra < 0 else "as many lines as input.dat")
+    got = fed[i] if i < len(fed) else "nothing more"
+    want = values[i] if i < len(values) else "nothing more"
+    return (f"the workers were fed {len(fed)} lines, {count}; the first difference is at line {i + 1}: "
+            f"input.dat has {want}, the worker got {got}")
 
 
 CHECKS: dict[str, Check] = {
@@ -370,4 +628,5 @@ CHECKS: dict[str, Check] = {
     "4.21": check_stale_lock,
     "4.22": check_generates,
     "4.23": check_own_worker,
+    "4.24": check_pause,
 }

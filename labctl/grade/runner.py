@@ -36,8 +36,11 @@ A check is a function of one Context that returns an Outcome:
   saw, shown to the student as is (capped at 64 KiB) beside the test's
   expectation and hint from the catalog; say what was expected and what
   came instead, with the program's status and output (RunResult.summary()).
-  images are paths relative to ctx.out_dir (write them there); timeline is
-  the FaultEvents injected (RunResult.host_events, or your own).
+  images are paths relative to ctx.out_dir (write them there: gradeplot.draw
+  draws a run's timeline once per attempt, named after the attempt, and
+  feedback.md shows them, passed or failed); under --repeat the pictures
+  of runs no result shows are removed. timeline is the FaultEvents injected
+  (RunResult.host_events, or your own).
 - For an informational test (0 points) passed means "nothing to report";
   a failed one is shown as a finding and never fails the submission.
 - ctx.sandbox / ctx.run(spec, host_actions=()): the submission's sandbox
@@ -398,6 +401,16 @@ class _Submission:
                 runs.setdefault(t.number, []).append(self.one(t, attempt, memo))
         for t in pending:
             self.result.record(combine(runs[t.number]))
+        self.drop_unshown_pictures(runs)
+
+    def drop_unshown_pictures(self, runs: dict[str, list[TestResult]]) -> None:
+        """Each repeat draws its own run; the pictures of runs no result shows
+        (combine() keeps the failing run's) are removed from the folder."""
+        kept = {img for t in self.result.tests for img in t.images}
+        drawn = {img for rs in runs.values() for r in rs for img in r.images}
+        folder = writers.submission_dir(self.run.out_dir, self.result)
+        for img in drawn - kept:
+            (folder / Path(img).name).unlink(missing_ok=True)
 
     def compiles(self, t: TestDef) -> tuple[bool, str]:
         """Whether every C file t needs compiled; if not, why."""

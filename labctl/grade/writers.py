@@ -11,8 +11,10 @@ Per submission, in `DIR/<name>/`:
   finding is in <system-out>, since a finding must not fail a CI job and
   <skipped> would claim it did not run;
 - `feedback.md`: for the student, per exercise a table, then each failed
-  test's expectation, what was seen and the hint, the timeline pictures, and
-  how to reproduce the run. Hidden tests count but are not described.
+  test's expectation, what was seen and the hint with its timeline pictures,
+  the timelines of the runs that passed, and how to reproduce the run.
+  Hidden tests count but are not described (nor drawn). The pictures are
+  PNG files the checks wrote beside it (TestResult.images, relative).
 
 For a class (more than one submission), `DIR/grades.csv` and `DIR/summary.md`.
 
@@ -331,6 +333,7 @@ def feedback_md(r: SubmissionResult) -> str:
                  and (t.status == FAILED or t.flaky or (t.test.informational and t.output))]
         for t in worth:
             out += _feedback_detail(t, r)
+        out += _feedback_pictures(shown, {img for t in worth for img in t.images})
     out += ["## Reproduce", ""]
     if r.seed is not None:
         out.append(f"This run used seed {r.seed}" + (f" and ran each fault test {r.repeat} times" if r.repeat > 1
@@ -367,6 +370,22 @@ def _feedback_detail(t: TestResult, r: SubmissionResult) -> list[str]:
         out += [_image_link(img), ""]
     if t.seed is not None and t.seed != r.seed:
         out += [f"Replay this run: {md_code(reproduce_command(r, t.seed))}", ""]
+    return out
+
+
+def _feedback_pictures(tests: list[TestResult], shown_already: set[str]) -> list[str]:
+    """The timelines of the runs not shown with a failure above (those that
+    passed), each picture once with the tests that judged its run."""
+    by_image: dict[str, list[str]] = {}
+    for t in tests:
+        for img in t.images:
+            if img not in shown_already:
+                by_image.setdefault(img, []).append(t.number)
+    if not by_image:
+        return []
+    out = ["### Timelines of the lab runs", ""]
+    for img, numbers in by_image.items():
+        out += [f"Test{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}:", "", _image_link(img), ""]
     return out
 
 

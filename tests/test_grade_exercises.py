@@ -3,7 +3,8 @@ every submission, two at a time: the lab's own programs (the reference,
 made by labctl.grade.reference from the lab's sources) score full marks;
 each wrong submission in tests/fixtures/submissions loses exactly the
 points of the tests its expect.json names, and passes every other test it
-submitted; the hostile ones end within their timeouts and say why; and
+submitted; the hostile ones end within their timeouts and say why; every
+system test's run is a timeline picture linked from feedback.md; and
 nothing labelled with the run is left on the engine. Every assertion reads
 the written results.json, as Gradescope would.
 
@@ -136,6 +137,30 @@ def test_each_fixture_loses_exactly_the_points_it_declares(graded, name):
     assert all("not submitted" in tests[n]["output"] for n in others), f"{name}: tests it did not submit ran"
     for number, pattern in spec.get("output", {}).items():
         assert re.search(pattern, tests[number]["output"]), (number, pattern, tests[number]["output"][:1500])
+
+
+@docker
+def test_every_system_run_is_drawn_into_the_feedback(graded):
+    """Each system test's run is a timeline picture beside feedback.md, linked
+    from it (passed tests too), naming the tests that judged it."""
+    from PIL import Image
+
+    root, _, results, _ = graded
+    folder = root / "out" / "reference"
+    linked = re.findall(r"!\[timeline\]\(([^)]+)\)", (folder / "feedback.md").read_text())
+    assert linked and len(linked) == len(set(linked)), linked
+    tests = by_number(results["reference"])
+    for t in (t for t in CATALOG if t.kind == "system"):
+        images = tests[t.number]["extra_data"]["images"]
+        assert images and set(images) <= set(linked), (t.number, images)
+        for name in images:
+            img = Image.open(folder / name)
+            assert img.format == "PNG" and (folder / name).stat().st_size < 200_000
+            assert t.number in img.text["Tests"].split(", ") and img.text["Lanes"].startswith("worker (truth)|")
+    assert sorted(p.name for p in folder.glob("*.png")) == sorted(linked), "pictures nothing links"
+    pause = tests["4.24"]["extra_data"]
+    assert [e["fault"] for e in pause["fault_timeline"]] == ["pause", "unpause"]
+    assert "paused (docker)" in Image.open(folder / pause["images"][0]).text["States"].split("|")
 
 
 @docker

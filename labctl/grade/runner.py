@@ -274,21 +274,18 @@ def grade(paths: Sequence[Path | str], opts: Options, progress: Callable[[str], 
 
 
 def resolve_images(engine: Engine) -> tuple[str, str]:
-    """(sandbox image, builder image): the lab's supervisor image and its base,
-    as `labctl build` made them. Never builds: grading needs them ready."""
+    """(sandbox image, builder image): both the base `labctl build` used.
+
+    Not the lab's supervisor image: its /app holds the lab's own answers to
+    exercise 1 and to exercise 4's supervisor, which a student's program could
+    read or run. The base has what a sandbox needs (python3, libc) and what a
+    build needs (gcc), and nothing of the lab. Never builds: grading needs it ready."""
     override = os.environ.get("LAB_BASE_IMAGE")
-    candidates = [override] if override else [images.UPSTREAM_BASE, images.local_base_ref()]
+    candidates = [override] if override else [images.local_base_ref(), images.UPSTREAM_BASE]
     base = next((c for c in candidates if engine.image_exists(c)), None)
     if base is None:
         raise LabError(ExitCode.IMAGE_MISSING, "no base image for the grading sandboxes", "run `labctl build`")
-    # The sandbox uses only the image's python3, libc and user: the build of
-    # the current sources, else the last one `labctl build` tagged latest.
-    ref = images.image_refs(engine, base)["supervisor"]
-    latest = ref.rsplit(":", 1)[0] + ":latest"
-    found = next((r for r in (ref, latest) if engine.image_exists(r)), None)
-    if found is None:
-        raise LabError(ExitCode.IMAGE_MISSING, f"image {ref} is missing", "run `labctl build`")
-    return found, base
+    return base, base
 
 
 @contextlib.contextmanager

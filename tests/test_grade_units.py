@@ -1092,3 +1092,85 @@ def test_feedback_shows_every_runs_picture_once_and_hidden_ones_never():
     hidden = SubmissionResult.for_submission(_sub(), [dataclasses.replace(BY_NUMBER["4.19"], visibility="hidden")])
     hidden.record(TestResult.passed(hidden.planned[0], images=["timeline-4.19.png"]))
     assert "timeline-4.19" not in writers.feedback_md(hidden)
+
+
+# ---------------------------------------------------------------- 4.25: your worker under the lab's supervisor
+
+
+def test_the_lab_supervisor_test_is_a_repeated_system_test_of_the_worker():
+    t = BY_NUMBER["4.25"]
+    assert (t.kind, t.faults, t.fault_test, t.files, t.informational) == (
+        "system", ("bug-trigger",), True, ("hardcore_worker.c",), False)
+    assert "lab's supervisor" in t.description and t.points > 0
+    # The tests that other tests hard-code kept their points.
+    assert (BY_NUMBER["4.2"].points, BY_NUMBER["4.5"].points, BY_NUMBER["4.9"].points) == (8, 5, 6)
+
+
+def test_the_lab_supervisor_test_runs_the_labs_own_supervisor_in_spawn_mode():
+    from labctl.grade import ex4_supervisor as sup
+
+    assert sup.lab_supervisor() == (ROOT / "images" / "supervisor" / "supervisor.py").read_bytes()
+    args = list(sup.LAB_ARGS)
+    assert args[args.index("--spawn") + 1] == "./hardcore_worker"
+    assert args[args.index("--input") + 1] == "input.dat" and "--output" in args
+
+
+def test_the_lab_supervisor_test_input_holds_every_fault_once_among_a_few_hundred_readings():
+    import random
+
+    from labctl.grade import ex4_supervisor as sup
+
+    values = sup.lab_values(random.Random(7))
+    assert values == sup.lab_values(random.Random(7))  # seeded: --seed replays it
+    assert len(values) == sup.LAB_READINGS + len(sup.LAB_SPECIALS)
+    specials = [v for v in values if not (v.isdigit() and 1 <= int(v) <= 100)]
+    assert specials == ["-10", "0", "999", "-25", "abc", "12abc"]
+    assert all(v not in sup.LAB_SPECIALS for v in values[:10])
+
+
+def _lab_run(values: list[str], **result):
+    from labctl.grade import ex4_supervisor as sup
+    from labctl.grade.sandbox import RunResult
+
+    log = b"2026-01-05 10:00:00,000 - INFO - job complete: 306 read\n"
+    r = RunResult(pid=5, elapsed=1.0, t_start=100.0, t_end=101.0, stderr=log, **({"exit_code": 0} | result))
+    return sup.SystemRun(values, r, sup.incarnations(b"100000 7 start own\n100300 9 start own\n"))
+
+
+def test_the_lab_supervisor_test_passes_a_complete_job_the_oracle_accepts():
+    from labctl.grade import ex4_supervisor as sup
+
+    values = ["7", "-10", "abc", "999", "5"]
+    out, note = sup.judge_lab_supervisor(_lab_run(values), [])
+    assert out.passed and "all 2 valid readings answered" in out.seen and "exit 0" in out.seen
+    assert "2 start(s)" in note
+
+
+def test_the_lab_supervisor_test_shows_the_oracles_problems_the_log_and_a_hint():
+    from labctl.grade import ex4_supervisor as sup
+
+    values = ["7", "-10", "abc", "999", "5"]
+    problems = ["rejected.csv: expected lines [3], got []", "dead-letter.csv: expected lines [4], got []"]
+    out, _ = sup.judge_lab_supervisor(_lab_run(values), problems)
+    assert not out.passed
+    assert "- rejected.csv: expected lines [3], got []" in out.seen and "job complete: 306 read" in out.seen
+    assert "atoi" in out.seen and "never exit 0" not in out.seen and "hides the crash" in out.seen
+    failed = sup.judge_lab_supervisor(_lab_run(values, exit_code=69), [])[0]
+    assert not failed.passed and "did not complete the job: exit 69" in failed.seen
+    hung = sup.judge_lab_supervisor(_lab_run(values, exit_code=None, timed_out=True), [])[0]
+    assert not hung.passed and "did not end within 20 s" in hung.seen and "the job never finished" in hung.seen
+
+
+def test_the_lab_supervisor_test_judges_the_outputs_with_the_oracle(tmp_path):
+    from labctl import oracle
+
+    (tmp_path / "input.dat").write_bytes(b"7\n-10\nabc\n999\n5\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text("item,n,square\n1,7,49\n5,5,25\n")
+    (out / "corrupted.csv").write_text("item,value\n2,-10\n")
+    (out / "rejected.csv").write_text("item,line\n3,abc\n")
+    (out / "dead-letter.csv").write_text("item,line,crashes,why\n4,999,1,crash\n")
+    assert oracle.compare(out, tmp_path / "input.dat", 999) == []
+    (out / "results.csv").write_text("item,n,square\n1,7,49\n3,0,0\n5,5,25\n")  # atoi: 'abc' answered 0,0
+    assert any("not valid" in p for p in oracle.compare(out, tmp_path / "input.dat", 999))

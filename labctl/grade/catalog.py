@@ -245,6 +245,7 @@ def _exercise_4() -> list[TestDef]:
     e = _Exercise(4)
     _exercise_4_worker(e, "hardcore_worker.c")
     _exercise_4_supervisor(e, "hardcore_worker.c", "supervisor.py")
+    _exercise_4_worker_under_lab(e, "hardcore_worker.c")
     return e.tests
 
 
@@ -257,12 +258,12 @@ def _exercise_4_worker(e: _Exercise, w: str) -> None:
           "each reading n on stdin is answered on stdout with the line n,n*n, in order",
           "Read a line, parse it, print \"%ld,%ld\\n\" and fflush(stdout) so a supervisor reading the pipe "
           "sees each answer at once.")
-    e.add("corrupted reading: stderr, then go on", w, 5,
+    e.add("corrupted reading: stderr, then go on", w, 4,
           "a negative reading gives an error line on stderr (e.g. 'ERROR: Corrupted data -10') and the worker "
           "goes on with the next line",
           "Report the bad reading on stderr and continue the loop; one bad reading must not stop the job.",
           faults=("corrupt-data",))
-    e.add("999 segfaults", w, 5,
+    e.add("999 segfaults", w, 4,
           "the reading 999 makes the worker die by SIGSEGV (the exercise's bug)",
           "On 999 write through a NULL pointer, as in the exercise; the handler must let the crash happen.",
           faults=("bug-trigger",))
@@ -273,11 +274,11 @@ def _exercise_4_worker(e: _Exercise, w: str) -> None:
           "on SIGTERM the worker removes its lock file and exits promptly",
           "Install a SIGTERM handler with sigaction; clean up (unlink the lock) and end the process.",
           faults=("sigterm",))
-    e.add("SIGSEGV removes the lock", w, 5,
+    e.add("SIGSEGV removes the lock", w, 4,
           "when the worker segfaults on 999, its SIGSEGV handler removes the lock file",
           "In the SIGSEGV handler unlink the lock (async-signal-safe), then let the process die.",
           faults=("sigsegv",))
-    e.add("the crash stays visible", w, 4,
+    e.add("the crash stays visible", w, 3,
           "after its SIGSEGV handler the worker dies by SIGSEGV or exits non-zero: an exit(0) handler hides "
           "the crash from the supervisor",
           "End the handler with signal(SIGSEGV, SIG_DFL); raise(SIGSEGV); (or _exit(1)), never exit(0).",
@@ -377,6 +378,18 @@ def _exercise_4_supervisor(e: _Exercise, w: str, s: str) -> None:
           "answer timeout, look at the pipe once more before acting on it, and never resend a line to a live "
           "worker.",
           faults=("docker-pause",), kind="system")
+
+
+def _exercise_4_worker_under_lab(e: _Exercise, w: str) -> None:
+    """The student's worker driven by the lab's own supervisor, its outputs judged by labctl.oracle."""
+    e.add("your worker under the lab's supervisor", w, 4,
+          "the lab's supervisor (`--spawn ./hardcore_worker`) completes a job of a few hundred readings with your "
+          "worker: every valid reading answered once with its square, negatives corrupted, malformed lines "
+          "rejected, 999 dead-lettered",
+          "Answer each number with n,n*n on stdout and fflush; every other line gets an ERROR on stderr (strtol "
+          "with an end-pointer check, never atoi); let 999 crash the worker (never exit 0 from the SIGSEGV "
+          "handler) so the supervisor can isolate it.",
+          faults=("bug-trigger",), fault_test=True, kind="system")
 
 
 def _check(tests: list[TestDef]) -> None:

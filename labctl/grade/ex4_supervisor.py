@@ -1,4 +1,5 @@
-"""Exercise 4, supervisor.py: the system tests 4.17-4.24.
+"""Exercise 4, supervisor.py: the system tests 4.17-4.24, and 4.25 (the
+student's worker under the lab's supervisor).
 
 The student's supervisor runs as the sheet runs it, `python3 supervisor.py`
 in the case directory, beside input.dat (or, for 4.22, a generateData.py)
@@ -21,6 +22,13 @@ sandbox, supervisor and worker together, in the middle of it: after the
 thaw the supervisor's clock has jumped, and one that takes that for a
 worker that stopped answering restarts a worker that never crashed.
 
+For 4.25 the roles turn: the lab's own supervisor (images/supervisor/
+supervisor.py, read from the repository at grading time) runs in --spawn
+mode with the student's compiled worker as ./hardcore_worker (behind the
+recording launcher of 4.23), and its outputs (results.csv, corrupted.csv,
+rejected.csv, dead-letter.csv) are read back and judged on the host by
+labctl.oracle against the input.
+
 The supervisor's own output is judged only for 4.23 (the answers must show
 in it); everything else is judged from the record and the exit status.
 Every run is drawn (gradeplot.py) into the submission's folder: the
@@ -31,14 +39,16 @@ from __future__ import annotations
 
 import random
 import re
+import tempfile
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from labctl import states
+from labctl import oracle, states
 from labctl.errors import ExitCode, LabError
 from labctl.grade import gradeplot, reference
 from labctl.grade.gradeplot import Mark, Picture, Span, Window, shown
@@ -620,6 +630,113 @@ def fed_difference(values: list[str], fed: list[str]) -> str:
             f"input.dat has {want}, the worker got {got}")
 
 
+# ------------------------------------------------------------------ 4.25: your worker under the lab's supervisor
+
+LAB_OUT = "out"  # the lab supervisor's --output, in the case directory
+LAB_OUTPUTS = ("results.csv", "corrupted.csv", "rejected.csv", "dead-letter.csv", "summary.json")
+# The lab's supervisor as the sheet runs it (supervisor.EXERCISE_ARGS), with
+# the input given and no generator: one crash on a line dead-letters it.
+LAB_ARGS = ("--spawn", "./hardcore_worker", "--input", INPUT, "--output", LAB_OUT, "--worker-lock", LOCK,
+            "--max-item-crashes", "1", "--fresh")
+LAB_READINGS = 300
+LAB_SPECIALS = ("-10", "0", BUG, "-25", "abc", "12abc")  # the faults, and two malformed lines
+LAB_LOG_LINES = 12
+
+
+def lab_supervisor() -> bytes:
+    """The lab's supervisor, read from the repository now: the lab's program, not a hidden answer."""
+    return reference.SOURCES[SUPERVISOR].read_bytes()
+
+
+def lab_values(rng: random.Random) -> list[str]:
+    """A few hundred readings in 1..100, the fault values and two malformed
+    lines put among them (each after the first ten readings), in their order."""
+    values = readings(rng, LAB_READINGS)
+    at = sorted(rng.sample(range(10, LAB_READINGS), len(LAB_SPECIALS)), reverse=True)
+    for pos, v in zip(at, reversed(LAB_SPECIALS), strict=True):
+        values.insert(pos, v)
+    return values
+
+
+def lab_hint(problems: list[str], r: RunResult) -> str:
+    """What the problems most likely mean for the student's worker."""
+    text = "\n".join(problems)
+    hints = []
+    if r.error or not r.ended_by_itself:
+        hints.append("the job never finished: does your worker answer every line at once (fflush(stdout)) and "
+                     "exit at the end of its input or on SIGTERM?")
+    if "dead-letter.csv" in text:
+        hints.append("999 must kill your worker (SIGSEGV, or a non-zero exit after the handler); a worker that "
+                     "answers it, or exits 0, hides the crash, and the supervisor cannot isolate the line")
+    if "rejected.csv" in text or "not valid" in text:
+        hints.append("a line that is not a whole number must get an ERROR line on stderr, not an answer: parse "
+                     "with strtol and check the end pointer (atoi turns 'abc' into 0,0)")
+    if "lost" in text or "more than once" in text:
+        hints.append("every valid reading must be answered exactly once on stdout as n,n*n, flushed as it is made")
+    if "squared is" in text:
+        hints.append("a square must be computed in a 64-bit type (long) and printed with %ld")
+    if "corrupted.csv" in text:
+        hints.append("a negative reading must get an ERROR line on stderr (naming the reading) and no answer")
+    return "\n".join(f"hint: {h}" for h in hints)
+
+
+def lab_run(ctx: Context, values: list[str]) -> tuple[SystemRun, list[str]]:
+    """The lab's supervisor over the student's worker; the run, and the oracle's problems with its outputs."""
+    data = "".join(f"{v}\n" for v in values).encode()
+    argv = ["sh", "-c", f"chmod 755 hardcore_worker && exec python3 {SUPERVISOR} " + " ".join(LAB_ARGS)]
+    r = ctx.run(RunSpec(argv, files={SUPERVISOR: lab_supervisor(),
+                                     "hardcore_worker": recording_launcher(ctx.binary(WORKER)), INPUT: data},
+                        env=ENV, timeout=RUN_TIMEOUT_S))
+    s = SystemRun(values, r, incarnations(ctx.sandbox.read_file(RECORD)))
+    with tempfile.TemporaryDirectory(prefix="labctl-4.25-") as tmp:
+        d = Path(tmp)
+        (d / INPUT).write_bytes(data)
+        out = d / LAB_OUT
+        out.mkdir()
+        for name in LAB_OUTPUTS:
+            got = ctx.sandbox.read_file(f"{CASE_DIR}/{LAB_OUT}/{name}")
+            if got is not None:
+                (out / name).write_bytes(got)
+        problems = oracle.compare(out, d / INPUT, int(BUG))
+    return s, problems
+
+
+def check_lab_supervisor(ctx: Context) -> Outcome:
+    """4.25: the student's worker under the lab's supervisor; the outputs judged by the oracle."""
+    values = lab_values(ctx.rng)
+    s, problems = lab_run(ctx, values)
+    out, note = judge_lab_supervisor(s, problems)
+    return shown(out, draw(ctx, "4.25", "your worker under the lab's supervisor", s, instrumented=False, note=note))
+
+
+def judge_lab_supervisor(s: SystemRun, problems: list[str]) -> tuple[Outcome, str]:
+    r = s.result
+    problems = list(problems)
+    if r.error or not r.ended_by_itself:
+        problems.insert(0, f"the lab's supervisor did not end within {RUN_TIMEOUT_S:g} s: {r.status}")
+    elif r.exit_code != 0 or r.signal is not None:
+        problems.insert(0, f"the lab's supervisor did not complete the job: {r.status} (0 means complete)")
+    starts = len(s.incs)
+    note = f"{starts} start(s) of your worker (it is not instrumented: only its starts are known)"
+    shown_values = ", ".join(s.values[:20]) + f", ... ({len(s.values)} lines)"
+    if problems:
+        log = "\n".join(r.stderr_lines()[-LAB_LOG_LINES:]) or "(nothing)"
+        return Outcome.fail(
+            f"{INPUT}: {shown_values}, with {', '.join(LAB_SPECIALS)} among them\n"
+            f"`python3 {SUPERVISOR} {' '.join(LAB_ARGS)}` (the lab's supervisor) with your worker: {r.status}; "
+            f"your worker was started {starts} time(s)\n"
+            "what the oracle found wrong in the outputs:\n" + "\n".join(f"- {p}" for p in problems)
+            + f"\n{lab_hint(problems, r)}\n\nthe supervisor's last log lines:\n{log}"), note
+    valid = len(values_valid(s.values))
+    return Outcome.ok(f"the lab's supervisor completed the job with your worker ({r.status}, {starts} start(s)): "
+                      f"all {valid} valid readings answered once with the right square, the negatives reported "
+                      "as corrupted, the malformed lines rejected and 999 dead-lettered"), note
+
+
+def values_valid(values: list[str]) -> list[tuple[int, int, int]]:
+    return oracle.expected([v.encode() for v in values], int(BUG)).results
+
+
 CHECKS: dict[str, Check] = {
     "4.17": check_every_line,
     "4.18": check_one_restart,
@@ -629,4 +746,5 @@ CHECKS: dict[str, Check] = {
     "4.22": check_generates,
     "4.23": check_own_worker,
     "4.24": check_pause,
+    "4.25": check_lab_supervisor,
 }

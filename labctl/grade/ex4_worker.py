@@ -327,7 +327,11 @@ def check_two_workers(ctx: Context) -> Outcome:
     a, b = rng.randint(1, 100), rng.randint(1, 100)
     first = RunSpec(argv(ctx), stdin=f"{a}\n".encode(), keep_stdin_open=True, timeout=A_STOP_AT + 3,
                     actions=[snapshot(LOCKS, on_lines(1)), touch(A_READY, on_lines(1)),
-                             snapshot(LOCKS, on_file(B_DONE)), send_signal("TERM", on_file(B_DONE)),
+                             # The stop comes a moment after the snapshot: the driver checks its
+                             # triggers one after the other, and the file can appear between the
+                             # two checks, so without the delay SIGTERM could land first and the
+                             # snapshot find the first worker's lock already (rightly) removed.
+                             snapshot(LOCKS, on_file(B_DONE)), send_signal("TERM", on_file(B_DONE, delay=0.3)),
                              send_signal("TERM", at(A_STOP_AT))])
     second = RunSpec(argv(ctx), stdin=f"{b}\n".encode(), timeout=A_STOP_AT + 2, start_when_file=A_READY,
                      start_timeout=TIMEOUT_S, touch_on_exit=B_DONE)

@@ -17,12 +17,12 @@ $(STAMPS):
 host-deps: | $(STAMPS)
 	scripts/host-deps.sh
 
+# PYTHONWARNINGS hides setuptools' one notice about editable installs
+# ("Editable installation. ... be careful with folders of the same name"),
+# which says nothing about this project; any other warning still shows.
 $(STAMPS)/venv: pyproject.toml | $(STAMPS)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	# Hides setuptools' one notice about editable installs ("Editable
-	# installation. ... be careful with folders of the same name"), which says
-	# nothing about this project; any other warning still shows.
 	PYTHONWARNINGS='ignore:Editable installation' $(VPY) -m pip install -q -e '.[test]'
 	touch $@
 

@@ -289,3 +289,33 @@ def test_exercise_4_supervisor_gives_up_on_a_worker_that_cannot_start(tmp_path):
     assert p.returncode == 69, p.stderr
     assert "died 3 times in a row before answering a line" in p.stderr
     assert (d / "cworker.lock").exists()
+
+
+def test_exercise_4_supervisor_blames_999_when_the_crash_handler_prints_an_error(tmp_path):
+    """A worker's SIGSEGV handler that says so on stderr ("ERROR: segmentation
+    fault...") must not count as the answer to 999: counted, it made the
+    crash look like the next line's, and a correct worker lost 4.25."""
+    shutil.copy(SUPERVISOR, tmp_path / "supervisor.py")
+    (tmp_path / "hw.py").write_text(
+        "import os, signal, sys\n"
+        "for line in sys.stdin:\n"
+        "    s = line.strip()\n"
+        "    try:\n"
+        "        n = int(s)\n"
+        "    except ValueError:\n"
+        "        print(f'ERROR: Malformed input: {s}', file=sys.stderr, flush=True)\n"
+        "        continue\n"
+        "    if n == 999:\n"
+        "        print('ERROR: segmentation fault, lock removed', file=sys.stderr, flush=True)\n"
+        "        os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "    print(f'{n},{n * n}', flush=True)\n")
+    (tmp_path / "input.dat").write_text("".join(f"{n}\n" for n in [*range(1, 11), 999, "abc", *range(11, 21)]))
+    p = subprocess.run([sys.executable, "supervisor.py", "--spawn", f"{sys.executable} hw.py", "--input",
+                        "input.dat", "--output", "out", "--max-item-crashes", "1", "--fresh"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    dead = (tmp_path / "out" / "dead-letter.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[:2] for row in dead] == [["11", "999"]], dead
+    rejected = (tmp_path / "out" / "rejected.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rejected] == ["12"], rejected  # abc, answered in its own wording
+    assert "segmentation fault, lock removed" in p.stderr, "the handler's message is logged, not lost"

@@ -104,10 +104,13 @@ def worker_exited_clean(plat) -> None:
 
 def assert_lock_seen_by_supervisor(plat, crash: dict, k: int, want: str) -> None:
     """The supervisor's view of the lock right after worker k died: `want`,
-    unless the platform had already started the next worker by the time the
-    supervisor looked (its event comes after the look), which may then hold it."""
+    unless the lock could still be held when the supervisor looked (its event
+    comes after the look): by the next worker, if the platform had started it,
+    or by worker k itself, if it was still exiting. A killed process's
+    connection can be reset before the kernel closes its lock file; the
+    harness's waitpid time (exit_times) is when it had surely gone."""
     restarted_at = plat.start_times[k + 1] if k + 1 < len(plat.start_times) else float("inf")
-    if crash["ts"] < restarted_at:
+    if plat.exit_times[k] <= crash["ts"] < restarted_at:
         assert crash["lock"] == want, (crash, want)
     else:
         assert crash["lock"] in (want, "held"), (crash, want)

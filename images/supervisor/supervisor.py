@@ -1043,7 +1043,9 @@ class SpawnSupervisor(Supervisor):
                 w.sent = end
             w.want_write(bool(out))
             before = w.answered
-            for key, _mask in w.sel.select(timeout=POLL_S):
+            # stdout before stderr when both are ready: the worker wrote a result
+            # before the error of a later line, and error_answers relies on that order.
+            for key, _mask in sorted(w.sel.select(timeout=POLL_S), key=lambda km: km[0].data == "stderr"):
                 if key.data == "stdin":
                     del out[:w.write(out)]
                 else:
@@ -1084,7 +1086,8 @@ class SpawnSupervisor(Supervisor):
         deadline = time.monotonic() + self.DRAIN_S
         w.close_stdin()
         while w.reading and time.monotonic() < deadline:
-            for key, _mask in w.sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            ready = w.sel.select(timeout=max(0.0, deadline - time.monotonic()))
+            for key, _mask in sorted(ready, key=lambda km: km[0].data == "stderr"):
                 self.take(w, *w.read(key.fd))
 
     def take(self, w: WorkerProcess, stream: str, lines: list[bytes]) -> None:
@@ -1094,7 +1097,7 @@ class SpawnSupervisor(Supervisor):
             line = raw.rstrip(b"\r")
             if stream == "stdout" and ANSWER_SHAPE.fullmatch(line):
                 self.answer_result(w, rows, line)
-            elif line.startswith(b"ERROR"):
+            elif line.startswith(b"ERROR") and self.error_answers(w, line):
                 self.answer_error(w, rows, line)
             elif line.strip():
                 w.log_lines += 1
@@ -1109,6 +1112,23 @@ class SpawnSupervisor(Supervisor):
         now = time.monotonic()
         self.corrupted_log.flush(now)
         self.rejected_log.flush(now)
+
+    def error_answers(self, w: WorkerProcess, line: bytes) -> bool:
+        """Whether an ERROR line answers a line fed to w. The contract's
+        wordings always do. One of the worker's own wording ("ERROR: segfault,
+        lock removed" from a crash handler) answers only if a fed line that a
+        contract-keeping worker answers with an error is still unanswered:
+        counted otherwise, it would make the crash look like the next line's."""
+        try:
+            parse_response(line)
+            return True
+        except ProtocolError:
+            pass
+        e = self.find(w, w.err_at, answered_by_error)
+        # A worker answers in order: an error for line e comes after the results
+        # of every valid line before it. A valid line before e still without
+        # its result (999, say) means the worker never got to e.
+        return e is not None and all(answered_by_error(self.items[i]) for i in range(w.out_at, e))
 
     def answered(self, w: WorkerProcess) -> None:
         w.answered += 1

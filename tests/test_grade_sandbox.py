@@ -382,5 +382,7 @@ def test_cli_grades_a_directory_of_two(engine, built, tmp_path, no_leftovers):
     assert failed == {"reference": [], "nopid": ["4.5"]}
     worker_score = {n: sum(t["score"] for t in d["tests"] if t["number"] in WORKER_TESTS) for n, d in docs.items()}
     assert worker_score["reference"] - worker_score["nopid"] == 5  # 4.5's points, nothing else
+    # Nor under the lab's supervisor (4.25): its crash handler's ERROR line is not taken for an answer.
+    assert docs["reference"]["score"] - docs["nopid"]["score"] == 5
     rows = {r["submission"]: float(r["total"]) for r in csv.DictReader((out / "grades.csv").open())}
     assert rows == {"reference": docs["reference"]["score"], "nopid": docs["nopid"]["score"]}

@@ -515,16 +515,20 @@ class Supervisor:
                 rows.processed += n - done
                 done = n
         finally:
-            for key in ("results", "corrupted", "rejected"):
-                if getattr(rows, key):
-                    self.out.write(key, b"".join(getattr(rows, key)))
-            self.p.counts["processed"] += rows.processed
-            self.p.counts["corrupted"] += len(rows.corrupted)
-            self.p.counts["rejected"] += len(rows.rejected)
+            self.record(rows)
             self.p.next = start + done
             now = time.monotonic()
             self.corrupted_log.flush(now)
             self.rejected_log.flush(now)
+
+    def record(self, rows: Rows) -> None:
+        """One batch's rows: one write per output file, and the counts."""
+        for key in ("results", "corrupted", "rejected"):
+            if getattr(rows, key):
+                self.out.write(key, b"".join(getattr(rows, key)))
+        self.p.counts["processed"] += rows.processed
+        self.p.counts["corrupted"] += len(rows.corrupted)
+        self.p.counts["rejected"] += len(rows.rejected)
 
     def absorb_one(self, rows: Rows, resp: bytes, item: bytes, idx: int) -> None:
         kind, value = parse_response(resp)
@@ -1103,12 +1107,7 @@ class SpawnSupervisor(Supervisor):
                 w.log_lines += 1
                 if w.log_lines <= self.LOG_LINES_SHOWN:
                     log.info("worker pid %d %s: %s", w.pid, stream, line[:200].decode("utf-8", "replace"))
-        for key in ("results", "corrupted", "rejected"):
-            if getattr(rows, key):
-                self.out.write(key, b"".join(getattr(rows, key)))
-        self.p.counts["processed"] += rows.processed
-        self.p.counts["corrupted"] += len(rows.corrupted)
-        self.p.counts["rejected"] += len(rows.rejected)
+        self.record(rows)
         now = time.monotonic()
         self.corrupted_log.flush(now)
         self.rejected_log.flush(now)

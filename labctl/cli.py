@@ -128,7 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, metavar="N", help="replay the generated inputs of an earlier run")
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="run each fault test N times; one that passes only sometimes is reported flaky")
+    add_handout_parser(sub)
     return ap
+
+
+def add_handout_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("handout", help="write the students' starting folder: skeletons, data generator, README",
+                       description="Writes DIR (a valid submission for `labctl grade`): a skeleton with its contract "
+                                   "for each exercise file, the data generator, and a README on running and grading.")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--force", action="store_true", help="write into a non-empty DIR, overwriting the handout's files")
 
 
 def main(argv: list[str]) -> int:
@@ -513,9 +522,19 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return run.exit_code
 
 
+def cmd_handout(args: argparse.Namespace) -> int:
+    from labctl import handout  # imported here: only this command needs it
+
+    written = handout.write(args.dir, force=args.force)
+    for path in written:
+        say(f"wrote {path}")
+    say(f"next: read {args.dir / handout.README}; grade it with `labctl grade {args.dir} --exercise N`")
+    return ExitCode.OK
+
+
 COMMANDS = {
     "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
     "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
     "scenarios": cmd_scenarios, "fault": cmd_fault, "check": cmd_check, "report": cmd_report, "runs": cmd_runs,
-    "grade": cmd_grade,
+    "grade": cmd_grade, "handout": cmd_handout,
 }

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live as RichLive
+from rich.markup import escape
 from rich.table import Table
 
 from labctl import __version__, check, faults, images, journal, lab, labels, observe, rundir, scenario, timeline, view
+from labctl import doctor as smoke_test
 from labctl.engine import Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
 from labctl.grade import catalog as grade_catalog
@@ -72,13 +74,21 @@ def fault_help() -> str:
         for f in faults.FAULTS.values())
 
 
+DOCTOR_HELP = "check the engine (it must run a container), compose plugin, base image and disk"
+DOCTOR_DESCRIPTION = (
+    "Checks the engine, compose plugin, base image and disk, and runs a throwaway container on the default bridge "
+    "and one on a labelled user network. Exit 0: all ok; 1: a check failed; "
+    f"{int(ExitCode.ENGINE_UNREACHABLE)}: the engine is not reachable; "
+    f"{int(ExitCode.ENGINE_ERROR)}: the engine answers but cannot run a container (the failed step says why).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="labctl", description="Crash, pause and partition, side by side.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--version", action="version", version=f"labctl {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    sub.add_parser("doctor", help="check the engine, compose plugin, base image and disk")
+    sub.add_parser("doctor", help=DOCTOR_HELP, description=DOCTOR_DESCRIPTION)
     p = sub.add_parser("base", help="build the local base image from the Debian archive")
     p.add_argument("--force", action="store_true")
     p = sub.add_parser("build", help="build the lab's images (cached by source hash)")
@@ -180,7 +190,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     def line(ok: bool, what: str, detail: str) -> None:
         nonlocal problems
         problems += not ok
-        console.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {detail}", highlight=False)
+        console.print(f"[{'green' if ok else 'red'}]{'ok ' if ok else 'BAD'}[/] {what}: {escape(detail)}",
+                      highlight=False)
 
     try:
         engine = Engine.open(timeout=10)
@@ -201,6 +212,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
          "installed" if shutil.which("mmdebstrap") else "missing; apt-get install mmdebstrap")
     free = shutil.disk_usage(engine.info().get("DockerRootDir", "/")).free / 2**30
     line(free > 3, "disk", f"{free:.1f} GiB free for the engine" + ("" if free > 3 else "; free some space"))
+    image = images.installed_base(engine)
+    if image is None:
+        line(False, "smoke test", "not run: no base image to run; run `labctl build`")
+        return ExitCode.FAILED
+    # The engine can answer and still fail to run a container (its docker0 gone): the smoke test tells.
+    smoke_engine = engine.with_timeout(smoke_test.CALL_TIMEOUT_S)
+    try:
+        steps = smoke_test.smoke(smoke_engine, image)
+    finally:
+        smoke_engine.close()
+    for st in steps:
+        line(st.ok, f"smoke test, {st.name}", st.detail if st.ok else f"{st.detail}; {st.todo}")
+    if not all(st.ok for st in steps):
+        return ExitCode.ENGINE_ERROR
     return ExitCode.OK if problems == 0 else ExitCode.FAILED
 
 

@@ -205,6 +205,27 @@ class Engine:
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         self._call(self.client.volumes.create, name=name, labels=labels)
 
+    def create_probe(self, *, image: str, name: str, labels: dict[str, str], command: list[str], network: str,
+                     user: str, mem_limit: str, nano_cpus: int, pids_limit: int) -> str:
+        """A short-lived container that only proves the engine can run one on
+        `network` ("bridge" is the engine's default network; any other name a
+        user network): hardened like the lab's (read-only root, every
+        capability dropped, no-new-privileges, memory with no swap on top, CPU
+        and pid limits, no core files, no health probe), no volume, no restart.
+        Returns its id (created, not started)."""
+        host_config = self.api.create_host_config(
+            network_mode=network, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+            mem_limit=mem_limit, memswap_limit=mem_limit, nano_cpus=nano_cpus, pids_limit=pids_limit,
+            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)])
+        try:
+            c = self._call(self.api.create_container, image, command=command, name=name, labels=labels, user=user,
+                           healthcheck=NO_HEALTHCHECK, host_config=host_config)
+        except docker.errors.ImageNotFound:
+            raise LabError(ExitCode.IMAGE_MISSING, f"image {image} is missing", "run `labctl build`") from None
+        except docker.errors.APIError as e:
+            raise self._engine_error(e, f"creating {name}") from None
+        return c["Id"]
+
     def create_container(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
             binds={spec.volume: {"bind": spec.mount, "mode": "rw"}},

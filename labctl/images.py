@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl import compose, labels
+from labctl import compose, doctor, labels
 from labctl.engine import Engine
 from labctl.errors import ExitCode, LabError
 
@@ -131,14 +131,37 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
             log(f"{name}: {ref} is up to date")
         else:
             log(f"{name}: building {ref}")
-            engine.build(str(svc.build_context), ref, {"BASE_IMAGE": base},
-                         {labels.MANAGED: "true", labels.COMPONENT: name, labels.SOURCE_HASH: tag}, on_line)
+            try:
+                engine.build(str(svc.build_context), ref, {"BASE_IMAGE": base},
+                             {labels.MANAGED: "true", labels.COMPONENT: name, labels.SOURCE_HASH: tag}, on_line)
+            except LabError as e:
+                raise blame(e) from None
             log(f"{name}: built {ref}")
         engine.tag(ref, svc.image, "latest")  # the name Compose gives what it builds, for `docker compose up`
     # compose.yaml's default base: plain `docker compose up --build` then uses
     # the same base as labctl, and needs no registry when that base is local.
     engine.tag(base, LOCAL_BASE_REPO, "latest")
     return refs
+
+
+def blame(e: LabError) -> LabError:
+    """A failed build whose message is the engine failing (`could not find
+    bridge docker0`, no space left...) is the engine's fault, not the
+    Dockerfile's: said so, with the engine's message and what to do."""
+    todo = doctor.engine_fault(e.what) if e.code == ExitCode.BUILD_FAILED else None
+    if todo is None:
+        return e
+    return LabError(ExitCode.ENGINE_ERROR, f"{e.what} (the Docker engine failed, not the Dockerfile)", todo)
+
+
+def installed_base(engine: Engine) -> str | None:
+    """The base image present in the engine, for a container that needs any:
+    the one `labctl build` last used (tagged labctl-base:latest), else the
+    upstream one, else the local one from the Debian archive."""
+    for ref in (f"{LOCAL_BASE_REPO}:latest", UPSTREAM_BASE, local_base_ref()):
+        if engine.image_exists(ref):
+            return ref
+    return None
 
 
 def require_images(engine: Engine, base: str) -> dict[str, str]:

@@ -45,6 +45,7 @@ def short(e: Exception) -> str:
 # it, the engine waits on it holding the container's lock, and the unpause
 # never runs (seen with 30 labs at once). The lab's monitor is the health signal.
 NO_HEALTHCHECK = {"Test": ["NONE"]}
+REMOVE_WAIT_S = 30.0  # how long a removal begun elsewhere may take
 
 
 @dataclass
@@ -304,8 +305,23 @@ class Engine:
                 with contextlib.suppress(docker.errors.APIError):
                     c.unpause()
             # Even a stopped container can be restarting by policy: force.
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 c.remove(force=True, v=False)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                # Another thread (a cleanup after Ctrl-C) is removing it: wait for that instead.
+                if e.status_code != 409 or "already in progress" not in str(e):
+                    raise
+                wait_for(lambda: not self._exists(name_or_id), REMOVE_WAIT_S, 0.1,
+                         f"the removal of {name_or_id} already in progress", seen=lambda: "still there")
+
+    def _exists(self, name_or_id: str) -> bool:
+        try:
+            self.api.inspect_container(name_or_id)
+        except docker.errors.NotFound:
+            return False
+        return True
 
     def remove_network(self, name_or_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -376,9 +392,10 @@ class Engine:
             kw["since"] = since
         return self._call(self.api.logs, name, **kw)
 
-    def logs_text(self, name: str, tail: int | str = "all") -> str:
+    def logs_text(self, name: str, tail: int | str = "all", stderr: bool = True) -> str:
         try:
-            return self._call(self.api.logs, name, timestamps=False, tail=tail).decode("utf-8", "replace")
+            return self._call(self.api.logs, name, timestamps=False, tail=tail,
+                              stderr=stderr).decode("utf-8", "replace")
         except docker.errors.NotFound:
             return ""
 
@@ -428,21 +445,24 @@ class Engine:
             raise self._engine_error(e, f"creating volume {name}") from None
 
     def create_isolated(self, *, image: str, name: str, labels: dict[str, str], entrypoint: list[str],
-                        command: list[str], user: str, volume: str, mount: str, tmpfs: dict[str, str],
-                        mem_limit: str, nano_cpus: int, pids_limit: int, shm_size: str = "8m") -> str:
+                        command: list[str], user: str, volume: str | None, mount: str | None,
+                        tmpfs: dict[str, str], mem_limit: str, nano_cpus: int, pids_limit: int,
+                        shm_size: str = "8m", environment: dict[str, str] | None = None) -> str:
         """A container for untrusted code: network_mode none (it sees only
         lo), read-only root, every capability dropped, no-new-privileges,
         memory with no swap on top, CPU and pid limits, no core files, no
         health probe. Its writable places are `volume` at `mount` and the
         `tmpfs` mounts. Returns the container's id (created, not started)."""
+        binds = {volume: {"bind": mount, "mode": "rw"}} if volume and mount else {}
         host_config = self.api.create_host_config(
-            binds={volume: {"bind": mount, "mode": "rw"}}, network_mode="none", read_only=True, tmpfs=tmpfs,
+            binds=binds, network_mode="none", read_only=True, tmpfs=tmpfs,
             cap_drop=["ALL"], security_opt=["no-new-privileges:true"], mem_limit=mem_limit,
             memswap_limit=mem_limit, nano_cpus=nano_cpus, pids_limit=pids_limit, shm_size=shm_size,
             ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)])
         try:
             c = self._call(self.api.create_container, image, command=command, name=name, labels=labels,
-                           user=user, entrypoint=entrypoint, healthcheck=NO_HEALTHCHECK, host_config=host_config)
+                           user=user, entrypoint=entrypoint, healthcheck=NO_HEALTHCHECK, host_config=host_config,
+                           environment=environment)
         except docker.errors.ImageNotFound:
             raise LabError(ExitCode.IMAGE_MISSING, f"image {image} is missing", "run `labctl build`") from None
         except docker.errors.APIError as e:

@@ -319,3 +319,60 @@ def test_exercise_4_supervisor_blames_999_when_the_crash_handler_prints_an_error
     rejected = (tmp_path / "out" / "rejected.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rejected] == ["12"], rejected  # abc, answered in its own wording
     assert "segmentation fault, lock removed" in p.stderr, "the handler's message is logged, not lost"
+
+
+# ------------------------------------------------------------------ the record's socket
+
+
+def _build_private(tmp_path: Path, name: str, source: bytes, record_name: str) -> Path:
+    """A grader program as Sandbox.build_private builds it (static, token built in), on the host."""
+    from types import SimpleNamespace
+
+    from labctl.grade import ex4_supervisor as sup
+    from labctl.grade.sandbox import PRIVATE_CFLAGS
+
+    ctx = SimpleNamespace(sandbox=SimpleNamespace(record_token=TOKEN))
+    src = tmp_path / f"{name}.c"
+    src.write_bytes(sup.with_token(ctx, source, record_name))
+    out = tmp_path / name
+    p = subprocess.run(["gcc", *PRIVATE_CFLAGS, "-Wall", "-Werror", "-o", str(out), str(src), "-lpthread"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+TOKEN = "0123456789abcdef" * 2
+
+
+def test_the_stand_in_records_to_the_drivers_socket_and_forgeries_are_set_aside(tmp_path):
+    import socket
+
+    from labctl.grade import driver
+    from labctl.grade import ex4_supervisor as sup
+
+    name = f"labctl-test-record-{os.getpid()}"
+    standin = _build_private(tmp_path, "standin", reference.worker_source(
+        ("--plain-lock", "--flush-every-line", "--record", "@" + name), "test stand-in"), name)
+    launcher = _build_private(tmp_path, "record_exec", sup.RECORD_EXEC_SOURCE.encode(), name)
+    rec = driver.Recorder(name, TOKEN)
+    try:
+        p = subprocess.run([str(standin)], input=b"3\n-4\n", capture_output=True, cwd=tmp_path, timeout=10)
+        assert p.returncode == 0 and p.stdout == b"3,9\n", p
+        p = subprocess.run([str(launcher), "/bin/true"], capture_output=True, timeout=10)
+        assert p.returncode == 0, p
+        # What a program of the student's could send: no token, or a wrong one.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect("\0" + name)
+            s.send(b"1 2 start robust\n")
+            s.send(b"deadbeef 1 2 exit 0\n")
+        got = rec.close()
+    finally:
+        rec.listener.close()
+    import base64
+
+    incs = sup.incarnations(base64.b64decode(got["record"]))
+    assert got["record_forged"] == 2 and got["record_cut"] == 0
+    assert [(i.lines, i.exit_code) for i in incs] == [(["3", "-4"], 0), ([], None)]
+    assert incs[0].events[0] == "start" and incs[1].events == ["start"]
+    assert TOKEN.encode() not in base64.b64decode(got["record"])
+    assert b"start own" in base64.b64decode(got["record"])

@@ -971,8 +971,35 @@ def test_the_paced_stand_in_paces_only_its_answers():
     assert "if (fd == STDOUT_FILENO)" in src and f"{{0, {sup.PACE_MS * 1_000_000}L}}" in src
     # The job outlasts the latest pause by far, even at full speed.
     assert sup.PAUSE_LINES * sup.PACE_MS / 1000 > 2 * sup.PAUSE_AT_S[1]
-    launcher = sup.recording_launcher("/work/bin/hardcore_worker").decode()
-    assert launcher.startswith("#!/bin/sh\nexec python3 ") and "os.execv('/work/bin/hardcore_worker'" in launcher
+
+
+class _PrivateBuilds:
+    """A sandbox stand-in that notes what the grader builds privately."""
+
+    record_token = "f00d" * 8
+
+    def __init__(self):
+        self.built: list[tuple[str, bytes]] = []
+
+    def build_private(self, name, source):
+        self.built.append((name, source))
+        return f"/work/.grader/{name}"
+
+
+def test_the_grader_programs_are_built_privately_once_with_the_token():
+    from types import SimpleNamespace
+
+    from labctl.grade import ex4_supervisor as sup
+
+    ctx = SimpleNamespace(sandbox=_PrivateBuilds())
+    launcher = sup.recording_launcher(ctx, "/work/bin/hardcore_worker").decode()
+    assert launcher == '#!/bin/sh\nexec /work/.grader/record_exec /work/bin/hardcore_worker "$@"\n'
+    assert sup.standin(ctx) == "/work/.grader/standin_worker" == sup.standin(ctx)
+    assert sup.standin(ctx, paced=True) == "/work/.grader/paced_standin_worker"
+    assert [n for n, _ in ctx.sandbox.built] == ["record_exec", "standin_worker", "paced_standin_worker"]
+    for _, src in ctx.sandbox.built:
+        assert src.startswith(f'#define WORKER_RECORD_TOKEN "{"f00d" * 8}"\n'.encode())
+    assert "--record\", \"@labctl-grader-record\"" in ctx.sandbox.built[1][1].decode()
 
 
 def _png(path: Path):

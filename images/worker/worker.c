@@ -17,7 +17,12 @@
  * each defines WORKER_DEFAULT_ARGS, the options that make it the exercise's
  * program when run without arguments, as the exercise sheet runs it.
  * --record PATH keeps a flight record (lines handled, signals, restarts) for
- * the grader's stand-in worker; it changes nothing the worker does.
+ * the grader's stand-in worker; it changes nothing the worker does. PATH
+ * "@NAME" sends each record to the abstract unix socket NAME instead of a
+ * file: the grader's driver listens there, and a build with
+ * WORKER_RECORD_TOKEN defined marks every record with that token, so that a
+ * program under test, which shares the stand-in's user, can neither forge
+ * nor erase the record (docs/grading.md, threat model).
  *
  * It holds an flock on its lock file for its whole life, cleans the file on
  * graceful exit and on fatal signals (async-signal-safe calls only), and beats
@@ -41,15 +46,18 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -273,6 +281,14 @@ struct config {
 /* The flight recorder's file (--record), or -1. Written from signal handlers
  * too, so it is a plain descriptor and every record is one write(). */
 static volatile sig_atomic_t g_record_fd = -1;
+/* Whether it is a socket: sent with MSG_NOSIGNAL, so a listener gone early
+ * never turns a record into a SIGPIPE. */
+static volatile sig_atomic_t g_record_sock = 0;
+#ifdef WORKER_RECORD_TOKEN
+static const char g_record_token[] = WORKER_RECORD_TOKEN " ";
+#else
+static const char g_record_token[] = "";
+#endif
 
 static char g_incarnation[17];
 
@@ -321,11 +337,13 @@ static void record_event(const char *event, const char *detail, size_t detail_le
     int fd = g_record_fd;
     if (fd < 0)
         return;
-    char buf[96 + SHOW_MAX * 4];
+    char buf[96 + sizeof g_record_token + SHOW_MAX * 4];
     size_t ev = strlen(event);
-    if (detail_len > sizeof buf - 64 - ev)
-        detail_len = sizeof buf - 64 - ev;
-    size_t n = fmt_i64(buf, now_ms());
+    if (detail_len > sizeof buf - 64 - sizeof g_record_token - ev)
+        detail_len = sizeof buf - 64 - sizeof g_record_token - ev;
+    size_t n = sizeof g_record_token - 1;
+    memcpy(buf, g_record_token, n);
+    n += fmt_i64(buf + n, now_ms());
     buf[n++] = ' ';
     n += fmt_i64(buf + n, (int64_t)getpid());
     buf[n++] = ' ';
@@ -337,7 +355,7 @@ static void record_event(const char *event, const char *detail, size_t detail_le
         n += detail_len;
     }
     buf[n++] = '\n';
-    ssize_t w = write(fd, buf, n);
+    ssize_t w = g_record_sock ? send(fd, buf, n, MSG_NOSIGNAL) : write(fd, buf, n);
     (void)w;
 }
 
@@ -1426,7 +1444,8 @@ static void usage(FILE *f)
           "Reads numbers, one per line, and writes n,n*n for each (stdin to stdout, or\n"
           "over one TCP connection at a time with --listen). --idle reads nothing and\n"
           "only beats; --plain-lock writes the PID alone into the lock file; --record\n"
-          "appends what the worker handled and which signals reached it to PATH.\n",
+          "appends what the worker handled and which signals reached it to PATH (or\n"
+          "sends it to the abstract unix socket NAME, for PATH @NAME).\n",
           f);
 }
 
@@ -1590,12 +1609,45 @@ static void make_incarnation(void)
     snprintf(g_incarnation, sizeof g_incarnation, "%016" PRIx64, r);
 }
 
-/* Opens the flight record; -1 (with the error logged) if it cannot. */
+/* Connects to the listener of the abstract unix socket `name`: one
+ * SOCK_SEQPACKET message per record, kept whole and in order, with flow
+ * control instead of loss when the listener falls behind. */
+static int connect_record(const char *name)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len = strlen(name);
+    if (len == 0 || len >= sizeof sa.sun_path - 1) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sa.sun_path + 1, name, len); /* sun_path[0] == 0: the abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Opens the flight record (a file, or "@NAME" for a socket); -1 (with the
+ * error logged) if it cannot. */
 static int open_record(const char *path)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+#ifdef WORKER_RECORD_TOKEN
+    /* The token is the record's only credential: no process of the same user
+     * may read it from this one's memory (it is also exec-only on disk). */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        logf_("error", "cannot make the recorder undumpable: %s", strerror(errno));
+#endif
+    bool sock = path[0] == '@';
+    int fd = sock ? connect_record(path + 1) : open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
-        logf_("error", "cannot open record file %s: %s", path, strerror(errno));
+        logf_("error", "cannot open record %s: %s", path, strerror(errno));
+    g_record_sock = sock;
     return fd;
 }
 

@@ -21,7 +21,13 @@ What it guarantees, whatever the program does:
 - the result line is prefixed with a nonce that only the host and this
   process know (it comes in the environment, which the program cannot read
   once the driver has made itself non-dumpable), so a program that writes
-  JSON of its own cannot fake a result.
+  JSON of its own cannot fake a result;
+- with "record" in the spec, it listens on that abstract unix socket before
+  the program starts and keeps every message that begins with the record
+  token (from the environment too, like the nonce): the grader's stand-in
+  workers, exec-only binaries with the token built in, report there what
+  they handled. The program cannot take the name first, read the token, or
+  take back a message once sent; what it sends itself is counted as forged.
 
 Mode "reset" kills every process of the sandbox's user but PID 1 and empties
 the case's directories: what one case leaves behind never meets the next.
@@ -35,6 +41,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -48,6 +55,9 @@ REAP_S = 2.0  # how long a SIGKILLed program may take to be reaped
 RESET_S = 5.0
 SNAPSHOT_MAX = CAP
 NONCE_ENV = "LABCTL_DRIVER_NONCE"
+RECORD_TOKEN_ENV = "LABCTL_RECORD_TOKEN"
+RECORD_MAX = 48 * 1024 * 1024  # genuine records kept; a flood of 200,000 lines makes about 10 MB
+RECORD_MSG_MAX = 4096
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 PR_SET_DUMPABLE = 4
 
@@ -255,6 +265,71 @@ def snapshot(cwd: str, paths: list[str]) -> dict[str, str | None]:
     return out
 
 
+class Recorder:
+    """The listening end of the stand-in workers' record: every message
+    that carries the token, in the order each sender sent them."""
+
+    def __init__(self, name: str, token: str):
+        self.prefix = token.encode() + b" "
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind("\0" + name)
+        self.listener.listen(64)
+        self.listener.setblocking(False)
+        self.conns: dict[int, socket.socket] = {}
+        self.kept = bytearray()
+        self.messages = self.forged = self.cut = 0
+
+    def fds(self) -> list[int]:
+        return [self.listener.fileno(), *self.conns]
+
+    def service(self, readable: list[int] | None = None) -> None:
+        """Accepts and reads what is ready (everything, if readable is None)."""
+        if readable is None or self.listener.fileno() in readable:
+            while True:
+                try:
+                    conn, _ = self.listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                conn.setblocking(False)
+                self.conns[conn.fileno()] = conn
+        for fd, conn in list(self.conns.items()):
+            if readable is None or fd in readable:
+                self.drain(fd, conn)
+
+    def drain(self, fd: int, conn: socket.socket) -> None:
+        while True:
+            try:
+                msg = conn.recv(RECORD_MSG_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                msg = b""
+            if not msg:
+                conn.close()
+                del self.conns[fd]
+                return
+            self.take(msg)
+
+    def take(self, msg: bytes) -> None:
+        if not msg.startswith(self.prefix):
+            self.forged += 1
+            return
+        body = msg[len(self.prefix):]
+        if len(self.kept) + len(body) > RECORD_MAX:
+            self.cut += 1
+            return
+        self.messages += 1
+        self.kept += body if body.endswith(b"\n") else body + b"\n"
+
+    def close(self) -> dict:
+        self.service()
+        for conn in self.conns.values():
+            conn.close()
+        self.listener.close()
+        return {"record": b64(bytes(self.kept)), "record_messages": self.messages,
+                "record_forged": self.forged, "record_cut": self.cut}
+
+
 class Run:
     def __init__(self, spec: dict, proc: subprocess.Popen, t0: float):
         self.spec = spec
@@ -273,6 +348,7 @@ class Run:
         self.status: int | None = None
         self.ended_at: float | None = None
         self.timed_out = False
+        self.recorder: Recorder | None = None
         for fd in (self.stdin_fd, self.out.fd, self.err.fd):
             os.set_blocking(fd, False)
 
@@ -381,16 +457,66 @@ def loop(run: Run, timeout: float) -> None:
             run.close_stdin()
         readers = [s for s in (run.out, run.err) if s.open]
         writers = [run.stdin_fd] if run.status is None and run.stdin_fd is not None and run.feed.pending else []
-        readable, writable, _ = select.select([s.fd for s in readers], writers, [], POLL_S)
+        rec_fds = run.recorder.fds() if run.recorder else []
+        readable, writable, _ = select.select([s.fd for s in readers] + rec_fds, writers, [], POLL_S)
         if writable:
             run.write_stdin()
         for s in readers:
             if s.fd in readable:
                 s.read()
+        if run.recorder and readable:
+            run.recorder.service(readable)
+
+
+# A seccomp filter for the program and all it starts, on top of the
+# engine's: no ptrace and no process_vm_readv/writev (a program could
+# otherwise single-step a grader's stand-in it started and read its token
+# off the registers), and no syscalls of another ABI (i386, x32), which
+# would get around the numbers below. (arch, syscall numbers) by machine.
+NO_PTRACE = {"x86_64": (0xC000003E, (101, 310, 311)), "aarch64": (0xC00000B7, (117, 270, 271))}
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO_EPERM = 0x7FFF0000, 0x00050000 | 1
+X32_SYSCALL_BIT = 0x40000000
+
+
+def no_ptrace_filter() -> bytes | None:
+    """The BPF program (struct sock_filter[]) of NO_PTRACE for this machine, or None."""
+    import platform
+    import struct
+
+    arch = NO_PTRACE.get(platform.machine())
+    if arch is None:
+        return None
+    audit_arch, denied = arch
+    ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
+    prog = [(ld_w_abs, 0, 0, 4), (jeq_k, 1, 0, audit_arch), (ret_k, 0, 0, SECCOMP_RET_ERRNO_EPERM),
+            (ld_w_abs, 0, 0, 0), (jge_k, len(denied) + 1, 0, X32_SYSCALL_BIT)]
+    prog += [(jeq_k, len(denied) - i, 0, nr) for i, nr in enumerate(denied)]
+    prog += [(ret_k, 0, 0, SECCOMP_RET_ALLOW), (ret_k, 0, 0, SECCOMP_RET_ERRNO_EPERM)]
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+NO_PTRACE_PROG = no_ptrace_filter()
+
+
+def install_filter(prog: bytes) -> None:
+    """Installs a seccomp filter on this process (for good: it is inherited and cannot be removed)."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fprog = SockFprog(len(prog) // 8, prog)
+    if (libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0):
+        raise OSError(ctypes.get_errno(), "cannot install the no-ptrace seccomp filter")
 
 
 def child_setup() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if NO_PTRACE_PROG is not None:
+        install_filter(NO_PTRACE_PROG)
 
 
 def wait_to_start(spec: dict) -> str:
@@ -467,13 +593,23 @@ def run_program(spec: dict) -> dict:
     note = wait_to_start(spec)
     if note:
         return {"error": note, "not_started": True}
+    recorder = None
+    if spec.get("record"):
+        try:
+            recorder = Recorder(spec["record"], spec.get("_record_token") or "")
+        except OSError as e:  # the name is taken: only a process left running could have
+            return {"error": f"the grader's record socket @{spec['record']} is taken: {e.strerror or e}",
+                    "record_taken": True}
     oom_before = oom_kills()
     t0 = now()
     try:
         proc = spawn(spec)
     except OSError as e:
+        if recorder:
+            recorder.close()
         return {"error": f"cannot start {spec['argv'][0]}: {e.strerror or e}", "spawn_failed": True}
     run = Run(spec, proc, t0)
+    run.recorder = recorder
     # The host times its own actions (docker pause) from this line.
     sys.stderr.write(f"{spec.get('_nonce', '')} started\n")
     sys.stderr.flush()
@@ -482,6 +618,8 @@ def run_program(spec: dict) -> dict:
     finally:
         run.kill_group()
     result = describe(run)
+    if recorder:
+        result.update(recorder.close())
     proc.returncode = 0  # reaped by us with waitpid; Popen must not try again
     if spec.get("kill_after"):
         # Children that left the process group (setsid) die here too, while
@@ -497,9 +635,11 @@ def run_program(spec: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     nonce = os.environ.pop(NONCE_ENV, "")
+    token = os.environ.pop(RECORD_TOKEN_ENV, "")
     note = undumpable()
     spec = json.loads(argv[1])
     spec["_nonce"] = nonce
+    spec["_record_token"] = token
     try:
         result = reset(spec) if spec.get("mode") == "reset" else run_program(spec)
     except Exception as e:  # reported to the host as the run's error, with its type

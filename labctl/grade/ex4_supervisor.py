@@ -6,16 +6,21 @@ in the case directory, beside input.dat (or, for 4.22, a generateData.py)
 and an executable ./hardcore_worker, the name the sheet gives the worker it
 launches. For 4.17-4.22 and 4.24 that worker is the grader's stand-in: the
 lab's worker in stdin mode, built with --record (labctl.grade.reference
-makes the source), which appends to a record file every line it handles,
-every signal that reaches it, its start (and a refused lock) and its exit,
-one write each, so a worker that crashes still leaves all of it. Its lock
+makes the source), which reports every line it handles, every signal that
+reaches it, its start (and a refused lock) and its exit, one message each,
+so a worker that crashes still leaves all of it. The messages go to the
+driver's record socket, each marked with the sandbox's token; the stand-in
+is built away from the sandbox and installed exec-only
+(Sandbox.build_private), so the student's code can run it but can neither
+read the token nor forge, erase or replace anything of the record. Its lock
 holds its PID alone, as the exercise's workers write it, and it answers
 each line as it handles it. ./hardcore_worker is a two-line shell script
 that execs it: the supervisor's child is the stand-in itself (same PID,
 same exit status). For 4.21 the stand-in runs in naive mode: no handler,
 so a crash leaves cworker.lock behind, and a pidfile lock that refuses to
 start while any lock file exists. For 4.23 ./hardcore_worker execs the
-student's own compiled worker, after noting its start in the record. For
+student's own compiled worker, after the grader's launcher (built the
+same way) has noted its start in the record. For
 4.24 the stand-in is paced (each answer waits PACE_MS, as real work would),
 so the job lasts long enough for `docker pause` to freeze the whole
 sandbox, supervisor and worker together, in the middle of it: after the
@@ -53,16 +58,14 @@ from labctl.errors import ExitCode, LabError
 from labctl.grade import gradeplot, reference
 from labctl.grade.gradeplot import Mark, Picture, Span, Window, shown
 from labctl.grade.runner import Check, Context, Outcome
-from labctl.grade.sandbox import CASE_DIR, RunResult, RunSpec, Sandbox
+from labctl.grade.sandbox import CASE_DIR, RECORD_NAME, RunResult, RunSpec, Sandbox
 
 SUPERVISOR, WORKER = "supervisor.py", "hardcore_worker.c"
 INPUT, LOCK, GENERATOR = "input.dat", "cworker.lock", "generateData.py"
 BUG = "999"  # the worker's bug trigger
-RECORD = f"{CASE_DIR}/.worker-record"
-STANDIN_SRC, STANDIN_BIN = ".standin_worker.c", "standin_worker"
-PACED_SRC, PACED_BIN = ".paced_standin_worker.c", "paced_standin_worker"
+STANDIN_BIN, PACED_BIN, RECORD_EXEC_BIN = "standin_worker", "paced_standin_worker", "record_exec"
 PACE_MS = 2
-STANDIN_ARGS = ("--plain-lock", "--flush-every-line", "--record", RECORD)
+STANDIN_ARGS = ("--plain-lock", "--flush-every-line", "--record", "@" + RECORD_NAME)
 NAIVE_ARGS = ("--mode", "naive")
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 RUN_TIMEOUT_S = 20.0
@@ -102,22 +105,71 @@ def paced_source() -> bytes:
     return prelude.encode() + reference.worker_source(STANDIN_ARGS, "the grader's paced stand-in hardcore_worker")
 
 
-def standin(ctx: Context, paced: bool = False) -> str:
-    """The stand-in's binary (or the paced one's) in this submission's sandbox, compiled once."""
-    src, binary = (PACED_SRC, PACED_BIN) if paced else (STANDIN_SRC, STANDIN_BIN)
+# The launcher of 4.23 and 4.25: notes a start of the student's own worker
+# in the record, as the stand-in notes its own, then execs the worker, which
+# keeps the PID (the supervisor's child is still the worker itself).
+RECORD_EXEC_SOURCE = r"""
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return 64;
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len = strlen(RECORD_NAME);
+    memcpy(sa.sun_path + 1, RECORD_NAME, len);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, salen) == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        char buf[160];
+        int n = snprintf(buf, sizeof buf, "%s %lld %ld start own\n", WORKER_RECORD_TOKEN,
+                         (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, (long)getpid());
+        if (n > 0)
+            send(fd, buf, (size_t)n, MSG_NOSIGNAL);
+    }
+    execv(argv[1], argv + 1);
+    perror(argv[1]);
+    return 127;
+}
+"""
+
+
+def with_token(ctx: Context, source: bytes, record_name: str = RECORD_NAME) -> bytes:
+    """source, built to mark its records with this sandbox's token (sandbox.build_private)."""
+    head = (f'#define WORKER_RECORD_TOKEN "{ctx.sandbox.record_token}"\n'
+            f'#define RECORD_NAME "{record_name}"\n')
+    return head.encode() + source
+
+
+def private_binary(ctx: Context, name: str, source: bytes) -> str:
+    """A grader program, built once per sandbox: run-only for the student."""
     with _standins_lock:
-        found = _standins.get(ctx.sandbox, {}).get(binary)
+        found = _standins.get(ctx.sandbox, {}).get(name)
     if found:
         return found
-    source = paced_source() if paced else reference.worker_source(STANDIN_ARGS, "the grader's stand-in hardcore_worker")
-    ctx.sandbox.put_files({src: source})
-    c = ctx.sandbox.compile_c(src, binary)
-    if not c.ok:
-        raise LabError(ExitCode.GRADER_ERROR, f"the grader's stand-in worker did not compile: {c.log[-800:]}",
-                       "the lab's worker.c must build with the sandbox's compiler")
+    path = ctx.sandbox.build_private(name, with_token(ctx, source))
     with _standins_lock:
-        _standins.setdefault(ctx.sandbox, {})[binary] = c.binary
-    return c.binary
+        _standins.setdefault(ctx.sandbox, {})[name] = path
+    return path
+
+
+def standin(ctx: Context, paced: bool = False) -> str:
+    """The stand-in's binary (or the paced one's) in this submission's sandbox."""
+    if paced:
+        return private_binary(ctx, PACED_BIN, paced_source())
+    return private_binary(ctx, STANDIN_BIN,
+                          reference.worker_source(STANDIN_ARGS, "the grader's stand-in hardcore_worker"))
 
 
 def launcher(binary: str, args: Sequence[str] = ()) -> bytes:
@@ -125,14 +177,10 @@ def launcher(binary: str, args: Sequence[str] = ()) -> bytes:
     return f'#!/bin/sh\nexec {binary} {" ".join(args)} "$@"\n'.encode()
 
 
-def recording_launcher(binary: str) -> bytes:
-    """./hardcore_worker for the student's own worker: notes each start (time
-    and PID) in the record, as the stand-in does, then execs the worker, which
-    keeps the PID: the supervisor's child is still the worker itself."""
-    code = (f"import os,sys,time;fd=os.open({RECORD!r},os.O_WRONLY|os.O_APPEND|os.O_CREAT,0o644);"
-            "os.write(fd,b'%d %d start own\\n'%(time.monotonic()*1000,os.getpid()));os.close(fd);"
-            f"os.execv({binary!r},[{binary!r}]+sys.argv[1:])")
-    return f'#!/bin/sh\nexec python3 -I -S -c "{code}" "$@"\n'.encode()
+def recording_launcher(ctx: Context, binary: str) -> bytes:
+    """./hardcore_worker for the student's own worker: the grader's launcher
+    notes each start (time and PID) in the record, then execs the worker."""
+    return launcher(private_binary(ctx, RECORD_EXEC_BIN, RECORD_EXEC_SOURCE.encode()), [binary])
 
 
 def supervise(ctx: Context, worker: bytes, files: dict[str, bytes], timeout: float = RUN_TIMEOUT_S,
@@ -140,7 +188,8 @@ def supervise(ctx: Context, worker: bytes, files: dict[str, bytes], timeout: flo
     """One run of the student's supervisor with ./hardcore_worker and these files beside it."""
     return ctx.run(RunSpec(["sh", "-c", f"chmod 755 hardcore_worker && exec python3 {SUPERVISOR}"],
                            files={SUPERVISOR: ctx.source(SUPERVISOR), "hardcore_worker": worker, **files},
-                           env=ENV, timeout=timeout, snapshot_at_exit=[LOCK, GENERATED_MARK]), host_actions)
+                           env=ENV, timeout=timeout, snapshot_at_exit=[LOCK, GENERATED_MARK], record=True),
+                   host_actions)
 
 
 # ------------------------------------------------------------------ the record
@@ -222,7 +271,9 @@ class SystemRun:
 
     def seen(self, what: str) -> str:
         shown = ", ".join(self.values) if len(self.values) <= 40 else f"{len(self.values)} lines"
-        return (f"{INPUT}: {shown}\n{what}\n\nthe workers the supervisor started:\n{describe(self.incs)}\n\n"
+        forged = (f"\n{self.result.record_forged} message(s) sent to the grader's record socket did not come "
+                  "from the grader's programs: ignored" if self.result.record_forged else "")
+        return (f"{INPUT}: {shown}\n{what}\n\nthe workers the supervisor started:\n{describe(self.incs)}{forged}\n\n"
                 f"supervisor: {self.result.summary(1200)}")
 
 
@@ -234,7 +285,7 @@ def system_run(ctx: Context, values: list[str], *, naive: bool = False, files: d
     if with_input:
         extra[INPUT] = data
     r = supervise(ctx, launcher(standin(ctx, paced), NAIVE_ARGS if naive else ()), extra, timeout, host_actions)
-    return SystemRun(values, r, incarnations(ctx.sandbox.read_file(RECORD)))
+    return SystemRun(values, r, incarnations(r.record))
 
 
 def readings(rng: random.Random, n: int) -> list[str]:
@@ -523,8 +574,8 @@ def check_own_worker(ctx: Context) -> Outcome:
     rng = ctx.rng_for("sup:own")
     values = [*readings(rng, 12), "-10", *readings(rng, 6), BUG, *readings(rng, 8), "-25", *readings(rng, 4)]
     data = "".join(f"{v}\n" for v in values).encode()
-    r = supervise(ctx, recording_launcher(ctx.binary(WORKER)), {INPUT: data})
-    s = SystemRun(values, r, incarnations(ctx.sandbox.read_file(RECORD)))
+    r = supervise(ctx, recording_launcher(ctx, ctx.binary(WORKER)), {INPUT: data})
+    s = SystemRun(values, r, incarnations(r.record))
     out, note = judge_own_worker(s)
     return shown(out, draw(ctx, "4.23", "your own worker, crash on 999 included", s, instrumented=False, note=note))
 
@@ -685,9 +736,9 @@ def lab_run(ctx: Context, values: list[str]) -> tuple[SystemRun, list[str]]:
     data = "".join(f"{v}\n" for v in values).encode()
     argv = ["sh", "-c", f"chmod 755 hardcore_worker && exec python3 {SUPERVISOR} " + " ".join(LAB_ARGS)]
     r = ctx.run(RunSpec(argv, files={SUPERVISOR: lab_supervisor(),
-                                     "hardcore_worker": recording_launcher(ctx.binary(WORKER)), INPUT: data},
-                        env=ENV, timeout=RUN_TIMEOUT_S))
-    s = SystemRun(values, r, incarnations(ctx.sandbox.read_file(RECORD)))
+                                     "hardcore_worker": recording_launcher(ctx, ctx.binary(WORKER)), INPUT: data},
+                        env=ENV, timeout=RUN_TIMEOUT_S, record=True))
+    s = SystemRun(values, r, incarnations(r.record))
     with tempfile.TemporaryDirectory(prefix="labctl-4.25-") as tmp:
         d = Path(tmp)
         (d / INPUT).write_bytes(data)

@@ -269,8 +269,27 @@ def grade(paths: Sequence[Path | str], opts: Options, progress: Callable[[str], 
             Sandbox.cleanup(eng, run.run_id)
             if owned:
                 eng.close()
+    if run.interrupted:
+        done = {r.submission for r in results}
+        for sub in subs:
+            if sub.name not in done:
+                drop_pictures(writers.submission_dir(out_dir, run.new_result(sub)))
+        if results:
+            writers.write_all(out_dir, results)
+        raise LabError(ExitCode.INTERRUPTED, f"grading interrupted: {len(results)} of {len(subs)} submission(s) "
+                       "graded" + (f", their reports are in {out_dir}" if results else ""),
+                       "grade the others again (nothing was left on the engine)")
     writers.write_all(out_dir, results)
     return GradeRun(run.run_id, out_dir, results, pl.skipped, exit_code(results))
+
+
+def drop_pictures(folder: Path) -> None:
+    """An interrupted submission's pictures (drawn as its tests ran), and its
+    folder if they were all it held: no report is left half made."""
+    for png in folder.glob("timeline-*.png"):
+        png.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def resolve_images(engine: Engine) -> tuple[str, str]:
@@ -312,6 +331,11 @@ class _Run:
         self.out_dir = out_dir
         self.progress = progress
         self.cancel = threading.Event()
+        self.interrupted = False
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise LabError(ExitCode.INTERRUPTED, "grading interrupted")
 
     def new_result(self, sub: Submission) -> SubmissionResult:
         return SubmissionResult.for_submission(sub, self.plan.tests, seed=self.seed, repeat=self.repeat)
@@ -338,30 +362,39 @@ class _Run:
                     for f in done:
                         results[futures[f]] = f.result()
             except KeyboardInterrupt:
-                self.cancel.set()
                 with ignoring_sigint():  # the cleanup must finish: a second Ctrl-C waits for it
-                    Sandbox.cleanup(engine, self.run_id)  # ends the runs in flight
-                    pool.shutdown(wait=True, cancel_futures=True)
-                raise
+                    self.interrupt(engine, pool, futures)
+                self.interrupted = True
         return [r for r in results if r is not None]
+
+    def interrupt(self, engine: Engine, pool: cf.ThreadPoolExecutor, futures: dict[cf.Future[Any], int]) -> None:
+        """Ctrl-C: no queued submission starts, the runs in flight end (their
+        sandboxes removed), and what they raised on the way out is dropped:
+        an interrupted submission is neither scored nor reported."""
+        self.cancel.set()
+        for f in futures:
+            f.cancel()
+        Sandbox.cleanup(engine, self.run_id)
+        pool.shutdown(wait=True, cancel_futures=True)
+        Sandbox.cleanup(engine, self.run_id)  # a sandbox begun while the first cleanup ran
 
     def one(self, engine: Engine, sub: Submission, sandbox_image: str, builder_image: str) -> SubmissionResult:
         t0 = time.monotonic()
         r = self.new_result(sub)
         if r.pending():
+            self.raise_if_cancelled()
             eng = engine.clone()
             try:
                 with Sandbox(eng, run_id=self.run_id, submission=sub.name, image=sandbox_image,
                              builder_image=builder_image, cancel=self.cancel) as sb:
                     _Submission(self, sub, r, sb).grade()
-            except LabError as e:
-                if e.code == ExitCode.INTERRUPTED:
-                    raise
-                r.mark_grader_error(e.what)
             except Exception as e:  # the grader broke: this submission's pending tests say so
-                r.mark_grader_error("lost the Docker engine" if is_engine_gone(e) else f"{type(e).__name__}: {e}")
+                self.raise_if_cancelled()  # unless Ctrl-C broke it, removing the sandbox under it
+                r.mark_grader_error(e.what if isinstance(e, LabError) else "lost the Docker engine"
+                                    if is_engine_gone(e) else f"{type(e).__name__}: {e}")
             finally:
                 eng.close()
+            self.raise_if_cancelled()
         r.execution_time = time.monotonic() - t0
         r.complete()
         failed = sum(1 for t in r.tests if t.counts_as_failure)
@@ -422,10 +455,10 @@ class _Submission:
         try:
             outcome = self.judge(t, attempt, memo)
         except LabError as e:
-            if e.code == ExitCode.INTERRUPTED:
-                raise
+            self.run.raise_if_cancelled()
             return TestResult.grader_failure(t, e.what)
         except Exception as e:
+            self.run.raise_if_cancelled()
             if is_engine_gone(e):
                 raise
             return TestResult.grader_failure(t, f"{type(e).__name__} in the check: {e}")

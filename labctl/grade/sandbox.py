@@ -18,12 +18,15 @@ every capability dropped and no-new-privileges, under pid, memory (no swap),
 CPU and core-file limits, with no health probe. Its only writable places are
 a small /tmp, /dev/shm, and /work: a size-capped tmpfs volume of its own.
 
-Layout of /work: src/ the student's files (put_files), bin/ what compile_c
-built, case/ the current case's working directory (emptied, with /tmp and
-/dev/shm, before every run, after every process but PID 1 is killed), .in/
-a case's input while it is too large for the command line (deleted by the
-driver once read). Nothing of the grader is in the container: a case's
-spec carries only its input; expected outputs stay on the host.
+Layout of /work (root's, so its entries cannot be renamed): src/ the
+student's files (put_files), bin/ what compile_c built, case/ the current
+case's working directory (emptied, with /tmp and /dev/shm, before every
+run, after every process but PID 1 is killed), .in/ a case's input while it
+is too large for the command line (deleted by the driver once read),
+.grader/ the grader's programs built by build_private: root's and
+exec-only, so a student's program can run them but not read, replace or
+ptrace them. Nothing of the grader's judgement is in the container: a
+case's spec carries only its input; expected outputs stay on the host.
 
 Each run is one `docker exec` of driver.py's source (see there for what it
 guarantees). The host keeps its own deadline too: a run that does not report
@@ -69,8 +72,21 @@ SRC_DIR = f"{WORK}/src"
 BIN_DIR = f"{WORK}/bin"
 CASE_DIR = f"{WORK}/case"
 INPUT_DIR = f"{WORK}/.in"
+# The grader's own programs that a student's program runs but must not read
+# or replace (the stand-in workers): root's, exec-only, in a root-owned
+# directory of a root-owned /work, so no entry of it can be renamed either.
+GRADER_DIR = f"{WORK}/.grader"
 UID = GID = 10001
 USER = f"{UID}:{GID}"
+ROOT = 0
+# The builder of grader-private programs runs as a user of its own, without
+# the work volume: their source (which holds the record token) never enters
+# the sandbox.
+PRIVATE_BUILD_USER = "10002:10002"
+PRIVATE_CFLAGS = ("-std=gnu11", "-O2", "-static")  # static: LD_PRELOAD cannot reach into it
+# The abstract unix socket (the sandbox's own network namespace) where the
+# driver collects the stand-in workers' records; see driver.Recorder.
+RECORD_NAME = "labctl-grader-record"
 # On top of a run's own timeout: docker exec and Python start-up, draining,
 # and a loaded 2-core machine. Past it the sandbox is killed.
 HOST_GRACE_S = 15.0
@@ -101,6 +117,17 @@ while True:
             pass
     except ChildProcessError:
         pass
+"""
+
+
+# Runs in the private builder: the source comes base64 in the environment,
+# the binary leaves base64 on stdout (the compiler's words on stderr).
+PRIVATE_BUILD_SCRIPT = """\
+set -e
+printf %s "$SRC" | base64 -d > /tmp/p.c
+# shellcheck disable=SC2086
+gcc $CFLAGS -o /tmp/p /tmp/p.c -lpthread >&2
+base64 /tmp/p
 """
 
 
@@ -241,6 +268,7 @@ class RunSpec:
     start_when_file: str | None = None
     start_timeout: float = 5.0
     touch_on_exit: str | None = None
+    record: bool = False  # collect the stand-in workers' record (RunResult.record)
 
     def inline_size(self) -> int:
         return (len(self.stdin) if isinstance(self.stdin, bytes) else 0) + sum(map(len, self.files.values()))
@@ -300,6 +328,9 @@ class RunResult:
     at_exit: dict[str, bytes | None] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # the case directory after the run
     host_events: list[FaultEvent] = field(default_factory=list)
+    record: bytes = b""  # with RunSpec.record: what the stand-in workers reported, token checked
+    record_forged: int = 0  # messages on the record's socket without the token
+    record_cut: int = 0  # genuine messages past the driver's cap
 
     @classmethod
     def from_driver(cls, d: dict[str, Any]) -> RunResult:
@@ -319,7 +350,9 @@ class RunResult:
             stderr_newlines=d["stderr_lines"], stdin_written=d["stdin_written"],
             fired=[Fired(f["i"], f["do"], f["t"], f["lines"], f["stderr_lines"], f["note"]) for f in d["fired"]],
             snapshots=[Snapshot(s["i"], s["t"], files(s["files"])) for s in d["snapshots"]],
-            at_exit=files(d["at_exit"]), files=list(d["files"]))
+            at_exit=files(d["at_exit"]), files=list(d["files"]),
+            record=base64.b64decode(d.get("record") or ""), record_forged=d.get("record_forged", 0),
+            record_cut=d.get("record_cut", 0))
 
     @property
     def ended_by_itself(self) -> bool:
@@ -412,11 +445,14 @@ class Sandbox:
         self.container: str | None = None
         self._exec_engine: Engine | None = None
         self.replaced = 0  # containers killed and replaced after a run broke them
+        # The credential of the stand-in workers' record: built into them
+        # (build_private) and given to the driver, never to the student.
+        self.record_token = secrets.token_hex(16)
         self._lock = threading.Lock()
         # What was put in or built, kept to restore it: the volume is a tmpfs,
         # so it is emptied whenever no container holds it, e.g. while a broken
         # sandbox is being replaced.
-        self._kept: dict[str, dict[str, tuple[str, bytes | None, int]]] = {}
+        self._kept: dict[tuple[str, int], dict[str, tuple[str, bytes | None, int]]] = {}
 
     def __enter__(self) -> Sandbox:
         try:
@@ -434,7 +470,8 @@ class Sandbox:
 
     def start(self) -> None:
         """Creates the work volume and starts the container."""
-        self.engine.create_tmpfs_volume(self.volume, self.labels("work"), self.limits.work_size, UID, GID)
+        self.engine.create_tmpfs_volume(self.volume, self.labels("work"), self.limits.work_size, ROOT, ROOT,
+                                        mode="0755")
         self._ensure_container()
 
     def close(self) -> None:
@@ -470,8 +507,8 @@ class Sandbox:
                  START_TIMEOUT_S, POLL_S, f"the sandbox of {self.submission} to run",
                  seen=lambda: repr(getattr(self.engine.inspect(cid), "status", "gone")))
         self._put_tar(WORK, [(d, None, 0o700) for d in ("src", "bin", "case", ".in")])
-        for dest, entries in self._kept.items():
-            self._put_tar(dest, list(entries.values()))
+        for (dest, owner), entries in self._kept.items():
+            self._put_tar(dest, list(entries.values()), owner=owner)
         return cid
 
     def _discard_container(self) -> None:
@@ -483,13 +520,14 @@ class Sandbox:
 
     # -------------------------------------------------------------- files
 
-    def _put_tar(self, dest: str, entries: list[tuple[str, bytes | None, int]]) -> None:
-        """(name, content or None for a directory, mode) into dest, owned by the sandbox's user."""
+    def _put_tar(self, dest: str, entries: list[tuple[str, bytes | None, int]], owner: int = UID) -> None:
+        """(name, content or None for a directory, mode) into dest, owned by
+        `owner` (uid and gid; the sandbox's user unless said)."""
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             for name, data, mode in entries:
                 info = tarfile.TarInfo(name)
-                info.uid, info.gid, info.mode, info.mtime = UID, GID, mode, int(time.time())
+                info.uid, info.gid, info.mode, info.mtime = owner, owner, mode, int(time.time())
                 if data is None:
                     info.type = tarfile.DIRTYPE
                     tar.addfile(info)
@@ -505,7 +543,7 @@ class Sandbox:
                 raise ValueError(f"put_files takes plain file names, not {name!r}")
         entries: list[tuple[str, bytes | None, int]] = [(n, d, mode) for n, d in files.items()]
         self._put_tar(dest, entries)
-        self._kept.setdefault(dest, {}).update((e[0], e) for e in entries)
+        self._kept.setdefault((dest, UID), {}).update((e[0], e) for e in entries)
 
     def read_file(self, path: str) -> bytes | None:
         """A file's content from the sandbox (None if absent), e.g. one a run wrote."""
@@ -559,8 +597,46 @@ class Sandbox:
             if binary is None:
                 raise LabError(ExitCode.ENGINE_ERROR, f"gcc succeeded but {out} is not in the sandbox",
                                "`docker volume inspect` the work volume; is it a shared tmpfs?")
-            self._kept.setdefault(BIN_DIR, {})[out.rsplit("/", 1)[1]] = (out.rsplit("/", 1)[1], binary, 0o755)
+            self._kept.setdefault((BIN_DIR, UID), {})[out.rsplit("/", 1)[1]] = (out.rsplit("/", 1)[1], binary, 0o755)
         return CompileResult(code == 0, cap(log, COMPILER_LOG_MAX), out, elapsed)
+
+    def build_private(self, name: str, source: bytes, timeout: float = COMPILE_TIMEOUT_S) -> str:
+        """Compiles a grader program (static) away from the sandbox, in a
+        builder of its own user without the work volume, and installs it as
+        GRADER_DIR/name, root's and exec-only (mode 0111): the student's
+        programs can run it, but neither read it (exec of an unreadable file
+        also makes the process undumpable, so not its memory either) nor
+        replace it. Returns its path. Any failure is the grader's: LabError."""
+        cid = self.engine.create_isolated(
+            image=self.builder_image, name=f"{self._prefix}-private-{secrets.token_hex(2)}",
+            labels=self.labels("builder"), entrypoint=["sh", "-c", PRIVATE_BUILD_SCRIPT], command=[],
+            user=PRIVATE_BUILD_USER, volume=None, mount=None,
+            tmpfs={"/tmp": f"rw,noexec,nosuid,size={self.limits.tmp_size},mode=1777"},
+            mem_limit=self.limits.memory, nano_cpus=self.limits.nano_cpus, pids_limit=self.limits.pids,
+            environment={"SRC": base64.b64encode(source).decode("ascii"), "CFLAGS": " ".join(PRIVATE_CFLAGS)})
+        try:
+            self.engine.start(cid)
+            code = self.engine.wait(cid, timeout)
+            out = self.engine.logs_text(cid, stderr=code != 0)
+        finally:
+            self.engine.remove_container(cid)
+        if code != 0:
+            why = "timed out" if code is None else f"exit {code}"
+            raise LabError(ExitCode.GRADER_ERROR, f"the grader's {name} did not build ({why}): {out[-800:]}",
+                           f"the builder image {self.builder_image} must compile static C (libc6-dev)")
+        try:
+            binary = base64.b64decode("".join(out.split()), validate=True)
+        except ValueError:
+            raise LabError(ExitCode.GRADER_ERROR, f"the grader's {name} came back garbled from its builder",
+                           "run `docker logs` on a builder container to see it") from None
+        # Made on first use only: a sandbox that runs none of the grader's
+        # programs holds nothing of the grader.
+        home = (GRADER_DIR.rsplit("/", 1)[1], None, 0o711)
+        entry = (name, binary, 0o111)
+        for dest, e in ((WORK, home), (GRADER_DIR, entry)):
+            self._put_tar(dest, [e], owner=ROOT)
+            self._kept.setdefault((dest, ROOT), {})[e[0]] = e
+        return f"{GRADER_DIR}/{name}"
 
     # -------------------------------------------------------------- runs
 
@@ -580,15 +656,21 @@ class Sandbox:
         start_when_file / touch_on_exit / touch()."""
         self.reset()
         results: list[RunResult] = [RunResult(error="no result")] * len(specs)
+        failures: list[BaseException] = []
 
         def one(i: int) -> None:
-            results[i] = self._run(specs[i], (), reset=False)
+            try:
+                results[i] = self._run(specs[i], (), reset=False)
+            except BaseException as e:  # raised again on the caller's thread, not printed by this one
+                failures.append(e)
 
         threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(specs))]
         for t in threads:
             t.start()
         for t, s in zip(threads, specs, strict=True):
             t.join(s.host_deadline(0) + HOST_GRACE_S)
+        if failures:
+            raise failures[0]
         self.reset()  # what they left must not outlive them, as after run()
         return results
 
@@ -634,6 +716,8 @@ class Sandbox:
             p["start_timeout"] = spec.start_timeout
         if spec.touch_on_exit:
             p["touch_on_exit"] = spec.touch_on_exit
+        if spec.record:
+            p["record"] = RECORD_NAME
         data = spec.stdin if isinstance(spec.stdin, bytes) else b""
         if spec.inline_size() <= INLINE_MAX:
             stdin["data"] = base64.b64encode(data).decode("ascii")
@@ -668,7 +752,10 @@ class Sandbox:
 
         def target() -> None:
             try:
-                box["res"] = exec_engine.exec_capture(cid, cmd, user=USER, environment={driver.NONCE_ENV: nonce},
+                env = {driver.NONCE_ENV: nonce}
+                if payload.get("record"):  # only where needed: never in a run of several at once
+                    env[driver.RECORD_TOKEN_ENV] = self.record_token
+                box["res"] = exec_engine.exec_capture(cid, cmd, user=USER, environment=env,
                                                       workdir="/", on_stderr=watch)
             except Exception as e:  # judged below, on the caller's thread
                 box["exc"] = e

@@ -17,9 +17,23 @@ from rich.live import Live as RichLive
 from rich.markup import escape
 from rich.table import Table
 
-from labctl import __version__, check, faults, images, journal, lab, labels, observe, rundir, scenario, timeline, view
+from labctl import (
+    __version__,
+    check,
+    engines,
+    faults,
+    images,
+    journal,
+    lab,
+    labels,
+    observe,
+    rundir,
+    scenario,
+    timeline,
+    view,
+)
 from labctl import doctor as smoke_test
-from labctl.engine import Engine, is_engine_gone
+from labctl.engine import Connection, Engine, is_engine_gone
 from labctl.errors import ExitCode, LabError
 from labctl.grade import catalog as grade_catalog
 from labctl.grade import runner as grade_runner
@@ -86,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="labctl", description="Crash, pause and partition, side by side.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("--version", action="version", version=f"labctl {__version__}")
+    add_engine_options(ap)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     sub.add_parser("doctor", help=DOCTOR_HELP, description=DOCTOR_DESCRIPTION)
@@ -142,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def add_engine_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--engine", action="append", metavar="ENGINE",
+                    help="a Docker context's name or a DOCKER_HOST URL (unix://, tcp://, ssh://); repeat it for "
+                         "several engines: up and demo spread their labs over them (least busy first); status, "
+                         "logs, fault, down and recover cover them all; other commands use the first")
+    ap.add_argument("--all-engines", action="store_true",
+                    help="every context in the Docker config, and the default engine")
+
+
 def add_handout_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("handout", help="write the students' starting folder: skeletons, data generator, README",
                        description="Writes DIR (a valid submission for `labctl grade`): a skeleton with its contract "
@@ -156,8 +180,12 @@ def main(argv: list[str]) -> int:
         args = ap.parse_args(argv)
     except SystemExit as e:
         return ExitCode.USAGE if e.code not in (0, None) else ExitCode.OK
+    args.unreachable = []
     try:
-        return int(COMMANDS[args.cmd](args))
+        # Single-engine commands (build, doctor, grade...) use the first one named.
+        Engine.default_connection = engines.parse(args.engine[0]) if args.engine else Connection()
+        code = int(COMMANDS[args.cmd](args))
+        return int(ExitCode.ENGINE_UNREACHABLE) if code == ExitCode.OK and args.unreachable else code
     except LabError as e:
         if args.debug:
             traceback.print_exc()
@@ -255,12 +283,56 @@ def cmd_build(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
-             base: str | None) -> tuple[int, list[lab.RunResult]]:
-    engine = Engine.open()
-    refs = ensure_images(engine, base, build=True)
+def open_engines(args: argparse.Namespace) -> list[Engine]:
+    """Every engine the command covers that answers. Each that does not is
+    one line on stderr naming it (and exit 3 at the end); the command goes
+    on with the others. None answering: the first one's error."""
+    failed: list[LabError] = []
+    found = engines.open_all(engines.connections(args.engine, args.all_engines), failed.append)
+    if not found:
+        for e in failed[1:]:
+            error(e.message())
+        raise failed[0]
+    for e in failed:
+        error(e.message())
+    args.unreachable = failed
+    return found
+
+
+def provision(engs: list[Engine], base: str | None) -> list[tuple[Engine, dict[str, str]]]:
+    """The lab's images on every engine: built (or found up to date) on the
+    first one that has a base image, then streamed from it to each engine
+    that lacks them, or built there when that fails. An engine that can get
+    them neither way is one line on stderr and runs no lab."""
+    src = engines.source_engine(engs, lambda e: images.installed_base(e) is not None)
+    refs = ensure_images(src, base, build=True)
+    out = [(src, refs)]
+    for eng in engs:
+        if eng is src:
+            continue
+        try:
+            engines.copy_images(src, eng, refs, say)
+            out.append((eng, refs))
+        except Exception as e:
+            what = e.what if isinstance(e, LabError) else f"{type(e).__name__}: {e}"
+            error(f"labctl: error: engine {eng.name}: streaming the images failed ({what}); building them there")
+            try:
+                out.append((eng, ensure_images(eng, base, build=True)))
+            except Exception as e2:
+                error(f"labctl: error: engine {eng.name}: no images ({e2}); its share of the labs goes elsewhere")
+    return sorted(out, key=lambda er: engs.index(er[0]))  # as named: a tie in placement goes to the first
+
+
+def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
+             engs: list[Engine] | None = None) -> tuple[int, list[lab.RunResult]]:
+    ready = provision(engs or [Engine.open()], base)
+    placed = [ready[i] for i in engines.place([e for e, _ in ready], len(scenarios))]
+    if len(ready) > 1:
+        for sc, lid, (eng, _) in zip(scenarios, lab_ids, placed, strict=True):
+            say(f"lab {lid}: {sc.name} on engine {eng.name}")
     cancel = threading.Event()
-    runs = [lab.LabRun(engine.clone(), sc, lid, refs, keep, cancel) for sc, lid in zip(scenarios, lab_ids, strict=True)]
+    runs = [lab.LabRun(eng.clone(), sc, lid, refs, keep, cancel)
+            for sc, lid, (eng, refs) in zip(scenarios, lab_ids, placed, strict=True)]
     results: list[lab.RunResult | None] = [None] * len(runs)
     errors: list[LabError | None] = [None] * len(runs)
 
@@ -332,17 +404,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.lab and len(scs) > 1:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
                        "drop --lab (names are derived per scenario) or run one scenario")
-    ids = [args.lab] if args.lab else fresh_ids(scs)
-    return run_labs(scs, ids, args.keep, args.base)[0]
+    engs = open_engines(args)
+    if args.lab and len(engs) > 1:
+        for eng in engs:
+            if args.lab in lab.lab_ids(eng):
+                raise LabError(ExitCode.LAB_EXISTS, f"lab {args.lab!r} already exists on engine {eng.name}",
+                               f"pick another --lab name, or remove it with `labctl down --lab {args.lab}`")
+    ids = [args.lab] if args.lab else fresh_ids(scs, engs)
+    return run_labs(scs, ids, args.keep, args.base, engs)[0]
 
 
-def fresh_ids(scs: list[scenario.Scenario]) -> list[str]:
+def fresh_ids(scs: list[scenario.Scenario], engs: list[Engine] | None = None) -> list[str]:
     """One new lab id per scenario, distinct from each other and from every
-    lab the engine has now (a taken name is refused anyway, but never by us)."""
+    lab the engines have now (a taken name is refused anyway, but never by us)."""
+    taken: set[str] = set()
     try:
-        taken = set(lab.lab_ids(Engine.open(timeout=10)))
+        for eng in engs or [Engine.open(timeout=10)]:
+            taken.update(lab.lab_ids(eng))
     except LabError:
-        taken = set()  # run_labs reports the unreachable engine itself
+        pass  # run_labs reports the unreachable engine itself
     ids: list[str] = []
     for sc in scs:
         lid = labels.new_lab_id(sc.name)
@@ -354,7 +434,8 @@ def fresh_ids(scs: list[scenario.Scenario]) -> list[str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     scs = [scenario.resolve(s) for s in DEMO]
-    code, results = run_labs(scs, fresh_ids(scs), args.keep, args.base)
+    engs = open_engines(args)
+    code, results = run_labs(scs, fresh_ids(scs, engs), args.keep, args.base, engs)
     dirs = [r.run_dir for r in results if (r.run_dir / "events.jsonl").exists()]
     if dirs:
         out = rundir.runs_root() / f"demo-{rundir.utc_stamp()}"
@@ -369,18 +450,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    engine = Engine.open()
-    ids = lab.lab_ids(engine) if (args.all or not args.lab) else [args.lab]
-    if not args.all and not args.lab and len(ids) > 1:
+    engs = open_engines(args)
+    on = [(eng, lid) for eng in engs for lid in lab.lab_ids(eng)]
+    if args.lab:
+        on = [(eng, lid) for eng, lid in on if lid == args.lab]
+        if not on and journal.pending(args.lab):
+            on = [(engs[0], args.lab)]  # its journal still holds faults: revert what can be
+        if not on:
+            say(f"lab {args.lab}: nothing to remove")
+            return ExitCode.OK
+    elif not args.all and len(on) > 1:
+        ids = [lid for _, lid in on]
         raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab, or --all")
-    if args.lab and args.lab not in lab.lab_ids(engine) and not journal.pending(args.lab):
-        say(f"lab {args.lab}: nothing to remove")
-        return ExitCode.OK
-    for lid in ids:
-        n = lab.teardown(engine, lid)
-        say(f"lab {lid}: reverted {n['reverted']} fault(s), removed {n['containers']} container(s), "
+    for eng, lid in on:
+        n = lab.teardown(eng, lid)
+        where = f" on engine {eng.name}" if len(engs) > 1 else ""
+        say(f"lab {lid}{where}: reverted {n['reverted']} fault(s), removed {n['containers']} container(s), "
             f"{n['networks']} network(s), {n['volumes']} volume(s)")
-    if not ids:
+    if not on:
         say("no labs")
     return ExitCode.OK
 
@@ -391,39 +478,41 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    engine = Engine.open()
-    cs = engine.containers(labels.filters())
+    engs = open_engines(args)
+    cs = [(eng, c) for eng in engs for c in eng.containers(labels.filters())]
     if not cs:
         say("no labs")
         return ExitCode.OK
+    many = len(engs) > 1
     t = Table(title="labs")
-    for col in ("lab", "service", "scenario", "status", "exit", "restarts"):
+    for col in (("engine",) if many else ()) + ("lab", "service", "scenario", "status", "exit", "restarts"):
         t.add_column(col)
-    for c in sorted(cs, key=lambda c: (c.labels.get(labels.LAB, ""), c.labels.get(labels.SERVICE, ""))):
-        t.add_row(c.labels.get(labels.LAB, "?"), c.labels.get(labels.SERVICE, "?"),
+    for eng, c in sorted(cs, key=lambda ec: (ec[1].labels.get(labels.LAB, ""), ec[1].labels.get(labels.SERVICE, ""))):
+        t.add_row(*([eng.name] if many else []), c.labels.get(labels.LAB, "?"), c.labels.get(labels.SERVICE, "?"),
                   c.labels.get(labels.SCENARIO, "?"), c.status,
                   "" if c.status == "running" else str(c.exit_code), str(c.restart_count))
     console.print(t)
     return ExitCode.OK
 
 
-def pick_lab(engine: Engine, given: str | None) -> str:
-    ids = lab.lab_ids(engine)
+def pick_lab(engs: list[Engine], given: str | None) -> tuple[Engine, str]:
+    """The lab a command acts on, and the engine that runs it."""
+    on = [(eng, lid) for eng in engs for lid in lab.lab_ids(eng)]
+    ids = [lid for _, lid in on]
     if given:
         if given not in ids:
             raise LabError(ExitCode.NOT_FOUND, f"no lab named {given!r}",
                            "`labctl status` lists the labs" if ids else "start one with `labctl up SCENARIO --keep`")
-        return given
-    if len(ids) == 1:
-        return ids[0]
+        return next(x for x in on if x[1] == given)
+    if len(on) == 1:
+        return on[0]
     if not ids:
         raise LabError(ExitCode.NOT_FOUND, "no lab is running", "start one with `labctl up SCENARIO --keep`")
     raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab")
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    engine = Engine.open()
-    lid = pick_lab(engine, args.lab)
+    engine, lid = pick_lab(open_engines(args), args.lab)
     services = [args.service] if args.service else list(labels.SERVICES)
     if args.follow:
         if len(services) != 1:
@@ -455,8 +544,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    engine = Engine.open()
-    lid = pick_lab(engine, args.lab)
+    engine, lid = pick_lab(open_engines(args), args.lab)
     kind = args.kind
     inverse = faults.get(kind).inverse
     if args.for_s and not inverse:

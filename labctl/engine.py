@@ -20,6 +20,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from labctl.errors import EngineRefused, ExitCode, LabError
 
+DEFAULT = "default"  # the engine's name when none is named: the docker CLI's "default" context
+
 _TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout)
 # Engine calls retried when the engine hiccups (it restarts, or is briefly busy).
 engine_retry = retry(
@@ -30,9 +32,38 @@ engine_retry = retry(
 )
 
 
-def unreachable(e: Exception) -> LabError:
-    return LabError(ExitCode.ENGINE_UNREACHABLE, f"the Docker engine is not reachable ({short(e)})",
-                    "start it (systemctl start docker, or dockerd &) and check DOCKER_HOST; `labctl doctor` tells more")
+def unreachable(e: Exception, name: str = DEFAULT) -> LabError:
+    if name == DEFAULT:
+        return LabError(ExitCode.ENGINE_UNREACHABLE, f"the Docker engine is not reachable ({short(e)})",
+                        "start it (systemctl start docker, or dockerd &) and check DOCKER_HOST; "
+                        "`labctl doctor` tells more")
+    return LabError(ExitCode.ENGINE_UNREACHABLE, f"the Docker engine {name} is not reachable ({short(e)})",
+                    f"start it, or leave out --engine {name}")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach one engine. base_url None: the environment's engine
+    (DOCKER_HOST, else the default socket), as the docker CLI's "default"
+    context. tls_dir holds ca.pem, cert.pem and key.pem (the docker CLI's
+    layout, for DOCKER_CERT_PATH and for a context's TLS material)."""
+
+    name: str = "default"
+    base_url: str | None = None
+    tls_dir: str | None = None
+    tls_verify: bool = False
+
+    def client(self, timeout: float, version: str | None = None) -> docker.DockerClient:
+        if self.base_url is None:
+            return docker.from_env(timeout=timeout, **({"version": version} if version else {}))
+        tls: Any = False
+        if self.tls_dir:
+            d = Path(self.tls_dir)
+            ca = d / "ca.pem"
+            tls = docker.tls.TLSConfig(client_cert=(str(d / "cert.pem"), str(d / "key.pem")),
+                                       ca_cert=str(ca) if ca.exists() else None, verify=self.tls_verify)
+        return docker.DockerClient(base_url=self.base_url, tls=tls, timeout=int(timeout), version=version or "auto",
+                                   use_ssh_client=self.base_url.startswith("ssh://"))
 
 
 def short(e: Exception) -> str:
@@ -93,25 +124,30 @@ class ContainerState:
 
 
 class Engine:
-    def __init__(self, client: docker.DockerClient):
+    # What Engine.open() reaches when given no connection: the CLI sets it
+    # to the first --engine, so single-engine commands use that one.
+    default_connection = Connection()
+
+    def __init__(self, client: docker.DockerClient, conn: Connection | None = None):
         self.client = client
         self.api = client.api
+        self.conn = conn or Connection()
+        self.name = self.conn.name
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, timeout: float = 60) -> Engine:
+    def open(cls, timeout: float = 60, conn: Connection | None = None) -> Engine:
+        conn = conn or cls.default_connection
         try:
-            client = docker.from_env(timeout=timeout)
+            client = conn.client(timeout)
             client.ping()
-        except docker.errors.DockerException as e:
-            raise unreachable(e) from None
-        except _TRANSIENT as e:
-            raise unreachable(e) from None
-        return cls(client)
+        except (docker.errors.DockerException, *_TRANSIENT, OSError) as e:
+            raise unreachable(e, conn.name) from None
+        return cls(client, conn)
 
     def clone(self) -> Engine:
         """A second connection, for a thread that blocks on a stream."""
-        return Engine(docker.from_env(timeout=self.api.timeout, version=self.api.api_version))
+        return Engine(self.conn.client(self.api.timeout, self.api.api_version), self.conn)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -146,6 +182,39 @@ class Engine:
             return self._call(self.client.images.get, ref).id
         except docker.errors.ImageNotFound:
             return None
+
+    def save(self, ref: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The image as a `docker save` tar stream (its tag included)."""
+        try:
+            return iter(self._call(self.api.get_image, ref, chunk_size=chunk_size))
+        except docker.errors.ImageNotFound:
+            raise LabError(ExitCode.IMAGE_MISSING, f"engine {self.name} has no image {ref} to send",
+                           "run `labctl build` there") from None
+
+    def load(self, data: Iterator[bytes]) -> list[str]:
+        """Loads a `docker save` stream (sent as it comes, never held whole);
+        returns what the engine said it loaded."""
+        said: list[str] = []
+        try:
+            for msg in self.api.load_image(data):
+                if "error" in msg:
+                    raise LabError(ExitCode.ENGINE_ERROR, f"engine {self.name} refused the image: {msg['error']}",
+                                   "`labctl doctor` checks that engine")
+                if msg.get("stream", "").strip():
+                    said.append(msg["stream"].strip())
+        except docker.errors.APIError as e:
+            raise self._engine_error(e, f"loading an image into {self.name}") from None
+        return said
+
+    def running_count(self, filters: dict) -> int:
+        """How many running containers match (listed, not inspected)."""
+        return len(self._call(self.api.containers, filters=filters))
+
+    def engine_id(self) -> str:
+        """Tells engines apart: the engine's ID alone does not (two dockerds
+        on one host share /etc/docker/key.json, and so their ID)."""
+        info = self.info()
+        return "|".join(str(info.get(k) or "") for k in ("ID", "Name", "DockerRootDir")) or self.name
 
     def tag(self, ref: str, repo: str, tag: str) -> None:
         self._call(self.client.images.get, ref).tag(repo, tag)
@@ -432,7 +501,7 @@ class Engine:
     def with_timeout(self, timeout: float) -> Engine:
         """A second connection whose reads wait up to `timeout` s: for a
         command that runs long and says nothing until it ends."""
-        return Engine(docker.from_env(timeout=timeout, version=self.api.api_version))
+        return Engine(self.conn.client(timeout, self.api.api_version), self.conn)
 
     def create_tmpfs_volume(self, name: str, labels: dict[str, str], size: str, uid: int, gid: int,
                             mode: str = "0700") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl import check, compose, faults, labels, observe, rundir, runlog, states, timeline
-from labctl.engine import ContainerSpec, Engine, is_engine_gone, wait_for
+from labctl.engine import DEFAULT, ContainerSpec, Engine, is_engine_gone, wait_for
 from labctl.errors import ExitCode, LabError
 from labctl.scenario import Scenario, Step
 
@@ -138,7 +138,8 @@ class LabRun:
         except Exception as e:
             if is_engine_gone(e):
                 self.result.engine_lost = True
-                self.result.error = (f"labctl: error: lab {self.lab_id}: lost the Docker engine mid-run "
+                which = "" if self.engine.name == DEFAULT else f" {self.engine.name}"
+                self.result.error = (f"labctl: error: lab {self.lab_id}: lost the Docker engine{which} mid-run "
                                      f"({type(e).__name__}); start it again and run `labctl recover`")
             else:
                 self.result.error = f"labctl: error: lab {self.lab_id}: {type(e).__name__}: {e}"
@@ -273,7 +274,7 @@ class LabRun:
         st = self.engine.inspect(labels.container_name(self.lab_id, "supervisor"))
         job_path = self.run_dir / rundir.VOLUME / "out" / "summary.json"
         return {
-            "lab": self.lab_id, "scenario": self.sc.name, "lesson": self.sc.lesson,
+            "lab": self.lab_id, "scenario": self.sc.name, "lesson": self.sc.lesson, "engine": self.engine.name,
             "started": t_start, "ended": t_end, "error": self.result.error,
             "supervisor_exit": st.exit_code if st and st.status == "exited" else None,
             "job": json.loads(job_path.read_text()) if job_path.exists() else None,

@@ -29,10 +29,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from labctl import labels
+
 ROOT = Path(__file__).resolve().parent.parent
 LABCTL = [sys.executable, "-m", "labctl"]
 POLL_S = 1.0
-MANAGED = "labctl.managed=true"
+MANAGED = f"{labels.MANAGED}=true"
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
 
 
@@ -110,17 +112,18 @@ def run_once(scenario: str, labs: int) -> Row:
         mem.stop.set()
         mem.join(30)
         rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) * 1024
-        verdicts = sorted(Path(tmp).glob("*/verdict.json"))
+        verdicts = sorted(Path(tmp).rglob("verdict.json"))
         failures = []
         for v in verdicts:
             doc = json.loads(v.read_text())
             if not doc.get("ok"):
                 bad = [c.get("name", "?") for c in doc.get("checks", []) if not c.get("ok")]
-                failures.append(f"{v.parent.name}: {doc.get('error') or ', '.join(bad)}")
+                failures.append(f"{v.parent.parent.name}: {doc.get('error') or ', '.join(bad)}")
         passed = sum(1 for v in verdicts if json.loads(v.read_text()).get("ok"))
         if len(verdicts) < labs:
+            said = [ln.strip() for ln in (p.stderr + p.stdout).splitlines() if "error" in ln.lower()]
             failures.append(f"{labs - len(verdicts)} lab(s) without a verdict; labctl said: "
-                            f"{(p.stderr or p.stdout)[-600:]}")
+                            + (" | ".join(dict.fromkeys(said))[:800] or (p.stderr or p.stdout)[-400:]))
         return Row(labs, wall, passed, p.returncode, mem.peak, rss, left_behind(), failures)
 
 

@@ -18,6 +18,7 @@ import docker.errors
 import requests.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from labctl import subnets
 from labctl.errors import EngineRefused, ExitCode, LabError
 
 DEFAULT = "default"  # the engine's name when none is named: the docker CLI's "default" context
@@ -77,6 +78,7 @@ def short(e: Exception) -> str:
 # never runs (seen with 30 labs at once). The lab's monitor is the health signal.
 NO_HEALTHCHECK = {"Test": ["NONE"]}
 REMOVE_WAIT_S = 30.0  # how long a removal begun elsewhere may take
+SUBNET_TRIES = 20  # subnets tried for one network once the default pools are used up
 
 
 @dataclass
@@ -262,15 +264,37 @@ class Engine:
     # ------------------------------------------------------------ resources
 
     def create_network(self, name: str, labels: dict[str, str]) -> str:
+        """An internal bridge network: a subnet from the engine's default
+        pools, or, once those are used up (about 30 networks), a /24 that
+        labctl picks clear of every subnet in use (labctl.subnets)."""
+        try:
+            return self._create_network(name, labels, None)
+        except docker.errors.APIError as e:
+            if not subnets.exhausted(str(e.explanation or e)):
+                raise self._engine_error(e, f"creating network {name}") from None
+            last: docker.errors.APIError = e
+        used = subnets.parse(c.get("Subnet", "") for n in self._call(self.api.networks)
+                             for c in ((n.get("IPAM") or {}).get("Config") or []))
+        if self.api.base_url.startswith("http+docker://localhost"):  # this machine's engine
+            used += subnets.host_routes()
+        for _, subnet in zip(range(SUBNET_TRIES), subnets.candidates(used), strict=False):
+            try:
+                return self._create_network(name, labels, str(subnet))
+            except docker.errors.APIError as e:  # taken meanwhile by another lab: the next one
+                last = e
+        raise self._engine_error(last, f"creating network {name}") from None
+
+    def _create_network(self, name: str, labels: dict[str, str], subnet: str | None) -> str:
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)]) if subnet else None
         try:
             net = self._call(self.client.networks.create, name, driver="bridge", internal=True, labels=labels,
-                             check_duplicate=True)
+                             check_duplicate=True, ipam=ipam)
         except docker.errors.APIError as e:
             if e.status_code == 409:
                 raise LabError(ExitCode.LAB_EXISTS, f"network {name} already exists",
                                "pick another --lab name, or remove it with `labctl down --lab ...`") from None
-            raise self._engine_error(e, f"creating network {name}") from None
-        return net.id
+            raise
+        return str(net.id)
 
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         self._call(self.client.volumes.create, name=name, labels=labels)

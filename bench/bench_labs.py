@@ -33,7 +33,7 @@ from labctl import labels
 
 ROOT = Path(__file__).resolve().parent.parent
 LABCTL = [sys.executable, "-m", "labctl"]
-POLL_S = 1.0
+POLL_S = 0.5
 MANAGED = f"{labels.MANAGED}=true"
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
 
@@ -52,11 +52,14 @@ def labelled_ids() -> list[str]:
     return out.stdout.split()
 
 
-def left_behind() -> int:
+def left_behind(lab_ids: list[str]) -> int:
+    """What this run's labs left: the engine may hold other labctl labs (other work on the machine)."""
     n = 0
-    for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
-        out = subprocess.run(["docker", *kind, "--filter", f"label={MANAGED}"], capture_output=True, text=True)
-        n += len(out.stdout.split())
+    for lab_id in lab_ids:
+        for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
+            out = subprocess.run(["docker", *kind, "--filter", f"label={labels.LAB}={lab_id}"],
+                                 capture_output=True, text=True)
+            n += len(out.stdout.split())
     return n
 
 
@@ -65,13 +68,14 @@ class MemoryPeak(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
+        self.before = set(labelled_ids())  # other work's labs, not this run's
         self.stop = threading.Event()
         self.peak = 0.0
         self.peak_containers = 0
 
     def run(self) -> None:
         while not self.stop.wait(POLL_S):
-            ids = labelled_ids()
+            ids = [i for i in labelled_ids() if i not in self.before]
             if not ids:
                 continue
             out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *ids],
@@ -124,7 +128,8 @@ def run_once(scenario: str, labs: int) -> Row:
             said = [ln.strip() for ln in (p.stderr + p.stdout).splitlines() if "error" in ln.lower()]
             failures.append(f"{labs - len(verdicts)} lab(s) without a verdict; labctl said: "
                             + (" | ".join(dict.fromkeys(said))[:800] or (p.stderr or p.stdout)[-400:]))
-        return Row(labs, wall, passed, p.returncode, mem.peak, rss, left_behind(), failures)
+        lab_ids = sorted(d.name for d in Path(tmp).iterdir() if d.is_dir())
+        return Row(labs, wall, passed, p.returncode, mem.peak, rss, left_behind(lab_ids), failures)
 
 
 def main() -> int:

@@ -454,8 +454,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     on = [(eng, lid) for eng in engs for lid in lab.lab_ids(eng)]
     if args.lab:
         on = [(eng, lid) for eng, lid in on if lid == args.lab]
-        if not on and journal.pending(args.lab):
-            on = [(engs[0], args.lab)]  # its journal still holds faults: revert what can be
+        pending = journal.pending(args.lab)
+        if not on and pending:  # its journal still holds faults: revert what can be, where they were applied
+            on = [(next((e for e in engs if e.name == pending[0].get("engine")), engs[0]), args.lab)]
         if not on:
             say(f"lab {args.lab}: nothing to remove")
             return ExitCode.OK

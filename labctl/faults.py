@@ -18,7 +18,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_base
 
 from labctl import journal, labels, states
-from labctl.engine import Engine, wait_for
+from labctl.engine import DEFAULT, Engine, wait_for
 from labctl.errors import EngineRefused, ExitCode, LabError
 
 # Tries of one fault before it counts as failed, and the pause between them.
@@ -206,7 +206,8 @@ def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step
     f = get(fault)
     t = Target(lab_id, service)
     fid = f"{int(time.time() * 1e6):x}-{fault}"
-    record = {"id": fid, "fault": fault, "target": service, "inverse": f.inverse, "step": step}
+    record = {"id": fid, "fault": fault, "target": service, "inverse": f.inverse, "step": step,
+              "engine": getattr(engine, "name", DEFAULT)}
     intent = journal.append(lab_id, {**record, "phase": journal.INTENT})
     outcome: dict[str, Any] = {"phase": journal.FAILED}
     tries = [0]
@@ -228,7 +229,7 @@ def revert(engine: Engine, lab_id: str, intent: dict[str, Any]) -> None:
         return
     t = Target(lab_id, intent["target"])
     record = {"id": f"{intent['id']}-revert", "of": intent["id"], "fault": inverse, "target": t.service,
-              "step": intent.get("step")}
+              "step": intent.get("step"), "engine": getattr(engine, "name", DEFAULT)}
     outcome: dict[str, Any] = {"phase": journal.REVERT_FAILED}
     tries = [0]
     try:

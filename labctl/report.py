@@ -29,7 +29,8 @@ def _head(run_dir: Path, sc: Scenario, v: Verdict, summary: dict[str, Any]) -> l
         "",
         sc.description.strip(),
         "",
-        f"Lab `{summary.get('lab', '?')}`, run `{run_dir.name}`.",
+        f"Lab `{summary.get('lab', '?')}`, run `{run_dir.name}`"
+        + (f", engine `{summary['engine']}`." if summary.get("engine") else "."),
         "",
     ]
     if (run_dir / rundir.TIMELINE).exists():

@@ -337,6 +337,12 @@ def test_labs_spread_over_two_engines(built, engine, labs, second_engine):
         (run_dir,) = list((labs.runs / lab_id).glob("2*"))
         assert json.loads((run_dir / "summary.json").read_text())["engine"] == eng_name
         assert json.loads((run_dir / "verdict.json").read_text())["ok"] is True
+        assert f"engine `{eng_name}`" in (run_dir / "report.md").read_text()
+        faults = [json.loads(ln) for ln in (labs.runs / lab_id / "journal.jsonl").read_text().splitlines()]
+        assert faults and {r["engine"] for r in faults} == {eng_name}, faults
+        # The checker judges the run from its files alone, wherever it ran.
+        c = labctl("check", str(run_dir), timeout=120)
+        assert c.returncode == 0, c.stdout[-2000:]
     s = labctl(*both, "status", runs=labs.runs, timeout=120)
     assert s.returncode == 0, s.stderr
     rows = {ln.split("│")[2].strip(): ln.split("│")[1].strip() for ln in s.stdout.splitlines() if ln.count("│") > 3}
@@ -372,3 +378,44 @@ def test_an_unreachable_engine_is_one_line_and_the_labs_go_on(built, engine, lab
     (run_dir,) = list((labs.runs / lab_id).glob("2*"))
     assert json.loads((run_dir / "summary.json").read_text())["engine"] == "default"
     assert json.loads((run_dir / "verdict.json").read_text())["ok"] is True
+
+
+# ------------------------------------------------------------------ provisioning: streamed, else built there
+
+
+class BrokenSaveEngine(ImageEngine):
+    def save(self, ref: str):
+        raise LabError(ExitCode.ENGINE_ERROR, f"engine {self.name} refused saving {ref}")
+
+
+def test_an_engine_gets_the_images_streamed_or_built_there_or_runs_nothing(monkeypatch, capsys):
+    from labctl import cli
+
+    refs = {"worker": "labctl-worker:abc"}
+    src = BrokenSaveEngine("default", {"labctl-worker:abc": b"w" * 100})
+    good = ImageEngine("e2", {})
+    built_there: list[str] = []
+
+    def ensure_images(eng, base, build):
+        assert build
+        if eng.name == "e3":
+            raise LabError(ExitCode.BUILD_FAILED, "building labctl-worker:other failed: no space left")
+        built_there.append(eng.name)
+        return refs if eng is src else {"worker": "labctl-worker:built-there"}
+
+    monkeypatch.setattr(cli, "ensure_images", ensure_images)
+    monkeypatch.setattr(cli.images, "installed_base", lambda e: "labctl-base:latest" if e is src else None)
+    monkeypatch.setattr(cli, "say", lambda msg: None)
+    e3 = ImageEngine("e3", {})
+    got = cli.provision([good, src, e3], None)  # type: ignore[list-item]
+    # src cannot save: e2 builds its own; e3 can do neither and runs no lab. The order stays as named.
+    assert [(e.name, r) for e, r in got] == [("e2", {"worker": "labctl-worker:built-there"}), ("default", refs)]
+    assert built_there == ["default", "e2"]
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "labctl: error: engine e2: streaming the images failed (engine default refused saving labctl-worker:abc); "
+        "building them there",
+        "labctl: error: engine e3: streaming the images failed (engine default refused saving labctl-worker:abc); "
+        "building them there",
+        "labctl: error: engine e3: no images (building labctl-worker:other failed: no space left); "
+        "its share of the labs goes elsewhere"]

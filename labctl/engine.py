@@ -265,24 +265,31 @@ class Engine:
 
     def create_network(self, name: str, labels: dict[str, str]) -> str:
         """An internal bridge network: a subnet from the engine's default
-        pools, or, once those are used up (about 30 networks), a /24 that
-        labctl picks clear of every subnet in use (labctl.subnets)."""
+        pools, or, once those are used up (about 30 networks) or the engine
+        trips over its own concurrent allocations, a /24 that labctl picks
+        clear of every subnet in use (labctl.subnets)."""
         try:
             return self._create_network(name, labels, None)
         except docker.errors.APIError as e:
-            if not subnets.exhausted(str(e.explanation or e)):
+            if not subnets.own_subnet_needed(str(e.explanation or e)):
                 raise self._engine_error(e, f"creating network {name}") from None
             last: docker.errors.APIError = e
+        for _ in range(SUBNET_TRIES):
+            subnet = next(subnets.candidates(self._subnets_in_use()), None)
+            if subnet is None:
+                break
+            try:
+                return self._create_network(name, labels, str(subnet))
+            except docker.errors.APIError as e:  # taken meanwhile by another network: look again
+                last = e
+        raise self._engine_error(last, f"creating network {name}") from None
+
+    def _subnets_in_use(self) -> list[subnets.IPv4Net]:
         used = subnets.parse(c.get("Subnet", "") for n in self._call(self.api.networks)
                              for c in ((n.get("IPAM") or {}).get("Config") or []))
         if self.api.base_url.startswith("http+docker://localhost"):  # this machine's engine
             used += subnets.host_routes()
-        for _, subnet in zip(range(SUBNET_TRIES), subnets.candidates(used), strict=False):
-            try:
-                return self._create_network(name, labels, str(subnet))
-            except docker.errors.APIError as e:  # taken meanwhile by another lab: the next one
-                last = e
-        raise self._engine_error(last, f"creating network {name}") from None
+        return used
 
     def _create_network(self, name: str, labels: dict[str, str], subnet: str | None) -> str:
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)]) if subnet else None

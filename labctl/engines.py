@@ -15,11 +15,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from labctl import labels
-from labctl.engine import DEFAULT, Connection, Engine
+from labctl.engine import DEFAULT, Connection, Engine, unreachable
 from labctl.errors import ExitCode, LabError
 
 SCHEMES = ("unix://", "tcp://", "ssh://")
@@ -104,24 +105,33 @@ def connections(values: Sequence[str] | None, all_engines: bool = False) -> list
 
 def open_all(conns: Sequence[Connection], on_error: Callable[[LabError], None],
              opener: Callable[[Connection], Engine] | None = None) -> list[Engine]:
-    """An Engine for every one that answers; each that does not is reported
-    (one line naming it) and left out. The same engine reached twice (a
-    context and its URL) counts once."""
+    """An Engine for every one that answers, in the order named; each that
+    does not is reported (one line naming it) and left out. They are tried
+    at once, so one that hangs costs its timeout once, not once per engine.
+    The same engine reached twice (a context and its URL) counts once."""
     opener = opener or (lambda c: Engine.open(timeout=60, conn=c))
-    out: list[Engine] = []
-    seen: set[str] = set()
-    for c in conns:
+
+    def attempt(c: Connection) -> tuple[Engine, str] | LabError:
         try:
             eng = opener(c)
-            key = eng.engine_id()
+            return eng, eng.engine_id()
         except LabError as e:
-            on_error(e)
-            continue
-        if key in seen:
-            eng.close()
-            continue
-        seen.add(key)
-        out.append(eng)
+            return e
+        except Exception as e:  # it answered the ping, then not
+            return unreachable(e, c.name)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(conns))) as pool:
+        tried = list(pool.map(attempt, conns))
+    out: list[Engine] = []
+    seen: set[str] = set()
+    for got in tried:
+        if isinstance(got, LabError):
+            on_error(got)
+        elif got[1] in seen:
+            got[0].close()
+        else:
+            seen.add(got[1])
+            out.append(got[0])
     return out
 
 

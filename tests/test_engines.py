@@ -419,3 +419,15 @@ def test_an_engine_gets_the_images_streamed_or_built_there_or_runs_nothing(monke
         "building them there",
         "labctl: error: engine e3: no images (building labctl-worker:other failed: no space left); "
         "its share of the labs goes elsewhere"]
+
+
+def test_an_engine_that_answers_then_not_is_reported_too():
+    class Flaky(FakeEngine):
+        def engine_id(self) -> str:
+            raise ConnectionError("connection reset by peer")
+
+    errors: list[LabError] = []
+    got = engines.open_all([Connection("a"), Connection("b")], errors.append,
+                           lambda c: Flaky("a") if c.name == "a" else FakeEngine("b"))
+    assert [e.name for e in got] == ["b"]
+    assert [e.what for e in errors] == ["the Docker engine a is not reachable (connection reset by peer)"]

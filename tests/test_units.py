@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import MONITOR, ROOT, SUPERVISOR, load_program
+from helpers import MONITOR, ROOT, SUPERVISOR, free_udp_port, load_program
 
 sup = load_program("supervisor", SUPERVISOR)
 mon = load_program("monitor", MONITOR)
@@ -504,3 +504,44 @@ def test_monitor_process_leaves_after_its_crash_linger_when_no_worker_comes_back
             for f in (p.stdin, p.stdout):
                 if f is not None:
                     f.close()
+
+
+def test_a_late_tick_holds_the_verdict_and_says_so(tmp_path):
+    """A monitor that came to its tick more than an interval late was starved
+    itself: it does not change its verdict on that tick (at most 2 in a row)."""
+    args = mon.build_parser().parse_args(["--udp-port", str(free_udp_port()), "--bind", "127.0.0.1",
+                                          "--interval-ms", "200", "--timeout-ms", "1000",
+                                          "--lock", str(tmp_path / "w.lock"), "--heartbeat-file", str(tmp_path / "hb")])
+    m = mon.Monitor(args)
+    emitted: list[tuple[str, dict]] = []
+    m.events.emit = lambda kind, **f: emitted.append((kind, f))
+    try:
+        m.verdict, m.heartbeat_only = "HEALTHY", "ALIVE"
+        assert m.judge_late("CRASHED", "DEAD", late_ms=150) == ("CRASHED", "DEAD")  # on time: judged
+        m.verdict, m.heartbeat_only = "HEALTHY", "ALIVE"
+        assert m.judge_late("CRASHED", "DEAD", late_ms=900) == ("HEALTHY", "ALIVE")
+        assert m.judge_late("CRASHED", "DEAD", late_ms=900) == ("HEALTHY", "ALIVE")
+        assert m.judge_late("CRASHED", "DEAD", late_ms=900) == ("CRASHED", "DEAD")  # starved for good: judged
+        assert [k for k, _ in emitted] == ["late", "late"]
+        assert emitted[0][1] == {"late_ms": 900, "held": "HEALTHY", "would_be": "CRASHED",
+                                 "held_heartbeat_only": "ALIVE", "would_be_heartbeat_only": "DEAD"}
+        # No change, nothing held; and the first verdict of all is never held.
+        assert m.judge_late("HEALTHY", "ALIVE", late_ms=900) == ("HEALTHY", "ALIVE")
+        m.verdict = ""
+        assert m.judge_late("CRASHED", "DEAD", late_ms=900) == ("CRASHED", "DEAD")
+        assert len(emitted) == 2
+    finally:
+        m.sock.close()
+
+
+def test_the_monitor_reports_how_late_each_tick_came(tmp_path):
+    args = mon.build_parser().parse_args(["--udp-port", str(free_udp_port()), "--bind", "127.0.0.1",
+                                          "--lock", str(tmp_path / "w.lock"), "--heartbeat-file", str(tmp_path / "hb")])
+    m = mon.Monitor(args)
+    emitted: list[tuple[str, dict]] = []
+    m.events.emit = lambda kind, **f: emitted.append((kind, f))
+    try:
+        m.tick(1234.4)
+    finally:
+        m.sock.close()
+    assert [f["late_ms"] for k, f in emitted if k == "tick"] == [1234]

@@ -82,6 +82,8 @@ from dataclasses import dataclass
 
 WINDOW = 100
 MIN_STD_MS = 100.0
+# Late ticks in a row (the monitor starved itself) whose verdict change is held.
+MAX_HELD = 2
 PHI_CAP = 300.0  # 1 - F underflows past this; the cap keeps JSON finite
 RESTARTED_HOLD_S = 1.0
 
@@ -304,6 +306,7 @@ class Monitor:
         self.udp_count = 0
         self.verdict = ""
         self.heartbeat_only = ""
+        self.held = 0  # late ticks in a row whose verdict was held
         self.stop = False
 
     def drain_udp(self) -> None:
@@ -321,7 +324,22 @@ class Monitor:
             self.udp_count += 1
             self.phi.heartbeat(now * 1000)
 
-    def tick(self) -> None:
+    def judge_late(self, verdict: str, heartbeat_only: str, late_ms: float) -> tuple[str, str]:
+        """A tick that came more than an interval late means this monitor was
+        starved (or frozen) itself: the silence it sees may be its own. Such
+        a tick does not change the verdict; it says so (a `late` event), and
+        the next tick on time judges. At most MAX_HELD in a row, so a monitor
+        starved for good still reaches a verdict, only later."""
+        changes = verdict != self.verdict or heartbeat_only != self.heartbeat_only
+        if not (changes and self.verdict and late_ms > self.args.interval_ms and self.held < MAX_HELD):
+            self.held = 0
+            return verdict, heartbeat_only
+        self.held += 1
+        self.events.emit("late", late_ms=round(late_ms), held=self.verdict, would_be=verdict,
+                         held_heartbeat_only=self.heartbeat_only, would_be_heartbeat_only=heartbeat_only)
+        return self.verdict, self.heartbeat_only
+
+    def tick(self, late_ms: float = 0.0) -> None:
         now = time.monotonic()
         # Before the probe: a "stopped" beat stamped after this was written
         # after the lock was seen held (see the module's "A clean exit").
@@ -332,9 +350,10 @@ class Monitor:
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
         obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat)
-        verdict, heartbeat_only = self.cls.classify(obs)
+        verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
         phi = self.phi.phi(now * 1000)
         fields = {
+            "late_ms": round(late_ms),
             "verdict": verdict,
             "heartbeat_only": heartbeat_only,
             "phi": round(phi, 2),
@@ -379,7 +398,7 @@ class Monitor:
                 since = None
             if now >= next_tick:
                 self.drain_udp()
-                self.tick()
+                self.tick((now - next_tick) * 1000)
                 next_tick += self.interval
                 if next_tick <= now:  # fell behind: skip, don't burst
                     next_tick = now + self.interval

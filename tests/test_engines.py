@@ -347,6 +347,17 @@ def test_labs_spread_over_two_engines(built, engine, labs, second_engine):
     assert s.returncode == 0, s.stderr
     rows = {ln.split("│")[2].strip(): ln.split("│")[1].strip() for ln in s.stdout.splitlines() if ln.count("│") > 3}
     assert {lid: rows.get(lid) for lid in where} == where, s.stdout
+    # logs and fault find the lab on whichever engine runs it.
+    for lab_id, eng_name in where.items():
+        lg = labctl(*both, "logs", "supervisor", "--lab", lab_id, runs=labs.runs, timeout=120)
+        assert lg.returncode == 0 and "job complete" in lg.stdout, lg.stdout[-1000:] + lg.stderr
+        f = labctl(*both, "fault", "pause", "--lab", lab_id, "--target", "monitor", "--for", "1s",
+                   runs=labs.runs, timeout=120)
+        assert f.returncode == 0, f.stdout + f.stderr
+        paused = [json.loads(ln) for ln in (labs.runs / lab_id / "journal.jsonl").read_text().splitlines()]
+        assert [(r["phase"], r["engine"]) for r in paused
+                if r.get("target") == "monitor" and r["phase"] != "retry"] == [
+            ("intent", eng_name), ("applied", eng_name), ("reverted", eng_name)], paused
     # down --all on both engines; on a host engine shared with labs this test
     # did not create, its own labs by name instead (the rest are not ours).
     from labctl.lab import lab_ids

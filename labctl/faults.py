@@ -25,6 +25,10 @@ from labctl.errors import EngineRefused, ExitCode, LabError
 # Tests swap RETRY_WAIT for tenacity's wait_none().
 ATTEMPTS = 4
 RETRY_WAIT: wait_base = wait_exponential(multiplier=0.25, max=2)
+# How long the engine may take to show a fault done (a docker stop waits up
+# to its 10 s grace before it is), and how often to look.
+REACH_S = 15.0
+REACH_POLL_S = 0.1
 # Phrases of an engine refusing an inverse that is already done: for a revert, success.
 ALREADY_UNDONE = ("no such container", "not found", "not paused", "already", "is not running",
                   "is already in progress")
@@ -58,6 +62,18 @@ class Fault:
     def apply(self, engine: Engine, t: Target) -> None:
         raise NotImplementedError
 
+    def reached(self, engine: Engine, t: Target) -> str | None:
+        """None once the engine shows the state this fault intends (or when
+        the engine cannot show it: a signal inside the container); else what
+        it shows instead."""
+        return None
+
+
+def _status(engine: Engine, t: Target, want: tuple[str, ...]) -> str | None:
+    st = engine.inspect(t.container)
+    status = st.status if st else "gone"
+    return None if status in want else f"{t.container} is {status}, not {' or '.join(want)}"
+
 
 @dataclass(frozen=True)
 class ProcessKill(Fault):
@@ -90,6 +106,9 @@ class ContainerKill(Fault):
     def apply(self, engine: Engine, t: Target) -> None:
         engine.kill(t.container, "SIGKILL")
 
+    def reached(self, engine: Engine, t: Target) -> str | None:
+        return _status(engine, t, ("exited", "dead"))
+
 
 @dataclass(frozen=True)
 class Freezer(Fault):
@@ -101,6 +120,10 @@ class Freezer(Fault):
             engine.pause(t.container)
         else:
             engine.unpause(t.container)
+
+    def reached(self, engine: Engine, t: Target) -> str | None:
+        # Thawed is whatever the process does next: running, or exited if it ended meanwhile.
+        return _status(engine, t, ("paused",) if self.freeze else ("running", "restarting", "exited"))
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,14 @@ class NetworkLink(Fault):
         else:
             engine.disconnect(t.network, t.container)
 
+    def reached(self, engine: Engine, t: Target) -> str | None:
+        st = engine.inspect(t.container)
+        if st is None:
+            return f"{t.container} is gone"
+        if (t.network in st.networks) == self.connect:
+            return None
+        return f"{t.container} is {'not ' if self.connect else 'still '}on {t.network}"
+
 
 @dataclass(frozen=True)
 class Lifecycle(Fault):
@@ -138,6 +169,9 @@ class Lifecycle(Fault):
             engine.start(t.container)
         else:
             engine.stop(t.container, timeout=10)
+
+    def reached(self, engine: Engine, t: Target) -> str | None:
+        return _status(engine, t, ("running", "restarting") if self.running else ("exited", "dead"))
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -178,6 +212,20 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, EngineRefused) and e.transient
 
 
+def confirm(engine: Engine, fault: Fault, t: Target) -> None:
+    """Polls until the engine shows the state the fault intends. An engine
+    that said yes and did not do it (seen with dozens of labs at once) is a
+    refusal worth another try: EngineRefused, transient."""
+    try:
+        wait_for(lambda: fault.reached(engine, t) is None, REACH_S, REACH_POLL_S,
+                 f"the engine to show {fault.name} done", seen=lambda: fault.reached(engine, t) or "done")
+    except EngineRefused:
+        raise
+    except LabError as e:
+        raise EngineRefused(f"the engine accepted {fault.name} but did not do it: {e.what}",
+                            "see `labctl doctor`; the engine may be overloaded", status=503) from None
+
+
 def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tries: list[int]) -> None:
     """Applies the mechanism, again after each transient refusal, journaling each
     refused try that is tried again; `tries` ends holding the number of tries."""
@@ -195,6 +243,7 @@ def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tr
                                 wait=RETRY_WAIT, before=count, before_sleep=journal_retry, reraise=True):
             with attempt:
                 fault.apply(engine, t)
+                confirm(engine, fault, t)
     except LabError as e:
         after = f" after {tries[0]} tries" if tries[0] > 1 else ""
         raise LabError(e.code, f"{fault.name} of {t.container} failed{after}: {e.what}", e.todo) from None

@@ -350,16 +350,27 @@ def test_fault_help_lists_every_fault_from_the_registry():
 class RefusingEngine:
     """Refuses to pause (or unpause) `refusals` times the way a loaded engine does, then obeys."""
 
-    def __init__(self, refusals: int, status: int = 500):
+    def __init__(self, refusals: int, status: int = 500, ignored: int = 0):
         self.refusals, self.status, self.tries = refusals, status, 0
+        self.ignored = ignored  # then says yes this many times without doing it
+        self.state = "running"
 
     def pause(self, name):
+        self._obey(name, "paused")
+
+    def unpause(self, name):
+        self._obey(name, "running")
+
+    def _obey(self, name, state):
         self.tries += 1
         if self.tries <= self.refusals:
             raise EngineRefused(f"the engine refused pausing {name}: OCI runtime pause failed: unable to freeze: "
                                 "unknown", "`labctl status` shows the lab's containers", status=self.status)
+        if self.tries > self.refusals + self.ignored:
+            self.state = state
 
-    unpause = pause
+    def inspect(self, name):
+        return ContainerState("id", name, self.state, None, 0, 10, {}, [])
 
 
 def phases(lab_id: str) -> list[tuple]:
@@ -370,6 +381,8 @@ def phases(lab_id: str) -> list[tuple]:
 def no_wait(tmp_path, monkeypatch):
     monkeypatch.setenv("LABCTL_RUNS", str(tmp_path))
     monkeypatch.setattr(faults, "RETRY_WAIT", wait_none())
+    monkeypatch.setattr(faults, "REACH_S", 0.3)
+    monkeypatch.setattr(faults, "REACH_POLL_S", 0.02)
 
 
 def test_a_transient_refusal_is_tried_again_and_each_try_journaled(no_wait):
@@ -396,6 +409,45 @@ def test_a_refusal_that_never_passes_fails_naming_fault_and_container(no_wait):
     assert journal.pending("l1") == []
 
 
+def test_a_fault_the_engine_accepted_but_did_not_do_is_tried_again(no_wait):
+    eng = RefusingEngine(refusals=0, ignored=1)
+    faults.apply(eng, "l1", "pause", "worker")
+    assert eng.tries == 2 and eng.state == "paused"
+    assert phases("l1") == [("intent", None), ("retry", 1), ("applied", 2)]
+    retry = next(r for r in journal.read("l1") if r["phase"] == "retry")
+    assert "the engine accepted pause but did not do it" in retry["error"]
+    assert "labctl-l1-worker is running, not paused" in retry["error"]
+
+
+def test_a_fault_never_done_fails_with_what_the_engine_showed(no_wait):
+    eng = RefusingEngine(refusals=0, ignored=99)
+    with pytest.raises(LabError) as ei:
+        faults.apply(eng, "l1", "pause", "worker")
+    assert eng.tries == faults.ATTEMPTS and ei.value.code == ExitCode.ENGINE_ERROR
+    assert "did not do it" in ei.value.what and "is running, not paused" in ei.value.what
+
+
+@pytest.mark.parametrize("name,shown,done", [
+    ("kill", "running", "exited"), ("stop", "running", "exited"), ("start", "exited", "running"),
+    ("pause", "running", "paused"), ("unpause", "paused", "running")])
+def test_each_engine_fault_knows_the_state_it_must_reach(name, shown, done):
+    class Shows:
+        def __init__(self, status):
+            self.status = status
+
+        def inspect(self, c):
+            return ContainerState("id", c, self.status, None, 0, 10, {}, ["labctl-l1-net"])
+
+    f, t = faults.get(name), faults.Target("l1", "worker")
+    assert f.reached(Shows(shown), t) == f"labctl-l1-worker is {shown}, not " + (
+        {"kill": "exited or dead", "stop": "exited or dead", "start": "running or restarting",
+         "pause": "paused", "unpause": "running or restarting or exited"}[name])
+    assert f.reached(Shows(done), t) is None
+    # The network: partition is done once the container is off the lab's network, heal once it is back.
+    assert faults.get("partition").reached(Shows("running"), t) == "labctl-l1-worker is still on labctl-l1-net"
+    assert faults.get("heal").reached(Shows("running"), t) is None
+
+
 def test_a_refusal_that_cannot_pass_is_not_tried_again(no_wait):
     eng = RefusingEngine(refusals=99, status=409)  # e.g. the container is not running
     with pytest.raises(LabError) as ei:
@@ -417,6 +469,7 @@ class FreezerAPI:
 
     def __init__(self, refusals: int):
         self.refusals, self.tries = refusals, 0
+        self.status = "running"
 
     def refuse(self, what: str) -> None:
         import docker.errors
@@ -428,9 +481,13 @@ class FreezerAPI:
 
     def unpause(self, name):
         self.refuse("unpause")
+        self.status = "running"
 
     def pause(self, name):
-        pass
+        self.status = "paused"
+
+    def inspect_container(self, name):
+        return {"Id": "id", "Name": f"/{name}", "State": {"Status": self.status, "Pid": 10}}
 
 
 def real_engine(api) -> Engine:

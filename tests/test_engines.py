@@ -442,3 +442,21 @@ def test_an_engine_that_answers_then_not_is_reported_too():
                            lambda c: Flaky("a") if c.name == "a" else FakeEngine("b"))
     assert [e.name for e in got] == ["b"]
     assert [e.what for e in errors] == ["the Docker engine a is not reachable (connection reset by peer)"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_spreads_over_two_engines(built, engine, labs, second_engine):
+    e2 = second_engine
+    p = labctl("--engine", e2.url, "--engine", "default", "demo", runs=labs.runs, timeout=800)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    where = dict(re.findall(r"^lab (\S+): scenario-\S+ on engine (\S+)$", p.stdout, re.M))
+    assert len(where) == 3 and e2.url in where.values(), p.stdout[-3000:]
+    for lab_id, eng_name in where.items():
+        (run_dir,) = list((labs.runs / lab_id).glob("2*"))
+        assert json.loads((run_dir / "summary.json").read_text())["engine"] == eng_name
+    # One side-by-side picture, whichever engine ran each column.
+    (demo,) = list(labs.runs.glob("demo-*"))
+    assert (demo / "timeline.png").stat().st_size > 10_000
+    assert e2_labelled(e2) == ([], [], [])

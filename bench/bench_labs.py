@@ -9,7 +9,7 @@ of every container labelled with labctl, for its peak; labctl's own peak
 resident memory comes from the kernel once it ended. The first row, one
 lab, is the baseline the others are read against.
 
-    python bench/bench_labs.py [--sizes 1,10,30] [--repeat 3] [--scenario scenario-pause]
+    python bench/bench_labs.py [--sizes 1,10,30] [--repeat 3] [--scenario scenario-pause] [--keep-failures DIR]
 
 `--repeat` runs the largest size that many times in a row (the issue asks
 for 30 at once to pass three times running). Exits 1 if any lab failed or
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +105,7 @@ class Row:
                 f"| {self.left} | {self.exit_code} |")
 
 
-def run_once(scenario: str, labs: int) -> Row:
+def run_once(scenario: str, labs: int, keep: Path | None = None) -> Row:
     with tempfile.TemporaryDirectory(prefix="labctl-bench-labs-") as tmp:
         env = {**os.environ, "LABCTL_RUNS": tmp, "PYTHONUNBUFFERED": "1"}
         mem = MemoryPeak()
@@ -123,6 +124,8 @@ def run_once(scenario: str, labs: int) -> Row:
             if not doc.get("ok"):
                 bad = [c.get("name", "?") for c in doc.get("checks", []) if not c.get("ok")]
                 failures.append(f"{v.parent.parent.name}: {doc.get('error') or ', '.join(bad)}")
+                if keep is not None:  # the failed run's files, for `labctl report` / the timeline
+                    shutil.copytree(v.parent, keep / v.parent.parent.name / v.parent.name)
         passed = sum(1 for v in verdicts if json.loads(v.read_text()).get("ok"))
         if len(verdicts) < labs:
             said = [ln.strip() for ln in (p.stderr + p.stdout).splitlines() if "error" in ln.lower()]
@@ -137,6 +140,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="1,10,30", help="comma-separated numbers of labs at once")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the largest size, in a row")
     ap.add_argument("--scenario", default="scenario-pause")
+    ap.add_argument("--keep-failures", type=Path, help="copy the run directory of every failed lab here")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     plan = sizes[:-1] + [sizes[-1]] * args.repeat
@@ -149,7 +153,7 @@ def main() -> int:
     base: Row | None = None
     bad = False
     for n in plan:
-        row = run_once(args.scenario, n)
+        row = run_once(args.scenario, n, args.keep_failures)
         print(row.show(base), flush=True)
         base = base or row
         for f in row.failures:

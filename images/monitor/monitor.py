@@ -18,7 +18,8 @@ Each tick it gives one verdict from the classification table:
                                                   UNKNOWN if no worker was seen yet)
     lock held, new incarnation                 -> RESTARTED, then HEALTHY
     lock held, net beats flowing               -> HEALTHY
-    lock held, net silent, volume beat fresh   -> PARTITIONED
+    lock held, net silent, volume beat fresh   -> PARTITIONED (the volume fresh
+                                                  for a whole silence window)
     lock held, net silent, volume beat stale   -> PAUSED
 
 and beside it the heartbeat-only verdict (ALIVE/DEAD): the exercise's monitor
@@ -214,7 +215,7 @@ class Classifier:
         self.restarted_until = 0.0
         self.seen_worker = False
         self.last = UNKNOWN
-        self.partition_pending = False
+        self.fresh_since: float | None = None  # since when the volume beat has been fresh, without a break
         self.held_wall_ms: float | None = None  # the last tick that saw the lock held, or the first tick
 
     def classify(self, o: Observation) -> tuple[str, str]:
@@ -239,21 +240,21 @@ class Classifier:
         if self.inc_seen_at is not None and o.net_age_ms is not None:
             since_inc_ms = (o.now - self.inc_seen_at) * 1000
             net_silent = min(o.net_age_ms, since_inc_ms) > self.silent_after_ms
+        fresh = o.file_beat is not None and (o.now_wall_ms - o.file_beat.unix_ms) <= self.silent_after_ms
+        self.fresh_since = (self.fresh_since if self.fresh_since is not None else o.now) if fresh else None
         if not net_silent:
-            self.partition_pending = False
             if o.now < self.restarted_until:
                 return self.remember(RESTARTED), heartbeat_only
             return self.remember(HEALTHY), heartbeat_only
-        fresh = o.file_beat is not None and (o.now_wall_ms - o.file_beat.unix_ms) <= self.silent_after_ms
-        verdict = PARTITIONED if fresh else PAUSED
-        # A paused worker that thaws writes its volume beat a moment before its
-        # network beat lands; a tick in between would see "net silent, volume
-        # fresh". From PAUSED, PARTITIONED must hold for two ticks in a row.
-        if verdict == PARTITIONED and self.last == PAUSED and not self.partition_pending:
-            self.partition_pending = True
-            verdict = PAUSED
-        else:
-            self.partition_pending = False
+        # PARTITIONED: the network silent for a whole window while the volume
+        # was alive all along. A worker that thaws (or a starved one that
+        # catches up) writes its volume beat before its network beat lands,
+        # by one tick or, on a loaded machine, by several; judged only by
+        # this tick's "net silent, volume fresh" it would be called
+        # partitioned. Until the volume has been fresh for a window, it stays
+        # what it was seen to be: PAUSED.
+        alive_for_ms = (o.now - self.fresh_since) * 1000 if self.fresh_since is not None else 0.0
+        verdict = PARTITIONED if fresh and alive_for_ms >= self.silent_after_ms else PAUSED
         return self.remember(verdict), heartbeat_only
 
     def stopped_cleanly(self, o: Observation) -> bool:

@@ -264,12 +264,30 @@ def test_a_thawing_worker_is_not_called_partitioned():
     assert c.classify(obs(11.0, net_age=3900, file_age=10))[0] == "PARTITIONED"
 
 
+def test_a_freezing_worker_whose_network_beat_stopped_first_is_not_called_partitioned():
+    # Seen with 30 labs at once: at the freeze, the last network beat was a
+    # beat older than the last volume beat, so the network crossed the
+    # threshold while the volume beat was still inside the window.
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    for t in (0.0, 1.0, 2.0, 3.0):
+        c.classify(obs(t, net_age=50, file_age=50))
+    assert c.classify(obs(4.8, net_age=1944, file_age=1691))[0] == "PAUSED"
+    assert c.classify(obs(5.0, net_age=2146, file_age=1892))[0] == "PAUSED"
+
+
 def test_a_partition_of_a_healthy_worker_is_called_as_soon_as_the_network_is_silent():
     c = mon.Classifier(interval_ms=200, timeout_ms=2000)
     for t in (0.0, 1.0, 2.0, 3.0):
         assert c.classify(obs(t, net_age=50, file_age=50))[0] == "HEALTHY"
     assert c.classify(obs(4.8, net_age=1790, file_age=50))[0] == "HEALTHY"
     assert c.classify(obs(5.0, net_age=1990, file_age=50))[0] == "PARTITIONED"
+    # A slow beat (one a second): the volume beat can be a second old, and the
+    # partition is still called within a tick of the threshold.
+    c = mon.Classifier(interval_ms=200, timeout_ms=2000)
+    for t in (0.0, 1.0, 2.0, 3.0):
+        c.classify(obs(t, net_age=50, file_age=500))
+    assert c.classify(obs(4.8, net_age=1810, file_age=990))[0] == "PAUSED"
+    assert c.classify(obs(5.0, net_age=2010, file_age=190))[0] == "PARTITIONED"
 
 
 # ------------------------------------------------------------------ bad lines at the speed of good ones

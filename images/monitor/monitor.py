@@ -18,8 +18,9 @@ Each tick it gives one verdict from the classification table:
                                                   UNKNOWN if no worker was seen yet)
     lock held, new incarnation                 -> RESTARTED, then HEALTHY
     lock held, net beats flowing               -> HEALTHY
-    lock held, net silent, volume beat fresh   -> PARTITIONED (the volume fresh
-                                                  for a whole silence window)
+    lock held, net silent, volume beat fresh   -> PARTITIONED (fresh for a whole
+                                                  window, and clearly younger than
+                                                  the network's silence)
     lock held, net silent, volume beat stale   -> PAUSED
 
 and beside it the heartbeat-only verdict (ALIVE/DEAD): the exercise's monitor
@@ -240,7 +241,8 @@ class Classifier:
         if self.inc_seen_at is not None and o.net_age_ms is not None:
             since_inc_ms = (o.now - self.inc_seen_at) * 1000
             net_silent = min(o.net_age_ms, since_inc_ms) > self.silent_after_ms
-        fresh = o.file_beat is not None and (o.now_wall_ms - o.file_beat.unix_ms) <= self.silent_after_ms
+        file_age_ms = o.now_wall_ms - o.file_beat.unix_ms if o.file_beat is not None else None
+        fresh = file_age_ms is not None and file_age_ms <= self.silent_after_ms
         self.fresh_since = (self.fresh_since if self.fresh_since is not None else o.now) if fresh else None
         if not net_silent:
             if o.now < self.restarted_until:
@@ -253,8 +255,15 @@ class Classifier:
         # this tick's "net silent, volume fresh" it would be called
         # partitioned. Until the volume has been fresh for a window, it stays
         # what it was seen to be: PAUSED.
+        # And the volume clearly younger than the network's silence: when a
+        # worker freezes, its two channels stop within a beat of each other,
+        # and the network's can go first, so a volume beat one beat younger
+        # than the silent network is no live volume. A partitioned worker's
+        # volume beat stays one beat old while the silence grows.
         alive_for_ms = (o.now - self.fresh_since) * 1000 if self.fresh_since is not None else 0.0
-        verdict = PARTITIONED if fresh and alive_for_ms >= self.silent_after_ms else PAUSED
+        younger = file_age_ms is not None and o.net_age_ms is not None and (
+            file_age_ms + self.silent_after_ms / 2 < o.net_age_ms)
+        verdict = PARTITIONED if fresh and younger and alive_for_ms >= self.silent_after_ms else PAUSED
         return self.remember(verdict), heartbeat_only
 
     def stopped_cleanly(self, o: Observation) -> bool:

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     sub.add_parser("doctor", help=DOCTOR_HELP, description=DOCTOR_DESCRIPTION)
-    p = sub.add_parser("base", help="build the local base image from the Debian archive")
+    p = sub.add_parser("base", help="build the local run-time base and builder images from the Debian archive")
     p.add_argument("--force", action="store_true")
     p = sub.add_parser("build", help="build the lab's images (cached by source hash)")
     p.add_argument("--base", help="base image (default: upstream if present, else the local base)")
@@ -236,6 +236,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     has_local = engine.image_exists(base)
     line(has_up or has_local, "base image",
          images.UPSTREAM_BASE if has_up else (base if has_local else f"none; run `labctl base` (builds {base})"))
+    builder = images.local_builder_ref()
+    line(has_up or engine.image_exists(builder), "builder image",
+         builder if engine.image_exists(builder) else f"none; run `labctl base` (builds {builder})")
     line(shutil.which("mmdebstrap") is not None, "mmdebstrap",
          "installed" if shutil.which("mmdebstrap") else "missing; apt-get install mmdebstrap")
     free = shutil.disk_usage(engine.info().get("DockerRootDir", "/")).free / 2**30
@@ -259,7 +262,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_base(args: argparse.Namespace) -> int:
     engine = Engine.open()
-    images.build_base(engine, say, force=args.force)
+    images.build_bases(engine, say, force=args.force)
     return ExitCode.OK
 
 
@@ -269,8 +272,9 @@ def ensure_images(engine: Engine, base_override: str | None, build: bool) -> dic
         say(f"labctl: {choice.note}")
     if build:
         with console.status("building images") as status:
-            return images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"))
-    return images.require_images(engine, choice.ref)
+            return images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"),
+                                    builder=choice.builder)
+    return images.require_images(engine, choice.ref, choice.builder)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -279,7 +283,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if choice.note:
         say(f"labctl: {choice.note}")
     with console.status("building images") as status:
-        images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"), force=args.force)
+        images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"), force=args.force,
+                         builder=choice.builder)
     return ExitCode.OK
 
 

@@ -1,12 +1,15 @@
-"""The base image (from the Debian archive, when no registry answers) and the
-lab's three images, rebuilt only when their sources change."""
+"""The base images (a run-time base and a builder, from the Debian archive,
+when no registry answers) and the lab's three images, rebuilt only when their
+sources change."""
 from __future__ import annotations
 
 import hashlib
 import os
+import select
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,54 +20,156 @@ from labctl.errors import ExitCode, LabError
 
 UPSTREAM_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE_REPO = "labctl-base"
+LOCAL_BUILDER_REPO = "labctl-builder"
 SUITE = "bookworm"
-# What the programs need: python3 for the Python services and every
-# healthcheck, gcc/libc6-dev/make for the worker's build stage, tini as init.
-BASE_PACKAGES = ("python3", "gcc", "libc6-dev", "make", "tini", "ca-certificates")
 # mmdebstrap is reproducible given the same package versions and this epoch.
 SOURCE_DATE_EPOCH = "1700000000"
 IGNORED = {"build", "fuzz-corpus", "__pycache__"}
 
+# Both local bases are extracted from the Debian archive (mmdebstrap's
+# `extract` variant: the listed packages and their dependencies, no apt, no
+# perl, no maintainer scripts; dash pulls dpkg in, whose programs the
+# run-time base drops) and finished by the shell hooks below, run with
+# the root file system as $1. dash and coreutils give the `sh -c`, `kill`,
+# `chmod`, `mkdir`... the lab and the grader run in containers.
+COMMON_PACKAGES = ("base-files", "base-passwd", "dash", "coreutils")
+# What every image needs: passwd/group (with the lab's user 10001, as no
+# `passwd` package is there to add it), the loader's cache, and none of
+# docs, man pages, locales, charset converters (Python's codecs are its own)
+# or package caches.
+COMMON_HOOKS = (
+    # No maintainer script ran: dpkg's status is written from the packages
+    # themselves, so that `dpkg -l` and image scanners see what is inside.
+    'for d in "$1"/var/cache/apt/archives/*.deb; do dpkg-deb -f "$d" | grep -v "^Status:";'
+    ' echo "Status: install ok installed"; echo; done > "$1"/var/lib/dpkg/status',
+    'cp "$1"/usr/share/base-passwd/passwd.master "$1"/etc/passwd',
+    'cp "$1"/usr/share/base-passwd/group.master "$1"/etc/group',
+    'echo "lab:x:10001:10001:lab:/nonexistent:/bin/false" >> "$1"/etc/passwd',
+    'echo "lab:x:10001:" >> "$1"/etc/group',
+    'printf "passwd: files\\ngroup: files\\nhosts: files dns\\n" > "$1"/etc/nsswitch.conf',
+    'echo "include /etc/ld.so.conf.d/*.conf" > "$1"/etc/ld.so.conf',
+    'find "$1"/usr/share/doc -mindepth 2 ! -name copyright ! -type d -delete',
+    'find "$1"/usr/share/doc -mindepth 1 -type d -empty -delete',
+    'rm -rf "$1"/usr/share/man "$1"/usr/share/info "$1"/usr/share/locale "$1"/usr/share/lintian'
+    ' "$1"/usr/share/bug "$1"/usr/share/menu "$1"/usr/lib/x86_64-linux-gnu/gconv',
+    'rm -rf "$1"/var/cache/* "$1"/var/log/* "$1"/etc/cron.daily "$1"/etc/logrotate.d',
+)
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    what: str  # for the progress lines
+    repo: str
+    packages: tuple[str, ...]
+    hooks: tuple[str, ...]
+
+    def recipe_hash(self) -> str:
+        recipe = f"{SUITE}|extract|{','.join(self.packages)}|{'|'.join(self.hooks)}|{SOURCE_DATE_EPOCH}"
+        return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+    def ref(self) -> str:
+        return f"{self.repo}:{SUITE}-{self.recipe_hash()}"
+
+
+# The run-time base: libc for the worker, python3 (the standard library: the
+# supervisor, the monitor and the grader's driver.py use ctypes, select,
+# socket, subprocess, json, base64...) and tini as init. No compiler, no apt,
+# no dpkg.
+RUNTIME = BaseRecipe("run-time base", LOCAL_BASE_REPO, (*COMMON_PACKAGES, "python3", "tini"), (
+    *COMMON_HOOKS,
+    'rm -f "$1"/usr/bin/tini-static "$1"/usr/bin/dpkg* "$1"/usr/bin/update-alternatives'
+    ' "$1"/usr/sbin/start-stop-daemon',
+    'rm -rf "$1"/usr/lib/python3.11/ensurepip "$1"/usr/lib/python3.11/lib2to3 "$1"/usr/lib/python3.11/idlelib'
+    ' "$1"/usr/lib/python3.11/pydoc_data "$1"/usr/lib/python3.11/turtledemo',
+    '/sbin/ldconfig -r "$1"',
+    # The byte code Debian's postinst would compile, compiled once here (no
+    # maintainer scripts run): every Python start-up in a read-only
+    # container would otherwise compile what it imports. unchecked-hash:
+    # reproducible, and the sources never change in an image.
+    'chroot "$1" /usr/bin/python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/python3.11',
+))
+# The builder: gcc, make and libc6-dev (libc.a too: the grader links static).
+# Only build stages and the grader's compile steps run it, never the lab.
+BUILDER = BaseRecipe("builder", LOCAL_BUILDER_REPO, (*COMMON_PACKAGES, "gcc", "libc6-dev", "make"), (
+    *COMMON_HOOKS,
+    'ln -s gcc "$1"/usr/bin/cc',  # the alternative gcc's postinst would set
+    'rm -f "$1"/usr/bin/*lto-dump*',
+    '/sbin/ldconfig -r "$1"',
+))
+
 
 def base_recipe_hash() -> str:
-    recipe = f"{SUITE}|minbase|{','.join(BASE_PACKAGES)}|{SOURCE_DATE_EPOCH}"
-    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return RUNTIME.recipe_hash()
 
 
 def local_base_ref() -> str:
-    return f"{LOCAL_BASE_REPO}:{SUITE}-{base_recipe_hash()}"
+    return RUNTIME.ref()
+
+
+def local_builder_ref() -> str:
+    return BUILDER.ref()
 
 
 @dataclass
 class BaseChoice:
     ref: str
     note: str | None  # said once to the user, when labctl chose for them
+    builder: str = ""  # the image the worker's build stage starts from
+
+    def __post_init__(self) -> None:
+        self.builder = self.builder or self.ref
 
 
 def choose_base(engine: Engine, override: str | None, log: Callable[[str], None]) -> BaseChoice:
     """--base / LAB_BASE_IMAGE, else the upstream image if present or pullable,
-    else the local base from the Debian archive (built when missing)."""
+    else the local run-time base from the Debian archive (built when missing);
+    with the builder: LAB_BUILDER_IMAGE, else the local builder."""
     ref = override or os.environ.get("LAB_BASE_IMAGE")
     if ref:
         if not engine.image_exists(ref) and not engine.try_pull(ref):
             raise LabError(ExitCode.IMAGE_MISSING, f"base image {ref} is not present and cannot be pulled",
                            "build it, or drop --base/LAB_BASE_IMAGE to use labctl's local base")
-        return BaseChoice(ref, None)
+        return BaseChoice(ref, None, choose_builder(engine, ref, log))
     if engine.image_exists(UPSTREAM_BASE):
-        return BaseChoice(UPSTREAM_BASE, None)
+        return BaseChoice(UPSTREAM_BASE, None, choose_builder(engine, UPSTREAM_BASE, log))
     local = local_base_ref()
     if engine.image_exists(local):
-        return BaseChoice(local, f"no registry image {UPSTREAM_BASE}: using the local base {local}")
+        return BaseChoice(local, f"no registry image {UPSTREAM_BASE}: using the local base {local}",
+                          choose_builder(engine, local, log))
     if engine.try_pull(UPSTREAM_BASE):
-        return BaseChoice(UPSTREAM_BASE, None)
-    build_base(engine, log)
-    return BaseChoice(local, f"no registry reachable: built the local base {local} from the Debian archive")
+        return BaseChoice(UPSTREAM_BASE, None, choose_builder(engine, UPSTREAM_BASE, log))
+    build_bases(engine, log)
+    return BaseChoice(local, f"no registry reachable: built the local base {local} and the builder "
+                             f"{local_builder_ref()} from the Debian archive", local_builder_ref())
 
 
-def build_base(engine: Engine, log: Callable[[str], None], force: bool = False) -> str:
-    ref = local_base_ref()
+def choose_builder(engine: Engine, base: str, log: Callable[[str], None]) -> str:
+    """LAB_BUILDER_IMAGE, else the local builder (built when missing); with
+    an upstream base and no mmdebstrap, the base itself (the worker's build
+    stage then installs gcc with apt-get)."""
+    ref = os.environ.get("LAB_BUILDER_IMAGE")
+    if ref:
+        if not engine.image_exists(ref) and not engine.try_pull(ref):
+            raise LabError(ExitCode.IMAGE_MISSING, f"builder image {ref} is not present and cannot be pulled",
+                           "build it, or drop LAB_BUILDER_IMAGE to use labctl's local builder")
+        return ref
+    local = local_builder_ref()
+    if engine.image_exists(local):
+        return local
+    if base != local_base_ref() and not shutil.which("mmdebstrap"):
+        return base
+    return build_base(engine, log, BUILDER)
+
+
+def build_bases(engine: Engine, log: Callable[[str], None], force: bool = False) -> tuple[str, str]:
+    """The run-time base and the builder: (their refs)."""
+    return build_base(engine, log, RUNTIME, force), build_base(engine, log, BUILDER, force)
+
+
+def build_base(engine: Engine, log: Callable[[str], None], recipe: BaseRecipe = RUNTIME, force: bool = False) -> str:
+    ref = recipe.ref()
     if engine.image_exists(ref) and not force:
-        log(f"base image {ref} is up to date")
+        log(f"{recipe.what} {ref} is up to date")
         return ref
     if not shutil.which("mmdebstrap"):
         raise LabError(ExitCode.BUILD_FAILED, "mmdebstrap is not installed",
@@ -72,34 +177,77 @@ def build_base(engine: Engine, log: Callable[[str], None], force: bool = False) 
     with tempfile.TemporaryDirectory(prefix="labctl-base-") as d:
         tar = Path(d) / "rootfs.tar"
         cmd = [
-            "mmdebstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-            "--aptopt=Acquire::Retries \"3\"",
-            "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*.bin",
+            "mmdebstrap", "--variant=extract", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+            f"--include={','.join(recipe.packages)}",
+            "--aptopt=Acquire::Retries \"3\"", "--aptopt=APT::Install-Recommends \"false\"",
+            *(f"--extract-hook={h}" for h in recipe.hooks),
             SUITE, str(tar),
         ]
-        log(f"building base image {ref} from the Debian archive (mmdebstrap {SUITE}: {', '.join(BASE_PACKAGES)})")
+        log(f"building the {recipe.what} {ref} from the Debian archive "
+            f"(mmdebstrap {SUITE}: {', '.join(recipe.packages)})")
         env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        tail: list[str] = []
-        assert proc.stdout is not None  # stdout=PIPE
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-20:]
-            if line.startswith("I:"):
-                log(line)
-        if proc.wait() != 0:
+        started = time.monotonic()
+        tail = run_with_progress(cmd, env, lambda s: log(f"  {recipe.what} [{time.monotonic() - started:4.0f}s] {s}"))
+        if tail is not None:
             raise LabError(ExitCode.BUILD_FAILED, "mmdebstrap failed: " + " | ".join(tail[-3:]),
                            "check that Debian's archive is reachable (apt-get update)")
         repo, tag = ref.split(":")
+        log(f"  {recipe.what} [{time.monotonic() - started:4.0f}s] importing {tar.stat().st_size // 2**20} MB "
+            "into the engine...")
         engine.import_rootfs(str(tar), repo, tag, changes=[
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "ENV LANG=C.UTF-8",
             'CMD ["/bin/sh"]',
-            f"LABEL {labels.BASE_RECIPE}={base_recipe_hash()}",
+            f"LABEL {labels.BASE_RECIPE}={recipe.recipe_hash()}",
             f"LABEL {labels.MANAGED}=true",
         ])
-    log(f"base image {ref} built")
+        log(f"{recipe.what} {ref} built in {time.monotonic() - started:.0f} s")
     return ref
+
+
+HEARTBEAT_S = 10.0
+# mmdebstrap's lines about itself rather than the build's steps.
+QUIET = ("I: automatically chosen", "I: skipping emulation", "I: finding correct", "I: running --setup-hook",
+         "I: using /", "I: removing tempdir", "I: chroot architecture")
+
+
+def run_with_progress(cmd: list[str], env: dict[str, str], log: Callable[[str], None]) -> list[str] | None:
+    """Runs mmdebstrap, saying each of its steps (its `I:` lines) and, when
+    a step is long, that it still runs: never silent for more than
+    HEARTBEAT_S. None when it succeeded, else its last lines."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert proc.stdout is not None  # stdout=PIPE
+    tail: list[str] = []
+    step = "starting"
+    buf = b""
+    last = time.monotonic()
+    fd = proc.stdout.fileno()
+    while True:
+        ready, _, _ = select.select([fd], [], [], HEARTBEAT_S)
+        if not ready:
+            log(f"... still {step}")
+            last = time.monotonic()
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").rstrip()
+            tail = (tail + [line])[-20:]
+            if line.startswith(("I: ", "E: ")) and not line.startswith(QUIET):
+                hook = line.startswith("I: running --extract-hook")
+                if hook and step == "running the hooks":
+                    continue
+                step = "running the hooks" if hook else line[3:].rstrip(".")
+                log(step if hook else line[3:])
+                last = time.monotonic()
+            elif time.monotonic() - last >= HEARTBEAT_S:
+                log(f"... still {step}")
+                last = time.monotonic()
+    proc.stdout.close()
+    return None if proc.wait() == 0 else tail
 
 
 def source_hash(context: Path, base_id: str) -> str:
@@ -112,9 +260,13 @@ def source_hash(context: Path, base_id: str) -> str:
     return h.hexdigest()[:12]
 
 
-def image_refs(engine: Engine, base: str) -> dict[str, str]:
-    """Service -> the tag its current sources would build (built or not)."""
+def image_refs(engine: Engine, base: str, builder: str | None = None) -> dict[str, str]:
+    """Service -> the tag its current sources would build (built or not),
+    from this run-time base and this builder."""
     base_id = engine.image_id(base) or base
+    builder = builder or base
+    if builder != base:
+        base_id += "|" + (engine.image_id(builder) or builder)
     refs = {}
     for name, svc in compose.services({}).items():
         refs[name] = f"{svc.image}:{source_hash(svc.build_context, base_id)}"
@@ -122,8 +274,9 @@ def image_refs(engine: Engine, base: str) -> dict[str, str]:
 
 
 def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Callable[[str], None],
-              force: bool = False) -> dict[str, str]:
-    refs = image_refs(engine, base)
+              force: bool = False, builder: str | None = None) -> dict[str, str]:
+    builder = builder or base
+    refs = image_refs(engine, base, builder)
     for name, svc in compose.services({}).items():
         ref = refs[name]
         repo, tag = ref.split(":")
@@ -132,15 +285,16 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
         else:
             log(f"{name}: building {ref}")
             try:
-                engine.build(str(svc.build_context), ref, {"BASE_IMAGE": base},
+                engine.build(str(svc.build_context), ref, {"BASE_IMAGE": base, "BUILDER_IMAGE": builder},
                              {labels.MANAGED: "true", labels.COMPONENT: name, labels.SOURCE_HASH: tag}, on_line)
             except LabError as e:
                 raise blame(e) from None
             log(f"{name}: built {ref}")
         engine.tag(ref, svc.image, "latest")  # the name Compose gives what it builds, for `docker compose up`
-    # compose.yaml's default base: plain `docker compose up --build` then uses
-    # the same base as labctl, and needs no registry when that base is local.
+    # compose.yaml's default bases: plain `docker compose up --build` then uses
+    # the same bases as labctl, and needs no registry when they are local.
     engine.tag(base, LOCAL_BASE_REPO, "latest")
+    engine.tag(builder, LOCAL_BUILDER_REPO, "latest")
     return refs
 
 
@@ -164,8 +318,8 @@ def installed_base(engine: Engine) -> str | None:
     return None
 
 
-def require_images(engine: Engine, base: str) -> dict[str, str]:
-    refs = image_refs(engine, base)
+def require_images(engine: Engine, base: str, builder: str | None = None) -> dict[str, str]:
+    refs = image_refs(engine, base, builder)
     missing = [r for r in refs.values() if not engine.image_exists(r)]
     if missing:
         raise LabError(ExitCode.IMAGE_MISSING, f"image {missing[0]} is missing or out of date",

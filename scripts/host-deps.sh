@@ -10,6 +10,7 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v make >/dev/null || need+=(make)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v readelf >/dev/null || need+=(binutils)
+command -v zstd >/dev/null || need+=(zstd)  # measuring the pack of images (README)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -293,18 +293,29 @@ def drop_pictures(folder: Path) -> None:
 
 
 def resolve_images(engine: Engine) -> tuple[str, str]:
-    """(sandbox image, builder image): both the base `labctl build` used.
+    """(sandbox image, builder image): the run-time base and the builder
+    `labctl build` used.
 
     Not the lab's supervisor image: its /app holds the lab's own answers to
     exercise 1 and to exercise 4's supervisor, which a student's program could
-    read or run. The base has what a sandbox needs (python3, libc) and what a
-    build needs (gcc), and nothing of the lab. Never builds: grading needs it ready."""
+    read or run. The run-time base has what a sandbox needs (python3, libc)
+    and no compiler; the builder has gcc and the static libc, and runs only
+    the compile steps. Neither holds anything of the lab. Never builds:
+    grading needs them ready."""
     override = os.environ.get("LAB_BASE_IMAGE")
     candidates = [override] if override else [images.local_base_ref(), images.UPSTREAM_BASE]
     base = next((c for c in candidates if engine.image_exists(c)), None)
     if base is None:
         raise LabError(ExitCode.IMAGE_MISSING, "no base image for the grading sandboxes", "run `labctl build`")
-    return base, base
+    # Without the local builder, the base itself: a compile step then says
+    # the base has no gcc (the grader's problem, with what to do).
+    override = os.environ.get("LAB_BUILDER_IMAGE")
+    candidates = [override] if override else [images.local_builder_ref(), base]
+    builder = next((c for c in candidates if engine.image_exists(c)), None)
+    if builder is None:
+        raise LabError(ExitCode.IMAGE_MISSING, f"no builder image {override} to compile the submissions",
+                       "build it, or drop LAB_BUILDER_IMAGE to use labctl's local builder (`labctl base`)")
+    return base, builder
 
 
 @contextlib.contextmanager

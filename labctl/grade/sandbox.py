@@ -11,7 +11,7 @@ submission, reused across its test cases, removed at the end.
                            snapshot_at_exit=["cworker.lock"]))
         r.exit_code, r.signal, r.timed_out, r.stdout_lines(), r.snapshots[0].files["cworker.lock"]
 
-The container (the lab's supervisor image: python3 and the base's libc)
+The container (labctl's run-time base: python3 and libc, no compiler)
 runs an idle reaper as PID 1 and nothing else. It has no network
 (network_mode none: only `lo`), runs as uid 10001 on a read-only root with
 every capability dropped and no-new-privileges, under pid, memory (no swap),
@@ -42,8 +42,9 @@ broke in the grader (the engine gone or refusing, an image missing, a
 builder without gcc) raises LabError: the runner reports that as a grader
 error, not as the student's failure.
 
-C is compiled in a separate short-lived builder container from the base
-image (which has gcc), with the same hardening and the same /work volume.
+C is compiled in a separate short-lived builder container from the builder
+image (gcc, and libc.a for static links), with the same hardening and the
+same /work volume.
 """
 from __future__ import annotations
 
@@ -580,7 +581,7 @@ class Sandbox:
                 self.engine.start(cid)
             except EngineRefused as e:
                 raise LabError(ExitCode.IMAGE_MISSING, f"cannot compile: the builder image {self.builder_image} "
-                               f"cannot run gcc ({e.what})", "build labctl's local base: `labctl base`") from None
+                               f"cannot run gcc ({e.what})", "build labctl's local builder: `labctl base`") from None
             code = self.engine.wait(cid, timeout)
             log = self.engine.logs_text(cid)
         finally:
@@ -591,7 +592,7 @@ class Sandbox:
                                  out, elapsed, timed_out=True)
         if code == 127 and "gcc" in log and "not found" in log:
             raise LabError(ExitCode.IMAGE_MISSING, f"cannot compile: no gcc in {self.builder_image}",
-                           "build labctl's local base: `labctl base`")
+                           "build labctl's local builder: `labctl base`")
         if code == 0:
             binary = self.read_file(out)
             if binary is None:

@@ -7,6 +7,8 @@ then one isolated lab's names, labels and image (for_lab()).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +23,8 @@ from labctl.errors import ExitCode, LabError
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
 IMAGES_DIR = ROOT / "images"
+# Written by `labctl build` for plain `docker compose` in this checkout (see write_env).
+ENV_FILE = ROOT / ".env"
 
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-((?:[^}])*))?\}")
 
@@ -40,6 +44,34 @@ def load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
         raise LabError(ExitCode.BAD_SCENARIO, f"{path}: no services: mapping")
     return doc
+
+
+def checkout_project(root: Path = ROOT) -> str:
+    """This checkout's Compose project name: "labctl-" and a hash of its
+    path. Compose names what it builds <project>-<service>, so two checkouts
+    never run each other's images (COMPOSE_PROJECT_NAME, if set, wins, as it
+    does for Compose)."""
+    return os.environ.get("COMPOSE_PROJECT_NAME") or "labctl-" + hashlib.sha256(
+        str(root.resolve()).encode()).hexdigest()[:10]
+
+
+def write_env(base: str, builder: str, path: Path = ENV_FILE) -> bool:
+    """The checkout's .env, which Compose reads for its project name and
+    compose.yaml's ${LAB_*} defaults: this checkout's project, and the bases
+    labctl built, by their content-hash tags (never a :latest another
+    checkout may have moved). Written only when it changes; returns whether
+    it did."""
+    text = ("# Written by `labctl build` for plain `docker compose` in this checkout:\n"
+            "# its own project (image names) and the bases labctl built, by content hash.\n"
+            f"COMPOSE_PROJECT_NAME={checkout_project(path.parent)}\n"
+            f"LAB_BASE_IMAGE={base}\nLAB_BUILDER_IMAGE={builder}\n")
+    try:
+        if path.exists() and path.read_text() == text:
+            return False
+        path.write_text(text)
+    except OSError:  # not a checkout one may write in (an installed labctl): Compose is not run from there
+        return False
+    return True
 
 
 def restart_policy(value: str | None) -> dict[str, Any] | None:

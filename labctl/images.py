@@ -290,11 +290,15 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
             except LabError as e:
                 raise blame(e) from None
             log(f"{name}: built {ref}")
-        engine.tag(ref, svc.image, "latest")  # the name Compose gives what it builds, for `docker compose up`
-    # compose.yaml's default bases: plain `docker compose up --build` then uses
-    # the same bases as labctl, and needs no registry when they are local.
+        # Content-hash tags are shared by every checkout (same sources, same
+        # image); `docker compose up` here looks for <project>-<service>.
+        engine.tag(ref, f"{compose.checkout_project()}-{name}", "latest")
+    # compose.yaml's fallback bases, for a checkout with no .env yet.
     engine.tag(base, LOCAL_BASE_REPO, "latest")
     engine.tag(builder, LOCAL_BUILDER_REPO, "latest")
+    # Plain `docker compose` in this checkout: its own project and these very bases.
+    if compose.write_env(base, builder):
+        log(f"wrote {compose.ENV_FILE.name}: docker compose here uses project {compose.checkout_project()}")
     return refs
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT
+from labctl.compose import ENV_FILE, checkout_project
 
 pytestmark = pytest.mark.docker
 
@@ -100,7 +101,7 @@ def test_no_engine_side_health_probe(project, engine):
     assert p.returncode == 0, p.stderr[-2000:]
     for service in ("worker", "monitor", "supervisor"):
         # The images compose just built, and the ones labctl built from the same Dockerfiles.
-        for ref in (f"{name}-{service}", f"labctl-{service}:latest"):
+        for ref in (f"{name}-{service}", f"{checkout_project()}-{service}:latest"):
             image = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Healthcheck}}", ref],
                                    capture_output=True, text=True, check=True)
             assert image.stdout.strip() == "null", f"{ref} has a HEALTHCHECK: {image.stdout}"
@@ -108,3 +109,23 @@ def test_no_engine_side_health_probe(project, engine):
                                f"{name}-{service}-1"], capture_output=True, text=True, check=True)
         hc = json.loads(cont.stdout)
         assert hc is None or hc.get("Test") == ["NONE"], f"{service}: {hc}"
+
+
+def test_each_checkout_runs_its_own_images(built, tmp_path):
+    """`labctl build` wrote this checkout's .env: plain `docker compose` here
+    uses a project of its own (so image names no other checkout moves) and
+    the bases labctl built, by content hash; the images it names exist."""
+    env = dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if line and line[0] != "#")
+    assert env["COMPOSE_PROJECT_NAME"] == checkout_project() != "labctl"
+    assert ":bookworm-" in env["LAB_BASE_IMAGE"] and ":bookworm-" in env["LAB_BUILDER_IMAGE"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "LAB_"))}
+    p = subprocess.run(["docker", "compose", "config", "--images"], cwd=ROOT, env=clean, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.split()) == sorted(f"{checkout_project()}-{s}" for s in ("monitor", "supervisor", "worker"))
+    for image in p.stdout.split():
+        assert subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0, image
+    # Another checkout (another path) gets another project.
+    other = tmp_path / "labctl"
+    other.mkdir()
+    assert checkout_project(other) != checkout_project() and checkout_project(other).startswith("labctl-")

@@ -226,12 +226,13 @@ def confirm(engine: Engine, fault: Fault, t: Target) -> None:
                             "see `labctl doctor`; the engine may be overloaded", status=503) from None
 
 
-def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tries: list[int]) -> None:
+def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tries: list[float]) -> None:
     """Applies the mechanism, again after each transient refusal, journaling each
-    refused try that is tried again; `tries` ends holding the number of tries."""
+    refused try that is tried again; `tries` ends holding the number of tries
+    and when the last one began (the moment a fault that needed several took effect)."""
 
     def count(rs: RetryCallState) -> None:
-        tries[0] = rs.attempt_number
+        tries[:] = [rs.attempt_number, time.time()]
 
     def journal_retry(rs: RetryCallState) -> None:
         err = rs.outcome.exception() if rs.outcome else None
@@ -245,7 +246,7 @@ def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tr
                 fault.apply(engine, t)
                 confirm(engine, fault, t)
     except LabError as e:
-        after = f" after {tries[0]} tries" if tries[0] > 1 else ""
+        after = f" after {tries[0]:.0f} tries" if tries[0] > 1 else ""
         raise LabError(e.code, f"{fault.name} of {t.container} failed{after}: {e.what}", e.todo) from None
 
 
@@ -259,15 +260,16 @@ def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step
               "engine": getattr(engine, "name", DEFAULT)}
     intent = journal.append(lab_id, {**record, "phase": journal.INTENT})
     outcome: dict[str, Any] = {"phase": journal.FAILED}
-    tries = [0]
+    tries: list[float] = [0, 0.0]
     try:
         _attempt(engine, f, t, record, tries)
-        outcome = {"phase": journal.APPLIED}
+        # After refused tries, the fault took effect during the last one, not at the intent.
+        outcome = {"phase": journal.APPLIED, **({"from_ts": tries[1]} if tries[0] > 1 else {})}
     except Exception as e:
         outcome["error"] = _said(e)
         raise
     finally:
-        journal.append(lab_id, {**record, **outcome, "attempt": tries[0]})
+        journal.append(lab_id, {**record, **outcome, "attempt": int(tries[0])})
     return intent
 
 
@@ -280,7 +282,7 @@ def revert(engine: Engine, lab_id: str, intent: dict[str, Any]) -> None:
     record = {"id": f"{intent['id']}-revert", "of": intent["id"], "fault": inverse, "target": t.service,
               "step": intent.get("step"), "engine": getattr(engine, "name", DEFAULT)}
     outcome: dict[str, Any] = {"phase": journal.REVERT_FAILED}
-    tries = [0]
+    tries: list[float] = [0, 0.0]
     try:
         try:
             _attempt(engine, get(inverse), t, record, tries)
@@ -291,7 +293,7 @@ def revert(engine: Engine, lab_id: str, intent: dict[str, Any]) -> None:
                 raise
         outcome = {"phase": journal.REVERTED}
     finally:
-        journal.append(lab_id, {**record, **outcome, "attempt": tries[0]})
+        journal.append(lab_id, {**record, **outcome, "attempt": int(tries[0])})
 
 
 def revert_pending(engine: Engine, lab_id: str) -> int:

@@ -48,7 +48,9 @@ def _fault_records(events: list[Event]) -> list[Event]:
 
 def fault_windows(events: list[Event], run_end: float) -> dict[int, tuple[float, float]]:
     """Step -> (start, end): from the intent (a `docker stop` takes effect while
-    the call runs) of a fault that was applied, to the end of its revert."""
+    the call runs) of a fault that was applied, or from the start of the try
+    that took, after the engine refused the first (`from_ts`), to the end of
+    its revert."""
     intent: dict[int, float] = {}
     applied: set[int] = set()
     reverted: dict[int, float] = {}
@@ -60,6 +62,8 @@ def fault_windows(events: list[Event], run_end: float) -> dict[int, tuple[float,
             intent.setdefault(step, e["ts"])
         elif phase == journal.APPLIED:
             applied.add(step)
+            if e.get("from_ts") and step in intent:
+                intent[step] = max(intent[step], float(e["from_ts"]))
         elif phase == journal.REVERTED:
             reverted.setdefault(step, e["ts"])
     return {s: (t, reverted.get(s, run_end)) for s, t in intent.items() if s in applied}

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -407,6 +408,24 @@ def test_a_refusal_that_never_passes_fails_naming_fault_and_container(no_wait):
     assert phases("l1") == [("intent", None), *[("retry", n) for n in tries], ("failed", faults.ATTEMPTS)]
     assert "unable to freeze" in journal.read("l1")[-1]["error"]
     assert journal.pending("l1") == []
+
+
+def test_a_fault_that_took_several_tries_is_timed_from_the_try_that_took(no_wait):
+    eng = RefusingEngine(refusals=2)
+    t0 = time.time()
+    faults.apply(eng, "l1", "pause", "worker", step=1)
+    recs = journal.read("l1")
+    applied = recs[-1]
+    assert applied["phase"] == "applied" and applied["attempt"] == 3
+    assert recs[-2]["ts"] <= applied["from_ts"] <= applied["ts"] and applied["from_ts"] >= t0
+    events = [{"source": "labctl", "kind": "fault", **r} for r in recs]
+    assert runlog.fault_windows(events, run_end=applied["ts"] + 60)[1][0] == applied["from_ts"]
+    # One try: no from_ts, the window starts at the intent, as a `docker stop` takes effect during its call.
+    faults.apply(RefusingEngine(refusals=0), "l2", "pause", "worker", step=1)
+    recs = journal.read("l2")
+    assert "from_ts" not in recs[-1]
+    events = [{"source": "labctl", "kind": "fault", **r} for r in recs]
+    assert runlog.fault_windows(events, run_end=recs[-1]["ts"] + 60)[1][0] == recs[0]["ts"]
 
 
 def test_a_fault_the_engine_accepted_but_did_not_do_is_tried_again(no_wait):

@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live as RichLive
 from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 
 from labctl import (
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="run each fault test N times; one that passes only sometimes is reported flaky")
     add_handout_parser(sub)
+    add_pack_parsers(sub)
     return ap
 
 
@@ -172,6 +175,23 @@ def add_handout_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                                    "for each exercise file, the data generator, and a README on running and grading.")
     p.add_argument("dir", type=Path, metavar="DIR")
     p.add_argument("--force", action="store_true", help="write into a non-empty DIR, overwriting the handout's files")
+
+
+def add_pack_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pack", help="the whole lab in one file, for a machine with no network",
+                       description="Writes one tar: the images (docker save, xz), labctl and its dependencies as "
+                                   "wheels, the scenarios, the docs, the students' handout, install.sh and a "
+                                   "SHA-256 manifest of every member.")
+    p.add_argument("--output", type=Path, metavar="FILE", help="default: labctl-pack-VERSION.tar here")
+    p.add_argument("--level", type=int, choices=range(10), default=9, metavar="0-9",
+                   help="xz compression level of the images (default 9: smallest, slowest)")
+    p = sub.add_parser("unpack", help="check a pack, then load its images into the engine",
+                       description="Checks every member of FILE against its manifest before anything else "
+                                   f"(exit {int(ExitCode.BAD_PACK)} naming the member at fault), writes the docs, "
+                                   "handout, scenarios, wheels and install.sh into DIR, and loads the images into "
+                                   "the engine (every --engine named).")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--dir", type=Path, metavar="DIR", help="where the files go (default: FILE without .tar)")
 
 
 def main(argv: list[str]) -> int:
@@ -239,8 +259,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     builder = images.local_builder_ref()
     line(has_up or engine.image_exists(builder), "builder image",
          builder if engine.image_exists(builder) else f"none; run `labctl base` (builds {builder})")
-    line(shutil.which("mmdebstrap") is not None, "mmdebstrap",
-         "installed" if shutil.which("mmdebstrap") else "missing; apt-get install mmdebstrap")
+    # Only building the bases needs it: with both there (a pack unpacked), its absence is fine.
+    bases = has_local and engine.image_exists(builder)
+    line(bool(shutil.which("mmdebstrap")) or bases, "mmdebstrap", "installed" if shutil.which("mmdebstrap") else (
+        "not installed; not needed, both bases are there" if bases else "missing; apt-get install mmdebstrap"))
     free = shutil.disk_usage(engine.info().get("DockerRootDir", "/")).free / 2**30
     line(free > 3, "disk", f"{free:.1f} GiB free for the engine" + ("" if free > 3 else "; free some space"))
     image = images.installed_base(engine)
@@ -266,14 +288,28 @@ def cmd_base(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def build_progress(status: Status) -> Callable[[str], None]:
+    """A build's output: the spinner's line on a terminal; elsewhere (logs,
+    CI) each Dockerfile step and, in a long step, a line every 10 s."""
+    last = [0.0]
+
+    def on_line(line: str) -> None:
+        if console.is_terminal:
+            status.update(f"building: {line[:90]}")
+        elif line.startswith("Step ") or time.monotonic() - last[0] >= images.HEARTBEAT_S:
+            last[0] = time.monotonic()
+            say(f"  {line[:110]}")
+
+    return on_line
+
+
 def ensure_images(engine: Engine, base_override: str | None, build: bool) -> dict[str, str]:
     choice = images.choose_base(engine, base_override, say)
     if choice.note:
         say(f"labctl: {choice.note}")
     if build:
         with console.status("building images") as status:
-            return images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"),
-                                    builder=choice.builder)
+            return images.build_all(engine, choice.ref, say, build_progress(status), builder=choice.builder)
     return images.require_images(engine, choice.ref, choice.builder)
 
 
@@ -283,17 +319,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     if choice.note:
         say(f"labctl: {choice.note}")
     with console.status("building images") as status:
-        images.build_all(engine, choice.ref, say, lambda ln: status.update(f"building: {ln[:90]}"), force=args.force,
-                         builder=choice.builder)
+        images.build_all(engine, choice.ref, say, build_progress(status), force=args.force, builder=choice.builder)
     return ExitCode.OK
 
 
-def open_engines(args: argparse.Namespace) -> list[Engine]:
+def open_engines(args: argparse.Namespace, timeout: float = 60) -> list[Engine]:
     """Every engine the command covers that answers. Each that does not is
     one line on stderr naming it (and exit 3 at the end); the command goes
     on with the others. None answering: the first one's error."""
     failed: list[LabError] = []
-    found = engines.open_all(engines.connections(args.engine, args.all_engines), failed.append)
+    found = engines.open_all(engines.connections(args.engine, args.all_engines), failed.append,
+                             lambda c: Engine.open(timeout=timeout, conn=c))
     if not found:
         for e in failed[1:]:
             error(e.message())
@@ -651,9 +687,39 @@ def cmd_handout(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from labctl import pack  # imported here: only these two commands need it
+
+    out: Path = args.output or pack.default_output()
+    pack.pack(Engine.open(timeout=600), out, say, args.level)
+    say(f"next: on the other machine `labctl unpack {out.name}`; without labctl there: "
+        f"`mkdir lab && tar -xf {out.name} -C lab && lab/{pack.INSTALL}`")
+    return ExitCode.OK
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from labctl import pack
+
+    t0 = time.monotonic()
+    say(f"checking every member of {args.file} against its manifest...")
+    hashes = pack.verify(args.file, say)
+    say(f"{args.file}: all {len(hashes)} members match {pack.MANIFEST} ({time.monotonic() - t0:.0f} s)")
+    dest: Path = args.dir or args.file.parent / (args.file.name.removesuffix(".tar") + ("" if
+                                                 args.file.name.endswith(".tar") else ".d"))
+    pack.extract(args.file, dest, hashes, say)
+    ready = True
+    for eng in open_engines(args, timeout=600):  # a load's answer comes once the engine has unpacked it all
+        pack.load_images(args.file, eng, hashes[pack.IMAGES], say)
+        ready = pack.check_loaded(eng, say) and ready
+    where = "".join(f" --engine {e}" for e in args.engine or [])
+    say(f"next: `labctl{where} doctor`, then `labctl{where} up scenario-partition`; the students' folder: "
+        f"{dest / 'handout'}; the docs: {dest / 'docs'}")
+    return ExitCode.OK if ready else ExitCode.IMAGE_MISSING
+
+
 COMMANDS = {
     "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
     "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
     "scenarios": cmd_scenarios, "fault": cmd_fault, "check": cmd_check, "report": cmd_report, "runs": cmd_runs,
-    "grade": cmd_grade, "handout": cmd_handout,
+    "grade": cmd_grade, "handout": cmd_handout, "pack": cmd_pack, "unpack": cmd_unpack,
 }

@@ -20,7 +20,10 @@ from labctl import labels
 from labctl.engine import ContainerSpec
 from labctl.errors import ExitCode, LabError
 
-ROOT = Path(__file__).resolve().parent.parent
+# A checkout's root; an installed labctl (from a pack's wheel) carries
+# compose.yaml and the images' sources in its package, under _lab/.
+_PACKAGE = Path(__file__).resolve().parent
+ROOT = _PACKAGE.parent if (_PACKAGE.parent / "compose.yaml").is_file() else _PACKAGE / "_lab"
 COMPOSE_FILE = ROOT / "compose.yaml"
 IMAGES_DIR = ROOT / "images"
 # Written by `labctl build` for plain `docker compose` in this checkout (see write_env).

@@ -193,6 +193,19 @@ class Engine:
             raise LabError(ExitCode.IMAGE_MISSING, f"engine {self.name} has no image {ref} to send",
                            "run `labctl build` there") from None
 
+    def save_many(self, refs: list[str], chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Several images as one `docker save` tar stream (each shared layer
+        once, every ref's tag included)."""
+        try:
+            res = self._call(self.api._get, self.api._url("/images/get"), params={"names": refs}, stream=True)
+            self.api._raise_for_status(res)
+        except docker.errors.ImageNotFound:
+            raise LabError(ExitCode.IMAGE_MISSING, f"engine {self.name} lacks one of {', '.join(refs)}",
+                           "run `labctl build`") from None
+        except docker.errors.APIError as e:
+            raise self._engine_error(e, f"saving {', '.join(refs)}") from None
+        return iter(self.api._stream_raw_result(res, chunk_size, False))
+
     def load(self, data: Iterator[bytes]) -> list[str]:
         """Loads a `docker save` stream (sent as it comes, never held whole);
         returns what the engine said it loaded."""

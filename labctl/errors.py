@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     ENGINE_ERROR = 9
     GRADER_ERROR = 10  # labctl grade: the harness broke, not the student's code
     BAD_SUBMISSION = 11  # labctl grade: an archive refused (unsafe paths, links, bombs) or unreadable
+    BAD_PACK = 12  # labctl unpack: a member damaged, missing, extra or unsafe
     INTERNAL = 70
     INTERRUPTED = 130
 

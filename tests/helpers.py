@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -217,3 +218,15 @@ class Labs:
 
     def all(self) -> list[str]:
         return sorted(set(self.ids) | set(self.in_runs()))
+
+
+@dataclass
+class SecondEngine:
+    """A second dockerd (the `second_engine` fixture): its URL and how long it took to answer."""
+    url: str
+    start_s: float
+
+    def open(self):
+        from labctl.engine import Connection, Engine
+
+        return Engine.open(timeout=60, conn=Connection(self.url, self.url))

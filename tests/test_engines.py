@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import labctl, labelled, wait_until
+from helpers import SecondEngine, labctl, labelled
 from labctl import engines, labels
-from labctl.engine import DEFAULT, Connection, Engine
+from labctl.engine import DEFAULT, Connection
 from labctl.errors import ExitCode, LabError
 
 # ------------------------------------------------------------------ --engine values
@@ -194,98 +189,6 @@ def test_the_source_is_the_first_engine_with_images():
 
 
 # ------------------------------------------------------------------ a second dockerd, in its own network namespace
-
-
-@dataclass
-class SecondEngine:
-    url: str
-    start_s: float
-
-    def open(self) -> Engine:
-        return Engine.open(timeout=60, conn=Connection(self.url, self.url))
-
-
-def _run(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-
-def _our_processes(root: Path) -> list[int]:
-    """What the second dockerd started (its containerd, shims), by their
-    command lines naming our directories: ended by pid, nothing else."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if str(root).encode() in (p / "cmdline").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                continue
-    return pids
-
-
-def _stop(proc: subprocess.Popen | None, root: Path) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()  # dockerd stops its containers and its containerd
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    for pid in _our_processes(root):
-        if pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines() if str(root) in ln.split()[1]]
-    for m in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", m], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def second_engine():
-    if os.geteuid() != 0:
-        pytest.skip("a second dockerd needs root (ip netns, dockerd)")
-    missing = [t for t in ("ip", "nsenter", "dockerd") if not shutil.which(t)]
-    if missing or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
-        pytest.skip(f"a second dockerd needs `ip netns`, nsenter and dockerd (missing: {missing or ['ip netns']})")
-    root = Path(tempfile.mkdtemp(prefix="le", dir="/tmp"))  # short: a socket path stays under 108 bytes
-    ns = f"labctl-e2-{uuid.uuid4().hex[:8]}"
-    proc = None
-    netns_added = False
-    try:
-        _run("ip", "netns", "add", ns)
-        netns_added = True
-        _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        (root / "empty.json").write_text("{}")  # /etc/docker/daemon.json sets a data-root of its own
-        sock = root / "d.sock"
-        t0 = time.monotonic()
-        with open(root / "dockerd.log", "wb") as log:
-            # nsenter --net, not `ip netns exec` (which remounts /sys: "Devices cgroup isn't mounted").
-            proc = subprocess.Popen(
-                ["nsenter", f"--net=/var/run/netns/{ns}", "dockerd", "--config-file", str(root / "empty.json"),
-                 "--host", f"unix://{sock}", "--data-root", str(root / "data"), "--exec-root", str(root / "x"),
-                 "--pidfile", str(root / "dockerd.pid")],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        e2 = SecondEngine(f"unix://{sock}", 0.0)
-
-        def up():
-            if proc.poll() is not None:
-                raise AssertionError("the second dockerd exited: " + (root / "dockerd.log").read_text()[-2000:])
-            try:
-                e2.open().close()
-                return True
-            except LabError:
-                return False
-
-        wait_until(up, 60, 0.2, "the second dockerd to answer")
-        e2.start_s = time.monotonic() - t0
-        yield e2
-    finally:
-        _stop(proc, root)
-        if netns_added:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def e2_labelled(e2: SecondEngine) -> tuple[list, list, list]:

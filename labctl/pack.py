@@ -195,12 +195,16 @@ def write_pack(stage: Path, out: Path, say: Say) -> dict[str, str]:
             hashes[n] = hash_stream(f)
     manifest = manifest_text(hashes).encode()
     tmp = out.with_name(out.name + ".part")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_tarinfo(MANIFEST, len(manifest), 0o644), io.BytesIO(manifest))
-        for p, n in zip(files, names, strict=True):
-            with p.open("rb") as f:
-                tar.addfile(_tarinfo(n, p.stat().st_size, 0o755 if n == INSTALL else 0o644), f)
-    tmp.replace(out)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(_tarinfo(MANIFEST, len(manifest), 0o644), io.BytesIO(manifest))
+            for p, n in zip(files, names, strict=True):
+                with p.open("rb") as f:
+                    tar.addfile(_tarinfo(n, p.stat().st_size, 0o755 if n == INSTALL else 0o644), f)
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return hashes
 
 
@@ -217,15 +221,17 @@ def _xz(stream: Iterator[bytes], out: IO[bytes], level: int, meter: Meter) -> No
     except BaseException:
         proc.kill()
         raise
-    meter.say(f"  images: {meter.done / 2**20:.0f} MB saved; compressing (xz -{level}, every core)...")
+    meter.say(f"  images: {meter.done / 2**20:.0f} MB saved; compressing (xz -{level}, every core; "
+              "at -9 about a minute of one core per 100 MB)...")
     t0 = time.monotonic()
     while True:
         try:
             code = proc.wait(timeout=images.HEARTBEAT_S)
             break
         except subprocess.TimeoutExpired:
-            meter.say(f"  ... still compressing ({time.monotonic() - t0:.0f} s, "
-                      f"{os.fstat(out.fileno()).st_size / 2**20:.0f} MB written)")
+            written = os.fstat(out.fileno()).st_size  # xz writes a whole block (192 MB in at -9) at a time
+            meter.say(f"  ... still compressing ({time.monotonic() - t0:.0f} s"
+                      + (f", {written / 2**20:.0f} MB written)" if written else ")"))
     if code != 0:
         raise LabError(ExitCode.BUILD_FAILED, f"xz failed compressing the images (exit {code})")
 
@@ -356,6 +362,8 @@ def pack(engine: Engine, out: Path, say: Say, level: int = 9) -> dict[str, str]:
     """Writes the pack to out; returns member -> sha256."""
     t0 = time.monotonic()
     require_checkout()
+    if not out.resolve().parent.is_dir():
+        raise LabError(ExitCode.NOT_FOUND, f"{out.parent}: no such directory", "create it, or give another --output")
     with tempfile.TemporaryDirectory(prefix="labctl-pack-", dir=out.resolve().parent) as d:
         stage = Path(d)
         say("[1/4] the images (the bases and the lab's three, built if missing)")

@@ -275,3 +275,18 @@ def test_install_sh_installs_labctl_with_no_index_and_it_finds_the_images(built,
                        timeout=300, env=env, cwd=tmp_path)
     assert b.returncode == 0, b.stdout + b.stderr
     assert b.stdout.count("is up to date") == 3 and "building" not in b.stdout, b.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(300)
+def test_doctor_is_green_without_mmdebstrap_or_the_compose_plugin_once_the_bases_are_there(built, tmp_path):
+    """What an unpacked machine may lack: mmdebstrap (the bases are loaded,
+    not built) and the Compose plugin (labctl drives the engine itself)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(shutil.which("docker") or "/usr/bin/docker")
+    (tmp_path / "cfg").mkdir()
+    p = labctl("doctor", env={"PATH": str(bin_dir), "DOCKER_CONFIG": str(tmp_path / "cfg")}, timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "ok  mmdebstrap: not installed; not needed, both bases are there" in p.stdout, p.stdout
+    assert "--  compose plugin: missing; labctl does not need it" in p.stdout, p.stdout

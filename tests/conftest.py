@@ -15,6 +15,16 @@ import pytest
 from helpers import SAN_ENV, WORKER, WORKER_DIR, WORKER_SAN, Labs, Procs, SecondEngine, labctl, labelled, wait_until
 
 
+def pytest_configure(config) -> None:
+    # A shell without job control starts a background job (`make test &`,
+    # some CI runners) with SIGINT ignored, and every child inherits that:
+    # the tests that press Ctrl-C on labctl would then see it ignored. Back
+    # to Python's own handler here, so the programs the tests start get the
+    # default again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _built() -> None:
     # make decides from the sources' times: a stale binary is rebuilt.

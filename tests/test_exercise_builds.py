@@ -358,6 +358,11 @@ def test_the_stand_in_records_to_the_drivers_socket_and_forgeries_are_set_aside(
     try:
         p = subprocess.run([str(standin)], input=b"3\n-4\n", capture_output=True, cwd=tmp_path, timeout=10)
         assert p.returncode == 0 and p.stdout == b"3,9\n", p
+        # Options from the program under test are ignored: the record cannot be sent elsewhere.
+        p = subprocess.run([str(standin), "--record", str(tmp_path / "leak"), "--mode", "naive"], input=b"",
+                           capture_output=True, cwd=tmp_path, timeout=10)
+        assert p.returncode == 0 and b"takes no options; 4 ignored" in p.stderr, p
+        assert not (tmp_path / "leak").exists()
         p = subprocess.run([str(launcher), "/bin/true"], capture_output=True, timeout=10)
         assert p.returncode == 0, p
         # What a program of the student's could send: no token, or a wrong one.
@@ -372,7 +377,8 @@ def test_the_stand_in_records_to_the_drivers_socket_and_forgeries_are_set_aside(
 
     incs = sup.incarnations(base64.b64decode(got["record"]))
     assert got["record_forged"] == 2 and got["record_cut"] == 0
-    assert [(i.lines, i.exit_code) for i in incs] == [(["3", "-4"], 0), ([], None)]
-    assert incs[0].events[0] == "start" and incs[1].events == ["start"]
+    assert [(i.lines, i.exit_code) for i in incs] == [(["3", "-4"], 0), ([], 0), ([], None)]
+    assert incs[0].events[0] == "start" and incs[2].events == ["start"]
+    assert incs[1].events == ["start", "eof", "exit"]  # the run given options: robust, recorded here
     assert TOKEN.encode() not in base64.b64decode(got["record"])
     assert b"start own" in base64.b64decode(got["record"])

@@ -996,7 +996,10 @@ def test_the_grader_programs_are_built_privately_once_with_the_token():
     assert launcher == '#!/bin/sh\nexec /work/.grader/record_exec /work/bin/hardcore_worker "$@"\n'
     assert sup.standin(ctx) == "/work/.grader/standin_worker" == sup.standin(ctx)
     assert sup.standin(ctx, paced=True) == "/work/.grader/paced_standin_worker"
-    assert [n for n, _ in ctx.sandbox.built] == ["record_exec", "standin_worker", "paced_standin_worker"]
+    assert sup.standin(ctx, naive=True) == "/work/.grader/naive_standin_worker"
+    assert [n for n, _ in ctx.sandbox.built] == ["record_exec", "standin_worker", "paced_standin_worker",
+                                                 "naive_standin_worker"]
+    assert '"--mode", "naive"' in ctx.sandbox.built[3][1].decode()
     for _, src in ctx.sandbox.built:
         assert src.startswith(f'#define WORKER_RECORD_TOKEN "{"f00d" * 8}"\n'.encode())
     assert "--record\", \"@labctl-grader-record\"" in ctx.sandbox.built[1][1].decode()
@@ -1201,3 +1204,37 @@ def test_the_lab_supervisor_test_judges_the_outputs_with_the_oracle(tmp_path):
     assert oracle.compare(out, tmp_path / "input.dat", 999) == []
     (out / "results.csv").write_text("item,n,square\n1,7,49\n3,0,0\n5,5,25\n")  # atoi: 'abc' answered 0,0
     assert any("not valid" in p for p in oracle.compare(out, tmp_path / "input.dat", 999))
+
+
+def test_the_drivers_seccomp_filter_refuses_ptrace_even_from_the_start():
+    """What the filter is for: a program that PTRACE_TRACEMEs and then execs
+    the stand-in could read its registers; under the filter the request is
+    refused (EPERM), while without it (this host) it is allowed."""
+    import ctypes
+    import os
+
+    from labctl.grade import driver
+
+    assert driver.NO_PTRACE_PROG is not None, "no filter for this machine"
+    assert len(driver.NO_PTRACE_PROG) % 8 == 0
+
+    def traceme(filtered: bool) -> int:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child reports its errno and leaves at once
+            try:
+                os.close(r)
+                if filtered:
+                    driver.install_filter(driver.NO_PTRACE_PROG)
+                libc = ctypes.CDLL(None, use_errno=True)
+                os.write(w, str(0 if libc.ptrace(0, 0, 0, 0) == 0 else ctypes.get_errno()).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = os.read(r, 16)
+        os.close(r)
+        os.waitpid(pid, 0)
+        return int(got or b"-1")
+
+    assert traceme(filtered=False) == 0
+    assert traceme(filtered=True) == 1  # EPERM

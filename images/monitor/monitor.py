@@ -337,17 +337,22 @@ class Monitor:
     def judge_late(self, verdict: str, heartbeat_only: str, late_ms: float) -> tuple[str, str]:
         """A tick that came more than an interval late means this monitor was
         starved (or frozen) itself: the silence it sees may be its own. Such
-        a tick does not change the verdict; it says so (a `late` event), and
+        a tick does not turn the verdict to one of silence (PAUSED,
+        PARTITIONED, heartbeat-only DEAD); it says so (a `late` event), and
         the next tick on time judges. At most MAX_HELD in a row, so a monitor
         starved for good still reaches a verdict, only later."""
-        changes = verdict != self.verdict or heartbeat_only != self.heartbeat_only
-        if not (changes and self.verdict and late_ms > self.args.interval_ms and self.held < MAX_HELD):
+        # Only what silence concludes is held: a new incarnation (RESTARTED)
+        # or a free lock (CRASHED) are facts a late tick sees as well as any.
+        hold_v = verdict != self.verdict and verdict in (PAUSED, PARTITIONED)
+        hold_h = heartbeat_only != self.heartbeat_only and heartbeat_only == DEAD
+        if not ((hold_v or hold_h) and self.verdict and late_ms > self.args.interval_ms and self.held < MAX_HELD):
             self.held = 0
             return verdict, heartbeat_only
         self.held += 1
-        self.events.emit("late", late_ms=round(late_ms), held=self.verdict, would_be=verdict,
-                         held_heartbeat_only=self.heartbeat_only, would_be_heartbeat_only=heartbeat_only)
-        return self.verdict, self.heartbeat_only
+        kept = (self.verdict if hold_v else verdict, self.heartbeat_only if hold_h else heartbeat_only)
+        self.events.emit("late", late_ms=round(late_ms), held=kept[0], would_be=verdict,
+                         held_heartbeat_only=kept[1], would_be_heartbeat_only=heartbeat_only)
+        return kept
 
     def tick(self, late_ms: float = 0.0) -> None:
         now = time.monotonic()

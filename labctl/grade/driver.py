@@ -58,6 +58,8 @@ NONCE_ENV = "LABCTL_DRIVER_NONCE"
 RECORD_TOKEN_ENV = "LABCTL_RECORD_TOKEN"
 RECORD_MAX = 48 * 1024 * 1024  # genuine records kept; a flood of 200,000 lines makes about 10 MB
 RECORD_MSG_MAX = 4096
+RECORD_CONNS_MAX = 64  # the stand-ins alive at once are a handful; more is a program flooding the socket
+RECORD_BATCH = 4096  # messages read from one connection per turn of the loop, so no sender holds the driver
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 PR_SET_DUMPABLE = 4
 
@@ -290,14 +292,18 @@ class Recorder:
                     conn, _ = self.listener.accept()
                 except (BlockingIOError, InterruptedError):
                     break
+                if len(self.conns) >= RECORD_CONNS_MAX:
+                    conn.close()
+                    self.forged += 1
+                    continue
                 conn.setblocking(False)
                 self.conns[conn.fileno()] = conn
         for fd, conn in list(self.conns.items()):
             if readable is None or fd in readable:
                 self.drain(fd, conn)
 
-    def drain(self, fd: int, conn: socket.socket) -> None:
-        while True:
+    def drain(self, fd: int, conn: socket.socket, most: int = RECORD_BATCH) -> None:
+        for _ in range(most):
             try:
                 msg = conn.recv(RECORD_MSG_MAX)
             except (BlockingIOError, InterruptedError):
@@ -322,7 +328,11 @@ class Recorder:
         self.kept += body if body.endswith(b"\n") else body + b"\n"
 
     def close(self) -> dict:
-        self.service()
+        for _ in range(RECORD_MAX // RECORD_BATCH):  # what is still queued, in bounded turns
+            before = self.messages + self.forged + self.cut
+            self.service()
+            if self.messages + self.forged + self.cut == before:
+                break
         for conn in self.conns.values():
             conn.close()
         self.listener.close()

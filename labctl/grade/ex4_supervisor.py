@@ -63,7 +63,8 @@ from labctl.grade.sandbox import CASE_DIR, RECORD_NAME, RunResult, RunSpec, Sand
 SUPERVISOR, WORKER = "supervisor.py", "hardcore_worker.c"
 INPUT, LOCK, GENERATOR = "input.dat", "cworker.lock", "generateData.py"
 BUG = "999"  # the worker's bug trigger
-STANDIN_BIN, PACED_BIN, RECORD_EXEC_BIN = "standin_worker", "paced_standin_worker", "record_exec"
+STANDIN_BIN, PACED_BIN, NAIVE_BIN = "standin_worker", "paced_standin_worker", "naive_standin_worker"
+RECORD_EXEC_BIN = "record_exec"
 PACE_MS = 2
 STANDIN_ARGS = ("--plain-lock", "--flush-every-line", "--record", "@" + RECORD_NAME)
 NAIVE_ARGS = ("--mode", "naive")
@@ -164,10 +165,16 @@ def private_binary(ctx: Context, name: str, source: bytes) -> str:
     return path
 
 
-def standin(ctx: Context, paced: bool = False) -> str:
-    """The stand-in's binary (or the paced one's) in this submission's sandbox."""
+def standin(ctx: Context, paced: bool = False, naive: bool = False) -> str:
+    """The stand-in's binary (or the paced one's, or the naive one's) in this
+    submission's sandbox. Each is a build of its own: a stand-in takes no
+    command-line options (worker.c, WORKER_RECORD_TOKEN), so that nothing the
+    supervisor passes can redirect its record or change its mode."""
     if paced:
         return private_binary(ctx, PACED_BIN, paced_source())
+    if naive:
+        return private_binary(ctx, NAIVE_BIN, reference.worker_source(
+            (*STANDIN_ARGS, *NAIVE_ARGS), "the grader's naive stand-in hardcore_worker"))
     return private_binary(ctx, STANDIN_BIN,
                           reference.worker_source(STANDIN_ARGS, "the grader's stand-in hardcore_worker"))
 
@@ -284,7 +291,7 @@ def system_run(ctx: Context, values: list[str], *, naive: bool = False, files: d
     extra = dict(files or {})
     if with_input:
         extra[INPUT] = data
-    r = supervise(ctx, launcher(standin(ctx, paced), NAIVE_ARGS if naive else ()), extra, timeout, host_actions)
+    r = supervise(ctx, launcher(standin(ctx, paced, naive)), extra, timeout, host_actions)
     return SystemRun(values, r, incarnations(r.record))
 
 

@@ -85,6 +85,8 @@ ROOT = 0
 # the sandbox.
 PRIVATE_BUILD_USER = "10002:10002"
 PRIVATE_CFLAGS = ("-std=gnu11", "-O2", "-static")  # static: LD_PRELOAD cannot reach into it
+# One environment string may hold 128 KiB (MAX_ARG_STRLEN); the source travels in one.
+PRIVATE_SOURCE_MAX = 120 * 1024
 # The abstract unix socket (the sandbox's own network namespace) where the
 # driver collects the stand-in workers' records; see driver.Recorder.
 RECORD_NAME = "labctl-grader-record"
@@ -608,13 +610,17 @@ class Sandbox:
         programs can run it, but neither read it (exec of an unreadable file
         also makes the process undumpable, so not its memory either) nor
         replace it. Returns its path. Any failure is the grader's: LabError."""
+        src = base64.b64encode(source).decode("ascii")
+        if len(src) > PRIVATE_SOURCE_MAX:
+            raise LabError(ExitCode.GRADER_ERROR, f"the grader's {name} source is too large for its builder's "
+                           f"environment ({len(src)} bytes in base64)", "raise the limit: copy it in instead")
         cid = self.engine.create_isolated(
             image=self.builder_image, name=f"{self._prefix}-private-{secrets.token_hex(2)}",
             labels=self.labels("builder"), entrypoint=["sh", "-c", PRIVATE_BUILD_SCRIPT], command=[],
             user=PRIVATE_BUILD_USER, volume=None, mount=None,
             tmpfs={"/tmp": f"rw,noexec,nosuid,size={self.limits.tmp_size},mode=1777"},
             mem_limit=self.limits.memory, nano_cpus=self.limits.nano_cpus, pids_limit=self.limits.pids,
-            environment={"SRC": base64.b64encode(source).decode("ascii"), "CFLAGS": " ".join(PRIVATE_CFLAGS)})
+            environment={"SRC": src, "CFLAGS": " ".join(PRIVATE_CFLAGS)})
         try:
             self.engine.start(cid)
             code = self.engine.wait(cid, timeout)
@@ -628,8 +634,10 @@ class Sandbox:
         try:
             binary = base64.b64decode("".join(out.split()), validate=True)
         except ValueError:
-            raise LabError(ExitCode.GRADER_ERROR, f"the grader's {name} came back garbled from its builder",
-                           "run `docker logs` on a builder container to see it") from None
+            binary = b""
+        if not binary.startswith(b"\x7fELF"):
+            raise LabError(ExitCode.GRADER_ERROR, f"the grader's {name} came back empty or garbled from its builder",
+                           "run `docker logs` on a builder container to see it")
         # Made on first use only: a sandbox that runs none of the grader's
         # programs holds nothing of the grader.
         home = (GRADER_DIR.rsplit("/", 1)[1], None, 0o711)

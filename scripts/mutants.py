@@ -57,8 +57,9 @@ MUTANTS = (
         Patch("images/worker/worker.c", "unlink(g_lock_path);", "(void)0;"),
     )),
     Mutant("monitor-never-says-paused", "the monitor calls a pause (lock held, both beats stale) PARTITIONED", (
-        Patch("images/monitor/monitor.py", "verdict = PARTITIONED if fresh else PAUSED",
-              "verdict = PARTITIONED if fresh else PARTITIONED"),
+        Patch("images/monitor/monitor.py",
+              "verdict = PARTITIONED if fresh and younger and alive_for_ms >= self.silent_after_ms else PAUSED",
+              "verdict = PARTITIONED if fresh and younger and alive_for_ms >= self.silent_after_ms else PARTITIONED"),
     )),
     Mutant("supervisor-writes-a-result-twice", "the supervisor writes item 1's result row twice", (
         Patch("images/supervisor/supervisor.py", "self.files[key].write(data)",

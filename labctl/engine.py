@@ -426,15 +426,8 @@ class Engine:
                 # Another thread (a cleanup after Ctrl-C) is removing it: wait for that instead.
                 if e.status_code != 409 or "already in progress" not in str(e):
                     raise
-                wait_for(lambda: not self._exists(name_or_id), REMOVE_WAIT_S, 0.1,
+                wait_for(lambda: self.inspect(name_or_id) is None, REMOVE_WAIT_S, 0.1,
                          f"the removal of {name_or_id} already in progress", seen=lambda: "still there")
-
-    def _exists(self, name_or_id: str) -> bool:
-        try:
-            self.api.inspect_container(name_or_id)
-        except docker.errors.NotFound:
-            return False
-        return True
 
     def remove_network(self, name_or_id: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):

@@ -370,6 +370,7 @@ def provision(engs: list[Engine], base: str | None) -> list[tuple[Engine, dict[s
 
 def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
              engs: list[Engine] | None = None) -> tuple[int, list[lab.RunResult]]:
+    timeline.preload()
     ready = provision(engs or [Engine.open()], base)
     placed = [ready[i] for i in engines.place([e for e, _ in ready], len(scenarios))]
     if len(ready) > 1:
@@ -417,7 +418,7 @@ def watch(threads: list[threading.Thread], lives: list[observe.Live]) -> None:
         with RichLive(view.table(lives), console=console, refresh_per_second=4) as rl:
             while any(t.is_alive() for t in threads):
                 rl.update(view.table(lives))
-                time.sleep(0.25)  # a frame interval, not a wait for a condition
+                next_frame(threads)
             rl.update(view.table(lives))
         return
     last: dict[str, tuple[str, ...]] = {}
@@ -430,8 +431,16 @@ def watch(threads: list[threading.Thread], lives: list[observe.Live]) -> None:
                       f"step={lv.step or '-':<24} truth={lv.truth:<11} monitor={lv.monitor:<11} "
                       f"heartbeat-only={lv.heartbeat_only:<5} supervisor={lv.supervisor:<12} "
                       f"acked={lv.acked}/{lv.total}", flush=True)
-        time.sleep(0.25)  # a print interval, not a wait for a condition
+        next_frame(threads)
     console.print(view.table(lives))
+
+
+def next_frame(threads: list[threading.Thread]) -> None:
+    """A frame interval (a quarter second) that ends early when the labs do:
+    waiting out a whole frame after the last lab is done delays every run."""
+    alive = [t for t in threads if t.is_alive()]
+    if alive:
+        alive[0].join(0.25)
 
 
 def outcome(done: list[lab.RunResult], interrupted: bool) -> ExitCode:

@@ -2,18 +2,17 @@
 scenario. The picture an instructor puts on the projector."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
+from labctl import rundir, runlog, states
+from labctl.runlog import Event
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from labctl import rundir, runlog, states  # noqa: E402
-from labctl.runlog import Event  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 LANES = ("ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats\n& items processed")
 # The observers drawn in the first lanes, in LANES' order; the last lane is the worker's beats.
@@ -28,6 +27,24 @@ COLORS = {
     states.STOPPED: "#1565c0", states.UNKNOWN: "#9e9e9e", states.CONNECTING: "#bdbdbd",
 }
 FAULT_SHADE = "#90a4ae"  # the fault windows; tests look for this colour
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib takes half a second to import: more than a third of labctl's
+    start. It is imported only when a picture is drawn, or by preload()."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def preload() -> None:
+    """Imports matplotlib in the background while a lab runs, so that drawing
+    at the end does not wait for it either (the import lock makes a render
+    that starts first simply wait for this import)."""
+    threading.Thread(target=_pyplot, name="preload-matplotlib", daemon=True).start()
 
 
 @dataclass
@@ -55,6 +72,9 @@ def segments(changes: list[tuple[float, str]], t0: float, t1: float) -> list[tup
 
 def render(columns: list[Column], path: Path) -> dict[str, str]:
     """Draws the figure; returns what it drew (lanes, fault windows) for checking."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
     n = len(columns)
     fig, axes = plt.subplots(len(LANES), n, figsize=(6.2 * n + 1.6, 7.2), squeeze=False,
                              gridspec_kw={"hspace": 0.35, "wspace": 0.08})

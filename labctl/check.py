@@ -29,6 +29,10 @@ AGREES = {
     states.SIGSTOPPED: {states.PAUSED},
     states.PARTITIONED: {states.PARTITIONED},
     states.STOPPED: {states.STOPPED},
+    # Gray: alive, so anything but a death or a silence is right; SLOW is the
+    # verdict that sees it. One way cut to the monitor is a partition to it.
+    states.DEGRADED: {states.HEALTHY, states.SLOW, states.RESTARTED},
+    states.ONEWAY: {states.HEALTHY, states.SLOW, states.PARTITIONED},
 }
 # Each truth the monitor should detect, and the verdict that detects it.
 DETECTABLE = {states.CRASHED: states.CRASHED, states.PAUSED: states.PAUSED, states.SIGSTOPPED: states.PAUSED,
@@ -128,7 +132,61 @@ def judge_windows(run: Run) -> list[Check]:
             if want:
                 checks.append(_window_check(run, f"step {w.step} {step.do}: {who} says {want}", who, want,
                                             windows[w.step], within))
+        for who, allowed in w.holds.items():
+            checks.append(_holds_check(run, f"step {w.step} {step.do}: {who} says only {', '.join(allowed)}",
+                                       who, allowed, windows[w.step], within))
+        for who, (least, most) in w.flaps.items():
+            checks.append(_flaps_check(run, who, least, most, windows[w.step], f"step {w.step} {step.do}"))
+        if w.p99_ms_min is not None:
+            checks.append(_p99_check(run, f"step {w.step} {step.do}: supervisor's p99 round trip reaches "
+                                          f"{w.p99_ms_min:g} ms", w.p99_ms_min, windows[w.step]))
     return checks
+
+
+def _holds_check(run: Run, name: str, who: str, allowed: list[str], window: tuple[float, float],
+                 within: float) -> Check:
+    """Nothing but `allowed` from `within` after the start to the end of the
+    window (what was said before then stands until the next word)."""
+    start, end = window
+    seen = run.seen(who)
+    if who == states.TRUTH:
+        within = 0.0
+    said = [(t, v) for t, v in seen if start + within < t <= end]
+    at = runlog.state_at(seen, start + within)
+    if at is not None:
+        said.insert(0, (start + within, at))
+    bad = [(t, v) for t, v in said if v not in allowed]
+    if not said:
+        return Check(name, False, "it said nothing in the window")
+    if bad:
+        t, v = bad[0]
+        return Check(name, False, f"said {v} {t - start:.2f} s into the window ({len(bad)} time(s) in all)")
+    return Check(name, True, f"{len(said)} word(s), all {' or '.join(sorted({v for _, v in said}))}")
+
+
+def _flaps_check(run: Run, who: str, least: int | None, most: int | None, window: tuple[float, float],
+                 step: str) -> Check:
+    start, end = window
+    seen = run.seen(who)
+    prev = runlog.state_at(seen, start)
+    turns = 0
+    for t, v in seen:
+        if start < t <= end:
+            turns += v == states.DEAD and prev != states.DEAD
+            prev = v
+    want = " and ".join(w for w in (f"at least {least}" if least is not None else "",
+                                    f"at most {most}" if most is not None else "") if w)
+    ok = (least is None or turns >= least) and (most is None or turns <= most)
+    return Check(f"{step}: {who} turns DEAD {want} time(s)", ok, f"{turns} time(s)")
+
+
+def _p99_check(run: Run, name: str, least_ms: float, window: tuple[float, float]) -> Check:
+    start, end = window
+    p99 = [p for t, _, p in runlog.latencies(run.events) if start <= t <= end + 1.0]
+    if not p99:
+        return Check(name, False, "no latency reported in the window")
+    top = max(p99)
+    return Check(name, top >= least_ms, f"highest p99 {top:.1f} ms in the window")
 
 
 def _window_check(run: Run, name: str, who: str, want: str, window: tuple[float, float], within: float) -> Check:

@@ -85,8 +85,16 @@ def positive_int(text: str) -> int:
 def fault_help() -> str:
     """Each fault with what it does and what undoes it, from the registry."""
     width = max(map(len, faults.FAULTS))
+    def settings(f: faults.Fault) -> str:
+        if not f.params:
+            return ""
+        each = [p.name + (f"={p.default:g}" if isinstance(p.default, float) else f"={p.default}" if p.default
+                          else "") + f" ({p.help})" for p in f.params]
+        return f"; settings: {'; '.join(each)}; e.g. `labctl fault {f.name} " + " ".join(
+            f.cli_args).upper() + "`"
+
     return "faults:\n" + "\n".join(
-        f"  {f.name:<{width}}  {f.description}" + (f" (undo: {f.inverse})" if f.inverse else "")
+        f"  {f.name:<{width}}  {f.description}" + (f" (undo: {f.inverse})" if f.inverse else "") + settings(f)
         for f in faults.FAULTS.values())
 
 
@@ -137,13 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", choices=("md", "json"), default="md")
     sub.add_parser("runs", help="the recorded runs, newest first")
-    p = sub.add_parser("fault", help="inject a fault into a running lab", epilog=fault_help(),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kind", choices=list(faults.FAULTS))
-    p.add_argument("--lab", type=lab_name)
-    p.add_argument("--target", default="worker", choices=scenario.TARGETS)
-    p.add_argument("--for", dest="for_s", type=parse_duration, metavar="DURATION",
-                   help="revert after this long (30s, 2m); Ctrl-C reverts too")
+    add_fault_parser(sub)
     p = sub.add_parser("grade", help="grade students' answers, each in a locked-down container",
                        description="Grades each SUBMISSION (a directory, .zip or .tar.gz of the exercise files). "
                                    "Exit 0: every test passed; 1: some failed; "
@@ -158,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_handout_parser(sub)
     add_pack_parsers(sub)
     return ap
+
+
+def add_fault_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("fault", help="inject a fault into a running lab", epilog=fault_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=list(faults.FAULTS))
+    p.add_argument("values", nargs="*", metavar="VALUE",
+                   help="the fault's settings: in order (`loss 0.4`, `oneway worker monitor`, `slow 80`), "
+                        "or as KEY=VALUE (`period_ms=500`)")
+    p.add_argument("--lab", type=lab_name)
+    p.add_argument("--target", default="worker", choices=scenario.TARGETS)
+    p.add_argument("--for", dest="for_s", type=parse_duration, metavar="DURATION",
+                   help="revert after this long (30s, 2m); Ctrl-C reverts too")
 
 
 def add_engine_options(ap: argparse.ArgumentParser) -> None:
@@ -598,10 +613,36 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def fault_settings(f: faults.Fault, values: list[str], target: str) -> tuple[str, dict[str, str]]:
+    """`labctl fault NAME VALUE...`: the target and the settings, from values
+    in the fault's order (its cli_args) or as KEY=VALUE."""
+    params: dict[str, str] = {}
+    order = list(f.cli_args)
+    for v in values:
+        key, eq, val = v.partition("=")
+        if not eq:
+            if not order:
+                raise LabError(ExitCode.USAGE, f"{f.name} takes no more values, got {v!r}",
+                               f"`labctl fault --help` lists {f.name}'s settings")
+            key, val = order.pop(0), v
+        elif key in order:
+            order.remove(key)
+        if key == "target":
+            if val not in scenario.TARGETS:
+                raise LabError(ExitCode.USAGE, f"target {val!r} is not one of " + ", ".join(scenario.TARGETS))
+            target = val
+        else:
+            params[key] = val
+    return target, params
+
+
 def cmd_fault(args: argparse.Namespace) -> int:
     engine, lid = pick_lab(open_engines(args), args.lab)
     kind = args.kind
-    inverse = faults.get(kind).inverse
+    f = faults.get(kind)
+    inverse = f.inverse
+    args.target, params = fault_settings(f, args.values, args.target)
+    f.settings(params)  # a bad value is a usage error before the lab is touched
     if args.for_s and not inverse:
         raise LabError(ExitCode.USAGE, f"{kind} has no inverse to apply after --for", "drop --for")
     # An inverse given by hand closes the journaled fault it undoes.
@@ -611,8 +652,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
             say(f"lab {lid}: {kind} {args.target} (reverts the {intent['fault']} of "
                 f"{time.strftime('%H:%M:%S', time.localtime(intent['ts']))})")
             return ExitCode.OK
-    intent = faults.apply(engine, lid, kind, args.target)
-    say(f"lab {lid}: {kind} {args.target}" + (f" for {args.for_s:g}s" if args.for_s else ""))
+    intent = faults.apply(engine, lid, kind, args.target, params=params)
+    shown = "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
+                    for k, v in (intent.get("params") or {}).items())
+    say(f"lab {lid}: {kind} {args.target}{shown}" + (f" for {args.for_s:g}s" if args.for_s else ""))
     if not args.for_s:
         if inverse:
             target = "" if args.target == "worker" else f" --target {args.target}"

@@ -123,6 +123,7 @@ class ContainerState:
     started_at: str = ""
     finished_at: str = ""
     oom_killed: bool = False
+    user: str = ""  # the user it runs as, as configured ("10001:10001"; "" for the image's)
 
 
 class Engine:
@@ -340,6 +341,29 @@ class Engine:
             raise self._engine_error(e, f"creating {name}") from None
         return c["Id"]
 
+    def create_helper(self, *, image: str, name: str, labels: dict[str, str], command: list[str], user: str,
+                      joins: str, namespace: str, cap_add: tuple[str, ...] = ()) -> str:
+        """A fault helper: a container that joins another's network or pid
+        namespace (`namespace` "network" or "pid", of the container `joins`)
+        to change it from inside, holding at most the capabilities named
+        (NET_ADMIN for iptables), every other one dropped; read-only root,
+        no-new-privileges, small memory and pid limits, no volume, no
+        restart, no health probe. Returns its id (created, not started)."""
+        shared = {"network_mode": f"container:{joins}"} if namespace == "network" else {
+            "pid_mode": f"container:{joins}", "network_mode": "none"}
+        host_config = self.api.create_host_config(
+            read_only=True, cap_drop=["ALL"], cap_add=list(cap_add) or None,
+            security_opt=["no-new-privileges:true"], mem_limit="32m", memswap_limit="32m", pids_limit=16,
+            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)], **shared)
+        try:
+            c = self._call(self.api.create_container, image, command=command, name=name, labels=labels, user=user,
+                           healthcheck=NO_HEALTHCHECK, host_config=host_config)
+        except docker.errors.ImageNotFound:
+            raise LabError(ExitCode.IMAGE_MISSING, f"image {image} is missing", "run `labctl build`") from None
+        except docker.errors.APIError as e:
+            raise self._engine_error(e, f"creating {name}") from None
+        return c["Id"]
+
     def create_container(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(
             binds={spec.volume: {"bind": spec.mount, "mode": "rw"}},
@@ -403,7 +427,17 @@ class Engine:
             started_at=st.get("StartedAt", ""),
             finished_at=st.get("FinishedAt", ""),
             oom_killed=st.get("OOMKilled", False),
+            user=(attrs.get("Config") or {}).get("User") or "",
         )
+
+    def address(self, name: str, network: str) -> str | None:
+        """The container's IPv4 address on `network`, as the engine assigned it; None if it has none."""
+        try:
+            attrs = self._call(self.api.inspect_container, name)
+        except docker.errors.NotFound:
+            return None
+        net = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(network) or {}
+        return net.get("IPAddress") or None
 
     def networks(self, filters: dict) -> list[tuple[str, str]]:
         return [(n.id, n.name) for n in self._call(self.client.networks.list, filters=filters)]

@@ -11,13 +11,13 @@ and try again when the engine refuses for a reason that can pass: under load
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tenacity.wait import wait_base
 
-from labctl import journal, labels, states
+from labctl import journal, labels, sidecar, states
 from labctl.engine import DEFAULT, Engine, wait_for
 from labctl.errors import EngineRefused, ExitCode, LabError
 
@@ -31,13 +31,48 @@ REACH_S = 15.0
 REACH_POLL_S = 0.1
 # Phrases of an engine refusing an inverse that is already done: for a revert, success.
 ALREADY_UNDONE = ("no such container", "not found", "not paused", "already", "is not running",
-                  "is already in progress")
+                  "is already in progress", "non running container")
+# The lab's services, the default target first (scenario.TARGETS is the same).
+SERVICES = tuple(sorted(labels.SERVICES, key=lambda s: s != "worker"))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One setting of a fault (`loss`'s probability, `oneway`'s far end):
+    its bounds or choices, and its default when it has one."""
+    name: str
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    default: float | str | None = None
+    choices: tuple[str, ...] = ()
+
+    def parse(self, value: object) -> float | str:
+        """The value, or ValueError saying what is wrong with it (the caller names where it came from)."""
+        if self.choices:
+            if not isinstance(value, str) or value not in self.choices:
+                raise ValueError(f"{value!r} is not one of " + ", ".join(self.choices))
+            return value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
+            raise ValueError(f"must be between {self.lo:g} and {self.hi:g}, got {value:g}")
+        return float(value)
 
 
 @dataclass(frozen=True)
 class Target:
     lab_id: str
     service: str
+    # The fault's settings, as journaled; for an inverse, those of the fault it undoes.
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The journaled fault: the one applied, or for an inverse the one it undoes.
+    fault_id: str = ""
 
     @property
     def container(self) -> str:
@@ -58,6 +93,32 @@ class Fault:
     journal_truth: str | None = None
     # The engine records a container start for it, which is not a restart by policy.
     starts_container: bool = False
+    params: tuple[Param, ...] = ()
+    # How `labctl fault NAME VALUE...` reads its values: these names in order
+    # ("target" is the fault's target, the rest its params).
+    cli_args: tuple[str, ...] = ()
+
+    def settings(self, given: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """The params given, checked, with the defaults of those not given;
+        LabError(USAGE) naming the key (after `where`) otherwise."""
+        known = {p.name: p for p in self.params}
+        out: dict[str, Any] = {}
+        for k, v in given.items():
+            if k not in known:
+                raise LabError(ExitCode.USAGE, f"{where}{k}: {self.name} takes no {k!r}",
+                               f"{self.name} takes " + (", ".join(known) if known else "no settings"))
+            try:
+                out[k] = known[k].parse(v)
+            except ValueError as e:
+                raise LabError(ExitCode.USAGE, f"{where}{k}: {e}", f"`labctl fault --help` lists "
+                               f"{self.name}'s settings") from None
+        for p in self.params:
+            if p.name not in out:
+                if p.default is None:
+                    raise LabError(ExitCode.USAGE, f"{where}{p.name}: {self.name} needs it ({p.help})",
+                                   f"e.g. `labctl fault {self.name} ...`; `labctl fault --help` lists them")
+                out[p.name] = p.default
+        return out
 
     def apply(self, engine: Engine, t: Target) -> None:
         raise NotImplementedError
@@ -174,6 +235,82 @@ class Lifecycle(Fault):
         return _status(engine, t, ("running", "restarting") if self.running else ("exited", "dead"))
 
 
+@dataclass(frozen=True)
+class NetRule(Fault):
+    """iptables in the target's network namespace (a helper holding NET_ADMIN
+    does it, sidecar.py): what the target sends to `to` is dropped, all of it
+    (`oneway`) or a random share of its UDP (`loss`, on the heartbeats); what
+    `to` sends back is left alone."""
+    udp_share: bool = False
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        to = str(t.params["to"])
+        if to == t.service:
+            raise LabError(ExitCode.USAGE, f"{self.name}: {t.service} to itself", "name another service as `to`")
+        # The engine's answer, not the namespace's DNS: the rule must name the
+        # address the packets carry, and a lookup from inside can fail or wait.
+        dest = engine.address(labels.container_name(t.lab_id, to), t.network)
+        if dest is None:
+            raise LabError(ExitCode.ENGINE_ERROR, f"{self.name}: {to} has no address on {t.network}",
+                           "is it running and connected? `labctl status` shows the lab")
+        args = ["-d", dest]
+        if self.udp_share:
+            args = ["-p", "udp", "-d", dest, "-m", "statistic", "--mode", "random",
+                    "--probability", f"{float(t.params['p']):.4f}"]
+        tag = sidecar.rule_tag(t.lab_id, t.fault_id)
+        out = sidecar.run_in_network(engine, t.lab_id, t.fault_id, t.container, sidecar.ADD_RULE, [tag, *args])
+        if f'"{tag}"' not in out:
+            raise LabError(ExitCode.ENGINE_ERROR, f"the rule for {self.name} is not in {t.container}'s "
+                           f"namespace after adding it: {out[-300:]}")
+
+
+@dataclass(frozen=True)
+class NetRuleOff(Fault):
+    """Removes the rules one NetRule fault added (by their comment), and only them."""
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        tag = sidecar.rule_tag(t.lab_id, t.fault_id)
+        out = sidecar.run_in_network(engine, t.lab_id, t.fault_id, t.container, sidecar.DELETE_RULES, [tag])
+        if f'"{tag}"' in out:
+            raise LabError(ExitCode.ENGINE_ERROR, f"a rule of {t.fault_id} is still in {t.container}'s "
+                           f"namespace: {out[-300:]}")
+
+
+@dataclass(frozen=True)
+class DutyCycle(Fault):
+    """`slow`: the target's processes stopped `percent` % of every period
+    (SIGSTOP, then SIGCONT), by a helper in its pid namespace running as its
+    user with no capability: alive, beating late, crawling."""
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        st = engine.inspect(t.container)
+        if st is None or st.status != "running":
+            raise LabError(ExitCode.ENGINE_ERROR, f"cannot slow {t.container}: it is not running",
+                           "`labctl status` shows the lab's containers")
+        period_s = float(t.params["period_ms"]) / 1000
+        stopped_s = period_s * float(t.params["percent"]) / 100
+        sidecar.start_duty_cycle(engine, t.lab_id, t.fault_id, t.container, st.user, stopped_s,
+                                 period_s - stopped_s)
+
+    def reached(self, engine: Engine, t: Target) -> str | None:
+        running = [n for n in sidecar.helpers_of(engine, t.lab_id, t.fault_id)
+                   if (h := engine.inspect(n)) is not None and h.status == "running"]
+        return None if running else f"the duty cycle of {t.fault_id} is not running"
+
+
+@dataclass(frozen=True)
+class DutyCycleOff(Fault):
+    """Stops the duty cycle (its trap resumes the target), then resumes the
+    target once more in case the helper died between a STOP and its CONT."""
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        sidecar.stop_helpers(engine, t.lab_id, t.fault_id)
+        st = engine.inspect(t.container)
+        if st is not None and st.status == "running":
+            engine.exec(t.container, ["sh", "-c", "kill -CONT -1"])
+
+
+_TO = Param("to", "the service whose traffic from the target is dropped", choices=SERVICES)
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     ProcessKill("crash", "SIGKILL to the process inside the container: no cleanup, restart by policy"),
     ContainerKill("kill", "docker kill: the operator kills the container; no restart by policy", inverse="start"),
@@ -186,6 +323,19 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     NetworkLink("heal", "docker network connect", connect=True),
     Lifecycle("stop", "docker stop: SIGTERM, then SIGKILL after the grace period", inverse="start"),
     Lifecycle("start", "docker start", running=True, starts_container=True),
+    NetRule("oneway", "iptables in the target's namespace: what it sends to `to` is dropped, the reverse is not",
+            inverse="oneway-off", journal_truth=states.ONEWAY, params=(_TO,), cli_args=("target", "to")),
+    NetRuleOff("oneway-off", "removes a oneway's rules", journal_truth=states.RUNNING),
+    NetRule("loss", "iptables: a random share p of the target's UDP to `to` (the heartbeats) is dropped",
+            inverse="loss-off", journal_truth=states.DEGRADED, udp_share=True, cli_args=("p",), params=(
+                Param("p", "the share of packets dropped, 0 to 1", lo=0, hi=1),
+                Param("to", "where the UDP goes", default="monitor", choices=SERVICES))),
+    NetRuleOff("loss-off", "removes a loss's rule", journal_truth=states.RUNNING),
+    DutyCycle("slow", "SIGSTOP/SIGCONT duty cycle: stopped `percent` % of every period; alive but crawling",
+              inverse="slow-off", journal_truth=states.DEGRADED, cli_args=("percent",), params=(
+                  Param("percent", "the share of each period the processes are stopped, 1 to 99", lo=1, hi=99),
+                  Param("period_ms", "the period, in ms", lo=20, hi=5000, default=100.0))),
+    DutyCycleOff("slow-off", "stops a slow's duty cycle and resumes the target", journal_truth=states.RUNNING),
 )}
 
 
@@ -250,14 +400,15 @@ def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tr
         raise LabError(e.code, f"{fault.name} of {t.container} failed{after}: {e.what}", e.todo) from None
 
 
-def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step: int | None = None
-          ) -> dict[str, Any]:
+def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step: int | None = None,
+          params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Journals the fault and its inverse, applies it, journals the outcome."""
     f = get(fault)
-    t = Target(lab_id, service)
+    settings = f.settings(params or {})
     fid = f"{int(time.time() * 1e6):x}-{fault}"
+    t = Target(lab_id, service, settings, fid)
     record = {"id": fid, "fault": fault, "target": service, "inverse": f.inverse, "step": step,
-              "engine": getattr(engine, "name", DEFAULT)}
+              "engine": getattr(engine, "name", DEFAULT), **({"params": settings} if settings else {})}
     intent = journal.append(lab_id, {**record, "phase": journal.INTENT})
     outcome: dict[str, Any] = {"phase": journal.FAILED}
     tries: list[float] = [0, 0.0]
@@ -278,7 +429,7 @@ def revert(engine: Engine, lab_id: str, intent: dict[str, Any]) -> None:
     inverse = intent.get("inverse")
     if not inverse:
         return
-    t = Target(lab_id, intent["target"])
+    t = Target(lab_id, intent["target"], dict(intent.get("params") or {}), str(intent["id"]))
     record = {"id": f"{intent['id']}-revert", "of": intent["id"], "fault": inverse, "target": t.service,
               "step": intent.get("step"), "engine": getattr(engine, "name", DEFAULT)}
     outcome: dict[str, Any] = {"phase": journal.REVERT_FAILED}

@@ -98,6 +98,20 @@ BUILDER = BaseRecipe("builder", LOCAL_BUILDER_REPO, (*COMMON_PACKAGES, "gcc", "l
 ))
 
 
+# The fault tools: iptables (the nft backend, as the engine's own rules in a
+# container's namespace use) for the faults that cut or thin one link, and
+# dash and coreutils for the duty cycle of `slow`. Only labctl's short-lived
+# fault helpers run it, never the lab: the lab's own images carry no iptables.
+LOCAL_TOOLS_REPO = "labctl-tools"
+TOOLS = BaseRecipe("fault tools", LOCAL_TOOLS_REPO, (*COMMON_PACKAGES, "iptables"), (
+    *COMMON_HOOKS,
+    # The alternatives iptables' postinst would set: the nft backend.
+    'ln -sf xtables-nft-multi "$1"/usr/sbin/iptables',
+    'rm -f "$1"/usr/bin/dpkg* "$1"/usr/bin/update-alternatives "$1"/usr/sbin/*legacy*',
+    '/sbin/ldconfig -r "$1"',
+))
+
+
 def base_recipe_hash() -> str:
     return RUNTIME.recipe_hash()
 
@@ -108,6 +122,10 @@ def local_base_ref() -> str:
 
 def local_builder_ref() -> str:
     return BUILDER.ref()
+
+
+def tools_ref() -> str:
+    return TOOLS.ref()
 
 
 @dataclass

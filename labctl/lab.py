@@ -232,7 +232,8 @@ class LabRun:
                 faults.revert(self.engine, self.lab_id, applied.pop(i))
             else:
                 self.live.step = f"{i}: {step.do} {step.target}" + (f" for {step.for_s:g}s" if step.for_s else "")
-                applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i)
+                applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i,
+                                          params=step.params)
         self.live.step = "job running"
         self.wait_for_job(t0 + self.sc.duration_s)
 

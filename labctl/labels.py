@@ -15,12 +15,18 @@ SCENARIO = f"{PREFIX}.scenario"
 COMPONENT = f"{PREFIX}.component"
 SOURCE_HASH = f"{PREFIX}.source-hash"
 BASE_RECIPE = f"{PREFIX}.base-recipe"
+FAULT = f"{PREFIX}.fault"  # on a fault helper: the journaled fault it serves
 
 # Every lab has these services, in start order (depends_on in compose.yaml).
 SERVICES = ("monitor", "worker", "supervisor")
 NAME_PREFIX = "labctl-"
 NETWORK = "net"
 VOLUME = "lab"
+# A fault helper's service label and the start of its name's last part
+# (helper<tag>): short-lived containers that change a lab container's
+# network or processes from inside its namespaces (faults.py).
+HELPER = "helper"
+HELPER_PART = re.compile(r"^helper[a-z0-9]{1,16}$")
 
 LAB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -51,6 +57,14 @@ def container_name(lab_id: str, service: str) -> str:
     return _name(lab_id, service)
 
 
+def helper_name(lab_id: str, tag: str) -> str:
+    return _name(lab_id, f"{HELPER}{tag}")
+
+
+def helper_labels(lab_id: str, fault_id: str) -> dict[str, str]:
+    return {MANAGED: "true", LAB: lab_id, SERVICE: HELPER, FAULT: fault_id}
+
+
 def network_name(lab_id: str) -> str:
     return _name(lab_id, NETWORK)
 
@@ -71,7 +85,7 @@ def lab_id_of(name: str) -> str | None:
     if not name.startswith(NAME_PREFIX):
         return None
     lab_id, _, part = name[len(NAME_PREFIX):].rpartition("-")
-    if part not in (*SERVICES, NETWORK, VOLUME) or not LAB_ID.match(lab_id):
+    if (part not in (*SERVICES, NETWORK, VOLUME) and not HELPER_PART.match(part)) or not LAB_ID.match(lab_id):
         return None
     return lab_id
 

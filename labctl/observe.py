@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from labctl import faults, journal, labels, runlog, states
+from labctl import journal, labels, runlog, states
 from labctl.engine import Engine
 from labctl.runlog import Event
 
@@ -258,11 +258,12 @@ def poll_truth(engine: Engine, lab_id: str, live: Live) -> None:
         truth = states.PAUSED
     elif st.status == "running":
         truth = states.RUNNING if labels.network_name(lab_id) in st.networks else states.PARTITIONED
-        last = journal.last_outcome(lab_id)
-        fault = faults.FAULTS.get(str(last["fault"])) if last and last["phase"] == journal.APPLIED else None
-        # Only a fault that has an inverse is still in force (sigstop, not sigcont).
-        if fault is not None and fault.journal_truth and fault.inverse:
-            truth = fault.journal_truth
+        # The faults the engine cannot see (a signal, a duty cycle, a rule in
+        # the worker's namespace), read from the journal as the checker reads
+        # them: only the worker's, and only one still in force.
+        journaled = runlog.truth_timeline(journal.read(lab_id))
+        if journaled and journaled[-1][1] != states.RUNNING:
+            truth = journaled[-1][1]
     elif st.status == "restarting":
         truth = states.CRASHED
     elif st.status == "exited":

@@ -70,9 +70,10 @@ def fault_windows(events: list[Event], run_end: float) -> dict[int, tuple[float,
 
 
 def fault_names(events: list[Event]) -> dict[int, str]:
-    """Step -> the fault it applied, from the intents."""
-    return {e["step"]: e["fault"] for e in _fault_records(events)
-            if e.get("phase") == journal.INTENT and e.get("step") is not None}
+    """Step -> the fault it applied, with its settings, from the intents."""
+    return {e["step"]: " ".join([e["fault"], *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in (e.get("params") or {}).items())])
+            for e in _fault_records(events) if e.get("phase") == journal.INTENT and e.get("step") is not None}
 
 
 def observed(events: list[Event], who: str) -> Seen:
@@ -85,7 +86,16 @@ def observed(events: list[Event], who: str) -> Seen:
         return [(e["ts"], e["state"]) for e in events if e["source"] == "supervisor" and e["kind"] == "state"]
     if who == states.TRUTH:
         return truth_timeline(events)
+    if who == states.PHI:
+        return [(e["ts"], states.DEAD if e["phi_suspect"] else states.ALIVE) for e in _monitor(events)
+                if "phi_suspect" in e]
     raise ValueError(who)
+
+
+def latencies(events: list[Event]) -> list[tuple[float, float, float]]:
+    """(ts, p50_ms, p99_ms) of the supervisor's round trips, one a second."""
+    return [(e["ts"], float(e["p50_ms"]), float(e["p99_ms"])) for e in events
+            if e["source"] == "supervisor" and e["kind"] == "latency"]
 
 
 def _monitor(events: list[Event]) -> list[Event]:

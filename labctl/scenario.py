@@ -7,11 +7,11 @@ from typing import Any, NoReturn
 
 import yaml
 
-from labctl import faults, labels, states
+from labctl import faults, states
 from labctl.errors import ExitCode, LabError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
-TARGETS = tuple(sorted(labels.SERVICES, key=lambda s: s != "worker"))  # the default target first
+TARGETS = faults.SERVICES  # the default target first
 WORKER_MODES = ("robust", "naive")  # naive: the exercise's worker, a pidfile and no flock
 PROGRAMS = ("supervisor", "process-data")
 # The heartbeat-only observer's key in scenario files before it had its name.
@@ -24,6 +24,7 @@ class LabParams:
     rate: float = 250.0
     seed: int = 42
     timeout_ms: int = 2000
+    heartbeat_only_timeout_ms: int = 0  # 0: the same as timeout_ms
     interval_ms: int = 200
     heartbeat_ms: int = 200
     window: int = 64
@@ -37,6 +38,7 @@ class LabParams:
         return {
             "LAB_ITEMS": str(self.items), "LAB_RATE": str(self.rate), "LAB_SEED": str(self.seed),
             "LAB_TIMEOUT_MS": str(self.timeout_ms), "LAB_INTERVAL_MS": str(self.interval_ms),
+            "LAB_HEARTBEAT_ONLY_TIMEOUT_MS": str(self.heartbeat_only_timeout_ms),
             "LAB_HEARTBEAT_MS": str(self.heartbeat_ms), "LAB_WINDOW": str(self.window),
             "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_WORKER_MODE": self.worker_mode,
             "LAB_RESTART_LIMIT": str(self.restart_limit), "LAB_GIVE_UP_S": str(self.give_up_s),
@@ -50,6 +52,7 @@ class Step:
     do: str
     target: str = "worker"
     for_s: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the fault's settings (faults.Param), checked
 
     @property
     def inverse(self) -> str | None:
@@ -63,7 +66,15 @@ class Window:
     monitor: str | None = None
     heartbeat_only: str | None = None
     supervisor: str | None = None
+    phi: str | None = None
     within_ms: int | None = None
+    # Observer -> what it may say, and nothing else, all through the window
+    # (after `within_ms`, the time an observer may take to notice).
+    holds: dict[str, list[str]] = field(default_factory=dict)
+    # The supervisor's p99 round trip, in some second of the window, at least this (a gray fault seen in latency).
+    p99_ms_min: float | None = None
+    # Observer -> (least, most) times it turned DEAD in the window: a detector flapping, or riding it out.
+    flaps: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,8 +190,10 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
     lab = LabParams()
     for k, v in c.mapping(raw, "lab", tuple(LabParams.__dataclass_fields__)).items():
         key = f"lab.{k}"
-        if k in ("items", "seed", "timeout_ms", "interval_ms", "heartbeat_ms", "window", "restart_limit", "give_up_s"):
-            v = c.number(v, key, lo=0 if k in ("seed", "restart_limit") else 1, integer=True)
+        if k in ("items", "seed", "timeout_ms", "interval_ms", "heartbeat_ms", "window", "restart_limit", "give_up_s",
+                 "heartbeat_only_timeout_ms"):
+            v = c.number(v, key, lo=0 if k in ("seed", "restart_limit", "heartbeat_only_timeout_ms") else 1,
+                         integer=True)
         elif k == "rate":
             v = c.number(v, key)
         elif k == "bug_trigger":
@@ -194,6 +207,8 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
         setattr(lab, k, v)
     if lab.timeout_ms <= lab.interval_ms:
         c.fail("lab.timeout_ms", f"must exceed lab.interval_ms ({lab.interval_ms})")
+    if lab.heartbeat_only_timeout_ms and lab.heartbeat_only_timeout_ms <= lab.interval_ms:
+        c.fail("lab.heartbeat_only_timeout_ms", f"must exceed lab.interval_ms ({lab.interval_ms}), or be 0")
     return lab
 
 
@@ -201,9 +216,17 @@ def parse_timeline(c: _Ctx, raw: Any) -> list[Step]:
     timeline = []
     for i, s in enumerate(c.listing(raw, "timeline", "a list of steps")):
         key = f"timeline[{i}]"
-        s = c.mapping(s, key, ("at", "do", "target", "for"), ("at", "do"))
+        if isinstance(s, dict) and isinstance(s.get("do"), str) and s["do"] in faults.FAULTS:
+            settable = tuple(p.name for p in faults.FAULTS[s["do"]].params)
+        else:
+            settable = ()
+        s = c.mapping(s, key, ("at", "do", "target", "for", *settable), ("at", "do"))
         step = Step(at=c.number(s["at"], f"{key}.at"), do=c.string(s["do"], f"{key}.do", tuple(faults.FAULTS)),
                     target=c.string(s.get("target", "worker"), f"{key}.target", TARGETS))
+        try:
+            step.params = faults.get(step.do).settings({k: s[k] for k in settable if k in s}, f"{key}.")
+        except LabError as e:
+            c.fail(*e.what.split(": ", 1))
         if "for" in s:
             step.for_s = c.number(s["for"], f"{key}.for")
             if step.for_s is not None and step.for_s <= 0:
@@ -231,7 +254,8 @@ def parse_expect(c: _Ctx, raw: Any, steps: int) -> Expect:
 
 
 def parse_window(c: _Ctx, raw: Any, key: str, steps: int) -> Window:
-    w = c.mapping(raw, key, ("step", *states.OBSERVERS, "within_ms"), ("step",), aliases=OBSERVER_ALIASES)
+    w = c.mapping(raw, key, ("step", *states.OBSERVERS, "within_ms", "holds", "p99_ms_min", "flaps"), ("step",),
+                  aliases=OBSERVER_ALIASES)
     step = c.number(w["step"], f"{key}.step", lo=1, integer=True, hi=max(steps, 1))
     if step > steps:
         c.fail(f"{key}.step", f"there is no timeline step {step}")
@@ -241,6 +265,18 @@ def parse_window(c: _Ctx, raw: Any, key: str, steps: int) -> Window:
             setattr(win, who, c.string(w[who], f"{key}.{_key_as_written(raw, who)}", states.SAYS[who]))
     if "within_ms" in w:
         win.within_ms = c.number(w["within_ms"], f"{key}.within_ms", lo=1, integer=True)
+    if "p99_ms_min" in w:
+        win.p99_ms_min = c.number(w["p99_ms_min"], f"{key}.p99_ms_min")
+    for who, bounds in c.mapping(w.get("flaps", {}) or {}, f"{key}.flaps",
+                                 (states.HEARTBEAT_ONLY, states.PHI)).items():
+        k = f"{key}.flaps.{who}"
+        b = c.mapping(bounds, k, ("min", "max"))
+        win.flaps[who] = (c.number(b["min"], f"{k}.min", integer=True) if "min" in b else None,
+                          c.number(b["max"], f"{k}.max", integer=True) if "max" in b else None)
+    holds = c.mapping(w.get("holds", {}) or {}, f"{key}.holds", states.OBSERVERS)
+    for who, vals in holds.items():
+        k = f"{key}.holds.{who}"
+        win.holds[who] = [c.string(v, f"{k}[{j}]", states.SAYS[who]) for j, v in enumerate(c.listing(vals, k))]
     return win
 
 

@@ -15,14 +15,21 @@ PAUSED = "PAUSED"
 SIGSTOPPED = "SIGSTOPPED"
 PARTITIONED = "PARTITIONED"
 STOPPED = "STOPPED"
+# Gray faults, which the engine cannot see either (labctl's journal tells):
+# the worker runs, but crawls or its heartbeats are lossy (DEGRADED), or one
+# direction of one of its links is cut (ONEWAY).
+DEGRADED = "DEGRADED"
+ONEWAY = "ONEWAY"
 GONE = "GONE"  # live view only: the container no longer exists
-TRUTHS = (RUNNING, CRASHED, RESTARTING, PAUSED, SIGSTOPPED, PARTITIONED, STOPPED)
+TRUTHS = (RUNNING, CRASHED, RESTARTING, PAUSED, SIGSTOPPED, PARTITIONED, STOPPED, DEGRADED, ONEWAY)
 
 # ---------------------------------------------------------------- the monitor's verdict
 UNKNOWN = "UNKNOWN"
 HEALTHY = "HEALTHY"
 RESTARTED = "RESTARTED"
-VERDICTS = (UNKNOWN, HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED)
+# Alive (lock held, volume fresh) but its network heartbeats come late or sparse.
+SLOW = "SLOW"
+VERDICTS = (UNKNOWN, HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED, SLOW)
 
 # ---------------------------------------------------------------- the heartbeat-only verdict
 ALIVE = "ALIVE"
@@ -50,5 +57,9 @@ TRUTH = "truth"
 MONITOR = "monitor"
 HEARTBEAT_ONLY = "heartbeat_only"
 SUPERVISOR = "supervisor"
-OBSERVERS = (TRUTH, MONITOR, HEARTBEAT_ONLY, SUPERVISOR)
-SAYS = {TRUTH: TRUTHS, MONITOR: VERDICTS, HEARTBEAT_ONLY: HEARTBEAT_ONLY_VERDICTS, SUPERVISOR: SUPERVISOR_STATES}
+# The phi accrual detector on the same heartbeats: ALIVE, or DEAD once phi
+# crosses the monitor's threshold (its `phi_suspect`).
+PHI = "phi"
+OBSERVERS = (TRUTH, MONITOR, HEARTBEAT_ONLY, SUPERVISOR, PHI)
+SAYS = {TRUTH: TRUTHS, MONITOR: VERDICTS, HEARTBEAT_ONLY: HEARTBEAT_ONLY_VERDICTS, SUPERVISOR: SUPERVISOR_STATES,
+        PHI: HEARTBEAT_ONLY_VERDICTS}

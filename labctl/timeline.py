@@ -14,9 +14,10 @@ from labctl.runlog import Event
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-LANES = ("ground truth", "monitor", "heartbeat-only", "supervisor", "worker beats\n& items processed")
+LANES = ("ground truth", "monitor", "heartbeat-only", "phi (accrual)", "supervisor",
+         "worker beats\n& items processed")
 # The observers drawn in the first lanes, in LANES' order; the last lane is the worker's beats.
-OBSERVER_LANES = (states.TRUTH, states.MONITOR, states.HEARTBEAT_ONLY, states.SUPERVISOR)
+OBSERVER_LANES = (states.TRUTH, states.MONITOR, states.HEARTBEAT_ONLY, states.PHI, states.SUPERVISOR)
 COLORS = {
     states.RUNNING: "#2e7d32", states.HEALTHY: "#2e7d32", states.ALIVE: "#2e7d32", states.STREAMING: "#2e7d32",
     states.DONE: "#1b5e20",
@@ -25,8 +26,10 @@ COLORS = {
     states.PARTITIONED: "#6a1b9a", states.ISOLATING: "#ab47bc",
     states.RESTARTED: "#00838f", states.RECONNECTING: "#fdd835",
     states.STOPPED: "#1565c0", states.UNKNOWN: "#9e9e9e", states.CONNECTING: "#bdbdbd",
+    states.DEGRADED: "#9e9d24", states.SLOW: "#c0ca33", states.ONEWAY: "#8e24aa",
 }
 FAULT_SHADE = "#90a4ae"  # the fault windows; tests look for this colour
+LATENCY_COLOR = "#d84315"
 
 
 def _pyplot() -> ModuleType:
@@ -76,7 +79,7 @@ def render(columns: list[Column], path: Path) -> dict[str, str]:
     from matplotlib.patches import Patch
 
     n = len(columns)
-    fig, axes = plt.subplots(len(LANES), n, figsize=(6.2 * n + 1.6, 7.2), squeeze=False,
+    fig, axes = plt.subplots(len(LANES), n, figsize=(6.2 * n + 1.6, 8.0), squeeze=False,
                              gridspec_kw={"hspace": 0.35, "wspace": 0.08})
     used: set[str] = set()
     windows_drawn = 0
@@ -97,9 +100,13 @@ def render(columns: list[Column], path: Path) -> dict[str, str]:
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     handles = [Patch(color=COLORS[s], label=s) for s in COLORS if s in used]
     handles.append(Patch(color=FAULT_SHADE, alpha=0.35, label="fault window"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=8, frameon=False,
+    # As many legend entries a row as the figure is wide; gray faults add states enough to need two rows.
+    per_row = min(len(handles), 6 * n + 1)
+    rows = -(-len(handles) // per_row)
+    fig.legend(handles=handles, loc="lower center", ncol=per_row, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
-    fig.subplots_adjust(left=0.17 if n == 1 else 0.09, right=0.98, top=0.9, bottom=0.16)
+    fig.subplots_adjust(left=0.22 if n == 1 else 0.09, right=0.94 if n == 1 else 0.97, top=0.92,
+                        bottom=0.1 + 0.035 * rows)
     meta = {"Lanes": "|".join(n.replace("\n", " ") for n in LANES), "Columns": str(n),
             "FaultWindows": str(windows_drawn)}
     fig.savefig(path, dpi=110, metadata=meta)
@@ -150,6 +157,16 @@ def draw_progress(ax: Axes, col: Column) -> None:
     ax.plot(beats, [ymax * 1.05] * len(beats), "|", color="#2e7d32", markersize=5)
     ax.set_ylim(0, ymax * 1.15)
     ax.tick_params(axis="y", labelsize=7)
+    # The supervisor's p99 round trip, once a second: a gray fault shows as this climbing.
+    lat = runlog.latencies(evs)
+    if lat:
+        rt = ax.twinx()
+        rt.plot([t - col.t0 for t, _, _ in lat], [p for _, _, p in lat], color=LATENCY_COLOR, linewidth=1.0)
+        rt.set_ylim(0, max(p for _, _, p in lat) * 1.2 or 1)
+        rt.tick_params(axis="y", labelsize=7, colors=LATENCY_COLOR)
+        rt.set_ylabel("p99 ms", fontsize=7, color=LATENCY_COLOR)
+        ax.plot([], [], color=LATENCY_COLOR, label="supervisor: p99 round trip (right axis)")
+        ax.legend(loc="upper left", fontsize=7, frameon=False)
 
 
 def draw_fault_windows(lanes: list[Axes], col: Column) -> int:

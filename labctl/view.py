@@ -19,6 +19,7 @@ STYLE = {
     states.RECONNECTING: "yellow",
     states.PARTITIONED: "bold magenta", states.ISOLATING: "magenta",
     states.RESTARTED: "cyan", states.STOPPED: "blue", states.CONNECTING: "dim",
+    states.DEGRADED: "yellow", states.SLOW: "yellow", states.ONEWAY: "magenta",
 }
 
 ROWS = [

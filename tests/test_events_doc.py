@@ -29,6 +29,7 @@ NOT_REACHED = {
     ("supervisor", "state", "timed_out"): "no pause or partition, so no timeout",
     ("monitor", "verdict", "PAUSED"): "nothing freezes the worker",
     ("monitor", "verdict", "PARTITIONED"): "nothing cuts the heartbeat path",
+    ("monitor", "verdict", "SLOW"): "the loopback never loses or delays beats",
     ("monitor", "kind", "late"): "the monitor is never starved on a quiet loopback (tests/test_units.py starves it)",
 }
 

@@ -18,6 +18,9 @@ Each tick it gives one verdict from the classification table:
                                                   UNKNOWN if no worker was seen yet)
     lock held, new incarnation                 -> RESTARTED, then HEALTHY
     lock held, net beats flowing               -> HEALTHY
+    lock held, net beats flowing but degraded, -> SLOW      (degraded for SLOW_HOLD_S,
+      volume beat fresh                                      and HEALTHY again only
+                                                             once not for as long)
     lock held, net silent, volume beat fresh   -> PARTITIONED (fresh for a whole
                                                   window, and clearly younger than
                                                   the network's silence)
@@ -25,6 +28,23 @@ Each tick it gives one verdict from the classification table:
 
 and beside it the heartbeat-only verdict (ALIVE/DEAD): the exercise's monitor
 that listens to heartbeats alone, and calls every one of these failures "dead".
+Precedence: CRASHED/STOPPED/UNKNOWN/RESTARTED, then PAUSED/PARTITIONED, then
+SLOW, then HEALTHY.
+
+"Net silent" is silent by the fixed timeout AND suspected by phi (below);
+while phi has too few samples (a new incarnation's first beats) the timeout
+alone. The heartbeat-only verdict keeps the timeout alone: under loss it
+flaps to DEAD and back, the lesson, while phi, once it has learnt the longer
+gaps, rides most of it out. Only most: it learns them as they come, and its
+normal curve is thinner-tailed than a lossy link's runs of lost beats, so
+with a timeout of a few beats a link just turned lossy can still be called
+silent for a tick or two.
+
+SLOW is the gray failure: alive (lock held, volume beat fresh, network not
+silent) but its UDP beats come late or sparse, from a lossy link or a
+crawling worker. Degraded, over the last RECENT_BEATS seq numbers: loss
+(missing seqs) >= SLOW_LOSS, or mean gap >= SLOW_GAP_FACTOR beats, or the
+fixed timeout calling silence that phi does not share.
 
 A clean exit. The worker's last beat says "stopped", then it removes its
 lock. That beat counts for the incarnation last seen holding the lock, and
@@ -49,9 +69,9 @@ silence is
 
 the normal CDF. phi = 1 means a 10 % chance that a beat this late would still
 come, phi = 8 one in 10^8. With the defaults (200 ms beats, sigma floored at
-100 ms) phi crosses 8 after about mu + 5.6 sigma = 760 ms of silence. Phi is
-reported beside the fixed timeout so the two can be compared; the verdict uses
-the timeout, whose latency is predictable.
+100 ms) phi crosses 8 after about mu + 5.6 sigma = 760 ms of silence, well
+before the default timeout's 1800: the timeout sets the latency of a clean
+fault, and phi only vetoes a silence that this link's history makes ordinary.
 
 Standard library only. Events as JSON lines on stdout (docs/events.md).
 
@@ -88,9 +108,26 @@ MIN_STD_MS = 100.0
 MAX_HELD = 2
 PHI_CAP = 300.0  # 1 - F underflows past this; the cap keeps JSON finite
 RESTARTED_HOLD_S = 1.0
+# Fewer inter-arrival times than this and phi is no judge: a mean and a
+# deviation of a handful of gaps say little about the next one.
+MIN_PHI_SAMPLES = 10
+# A gap is an outage, not a sample, once phi at its end is this many times
+# its threshold: far past suspicion, not the tail of a lossy link's gaps.
+OUTAGE_PHI_FACTOR = 2.0
+# The recent window of beats (by seq) that loss and mean gap are taken over:
+# 5 s at the default 200 ms, long enough that a lossy link's dips do not
+# look healthy, short enough that a healed one stops looking slow soon.
+RECENT_BEATS = 25
+# Fewer beats than this in the window and loss and mean gap are not judged.
+MIN_RECENT_BEATS = 3
+SLOW_LOSS = 0.2
+SLOW_GAP_FACTOR = 1.5
+# How long a degradation must last before SLOW, and be gone before HEALTHY:
+# a loaded machine's jitter comes and goes within a beat or two.
+SLOW_HOLD_S = 1.0
 
-HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED, UNKNOWN = (
-    "HEALTHY", "CRASHED", "PAUSED", "PARTITIONED", "RESTARTED", "STOPPED", "UNKNOWN")
+HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED, UNKNOWN, SLOW = (
+    "HEALTHY", "CRASHED", "PAUSED", "PARTITIONED", "RESTARTED", "STOPPED", "UNKNOWN", "SLOW")
 ALIVE, DEAD = "ALIVE", "DEAD"
 
 
@@ -123,6 +160,80 @@ def phi_of(elapsed_ms: float, mean_ms: float, std_ms: float) -> float:
     if p_later <= 10 ** -PHI_CAP:
         return PHI_CAP
     return -math.log10(p_later)
+
+
+class BeatStats:
+    """What the loop learns from the UDP beats of the worker's current
+    incarnation: phi, and the loss and mean gap over the last RECENT_BEATS
+    seq numbers. Pure: arrival times are given, in ms.
+
+    A gap far past what the monitor calls silence (longer than the timeout's
+    silent_after_ms, and phi at OUTAGE_PHI_FACTOR times its threshold, or too
+    young to judge) is an outage, not a sample of the channel: it teaches phi nothing, or after
+    a pause or a partition phi would wait many seconds for the next one; and
+    it restarts the recent window, or the beats lost in it would read as a
+    lossy link once it heals. A new incarnation restarts seq, so it starts
+    afresh."""
+
+    def __init__(self, silent_after_ms: float, phi_threshold: float, recent: int = RECENT_BEATS):
+        self.silent_after_ms = silent_after_ms
+        self.phi_threshold = phi_threshold
+        self.recent = recent
+        self.incarnation: str | None = None
+        self.detector = PhiAccrual()
+        self.first_seq = 0  # where the window may begin: the first beat since the last restart
+        self.arrivals: deque[tuple[int, float]] = deque()  # (seq, at ms), seq rising
+
+    def beat(self, at_ms: float, beat: Beat) -> None:
+        if beat.incarnation != self.incarnation:
+            self.incarnation = beat.incarnation
+            self.detector = PhiAccrual()
+            self.restart(beat.seq)
+        elif self.arrivals and beat.seq <= self.arrivals[-1][0]:
+            return  # a duplicate or one overtaken: it is no new arrival
+        elif self.detector.last is not None and self.outage(at_ms):
+            self.detector.last = at_ms
+            self.restart(beat.seq)
+            self.arrivals.append((beat.seq, at_ms))
+            return
+        self.detector.heartbeat(at_ms)
+        self.arrivals.append((beat.seq, at_ms))
+        while self.arrivals and self.arrivals[0][0] <= beat.seq - self.recent:
+            self.arrivals.popleft()
+
+    def outage(self, at_ms: float) -> bool:
+        if at_ms - self.detector.last <= self.silent_after_ms:
+            return False
+        phi = self.phi(at_ms)
+        return phi is None or phi >= OUTAGE_PHI_FACTOR * self.phi_threshold
+
+    def restart(self, seq: int) -> None:
+        self.first_seq = seq
+        self.arrivals.clear()
+
+    def phi_value(self, now_ms: float) -> float:
+        """Phi as the detector has it, however few its samples (for the tick's `phi`)."""
+        return self.detector.phi(now_ms)
+
+    def phi(self, now_ms: float) -> float | None:
+        """Phi, or None while it has too few samples to judge."""
+        if len(self.detector.intervals) < MIN_PHI_SAMPLES:
+            return None
+        return self.detector.phi(now_ms)
+
+    def loss(self) -> float | None:
+        """The fraction of the window's seq numbers that never arrived."""
+        if len(self.arrivals) < MIN_RECENT_BEATS:
+            return None
+        last = self.arrivals[-1][0]
+        expected = last - max(self.first_seq, last - self.recent + 1) + 1
+        return max(0.0, 1 - len(self.arrivals) / expected)
+
+    def mean_gap_ms(self) -> float | None:
+        """The mean time between the window's beats, as they arrived."""
+        if len(self.arrivals) < MIN_RECENT_BEATS:
+            return None
+        return (self.arrivals[-1][1] - self.arrivals[0][1]) / (len(self.arrivals) - 1)
 
 
 # --------------------------------------------------------------------------- channels
@@ -204,13 +315,27 @@ class Observation:
     net_age_ms: float | None  # since the last UDP beat (or since watching began)
     file_beat: Beat | None
     net_beat: Beat | None = None  # the last UDP beat
+    # From the UDP beats (BeatStats): None while there are too few to judge.
+    phi: float | None = None
+    loss: float | None = None  # over the recent window of seq numbers
+    mean_gap_ms: float | None = None  # between the recent window's beats
 
 
 class Classifier:
     """Turns observations into verdicts per the table in the module docstring. Pure: no I/O."""
 
-    def __init__(self, interval_ms: float, timeout_ms: float):
+    def __init__(self, interval_ms: float, timeout_ms: float, phi_threshold: float = 8.0,
+                 beat_ms: float | None = None, heartbeat_only_timeout_ms: float | None = None):
         self.silent_after_ms = max(timeout_ms - interval_ms, interval_ms)
+        # The heartbeat-only detector may be given a tighter timeout of its
+        # own (the one a student's first monitor picks), to show it flap.
+        hb_timeout = heartbeat_only_timeout_ms or timeout_ms
+        self.heartbeat_only_after_ms = max(hb_timeout - interval_ms, interval_ms)
+        self.phi_threshold = phi_threshold
+        # The lab beats once a tick (LAB_HEARTBEAT_MS = LAB_INTERVAL_MS by default).
+        self.beat_ms = beat_ms or interval_ms
+        self.slow = False
+        self.slow_flip_since: float | None = None  # since when degradation has said the opposite of self.slow
         self.incarnation: str | None = None
         self.inc_seen_at: float | None = None
         self.restarted_until = 0.0
@@ -222,10 +347,12 @@ class Classifier:
     def classify(self, o: Observation) -> tuple[str, str]:
         """(verdict, heartbeat-only verdict)."""
         net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
-        heartbeat_only = DEAD if net_silent else ALIVE
+        # The heartbeat-only detector: a fixed timeout alone, flapping under loss as it must.
+        heartbeat_only = DEAD if o.net_age_ms is None or o.net_age_ms > self.heartbeat_only_after_ms else ALIVE
         if self.held_wall_ms is None:
             self.held_wall_ms = o.now_wall_ms
         if o.lock.state != "held":
+            self.clear_slow()
             if self.stopped_cleanly(o):
                 return self.remember(STOPPED), heartbeat_only
             return self.remember(CRASHED if self.seen_worker else UNKNOWN), heartbeat_only
@@ -236,18 +363,34 @@ class Classifier:
                 self.restarted_until = o.now + RESTARTED_HOLD_S
             self.incarnation = o.lock.incarnation
             self.inc_seen_at = o.now
+            self.clear_slow()
         # A new incarnation has had no time to beat yet: judge its network
         # silence only from the moment it appeared.
         if self.inc_seen_at is not None and o.net_age_ms is not None:
             since_inc_ms = (o.now - self.inc_seen_at) * 1000
             net_silent = min(o.net_age_ms, since_inc_ms) > self.silent_after_ms
+        # Silent also by phi, which has learnt how this link's gaps run: on a
+        # lossy link a gap past the fixed timeout is ordinary, and only phi
+        # knows it. On a clean one phi crosses its threshold long before the
+        # timeout, so a clean fault is called exactly as fast as before.
+        timeout_silent = net_silent
+        phi_suspects = o.phi is None or o.phi >= self.phi_threshold
+        net_silent = timeout_silent and phi_suspects
         file_age_ms = o.now_wall_ms - o.file_beat.unix_ms if o.file_beat is not None else None
         fresh = file_age_ms is not None and file_age_ms <= self.silent_after_ms
         self.fresh_since = (self.fresh_since if self.fresh_since is not None else o.now) if fresh else None
         if not net_silent:
             if o.now < self.restarted_until:
                 return self.remember(RESTARTED), heartbeat_only
+            degraded = ((o.loss is not None and o.loss >= SLOW_LOSS)
+                        or (o.mean_gap_ms is not None and o.mean_gap_ms >= SLOW_GAP_FACTOR * self.beat_ms)
+                        or timeout_silent)
+            if self.judge_slow(degraded, o.now) and fresh:
+                return self.remember(SLOW), heartbeat_only
             return self.remember(HEALTHY), heartbeat_only
+        # What follows a silence is judged afresh: a healed link is not slow
+        # for having been silent.
+        self.clear_slow()
         # PARTITIONED: the network silent for a whole window while the volume
         # was alive all along. A worker that thaws (or a starved one that
         # catches up) writes its volume beat before its network beat lands,
@@ -265,6 +408,19 @@ class Classifier:
             file_age_ms + self.silent_after_ms / 2 < o.net_age_ms)
         verdict = PARTITIONED if fresh and younger and alive_for_ms >= self.silent_after_ms else PAUSED
         return self.remember(verdict), heartbeat_only
+
+    def judge_slow(self, degraded: bool, now: float) -> bool:
+        """SLOW once degraded for SLOW_HOLD_S, and until not degraded for as long."""
+        if degraded == self.slow:
+            self.slow_flip_since = None
+        elif self.slow_flip_since is None:
+            self.slow_flip_since = now
+        if self.slow_flip_since is not None and now - self.slow_flip_since >= SLOW_HOLD_S:
+            self.slow, self.slow_flip_since = degraded, None
+        return self.slow
+
+    def clear_slow(self) -> None:
+        self.slow, self.slow_flip_since = False, None
 
     def stopped_cleanly(self, o: Observation) -> bool:
         """Whether the worker's last word, on the volume or the network, is a
@@ -307,8 +463,9 @@ class Monitor:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((args.bind, args.udp_port))
         self.sock.setblocking(False)
-        self.phi = PhiAccrual()
-        self.cls = Classifier(args.interval_ms, args.timeout_ms)
+        self.cls = Classifier(args.interval_ms, args.timeout_ms, args.phi_threshold,
+                              heartbeat_only_timeout_ms=args.heartbeat_only_timeout_ms)
+        self.net = BeatStats(self.cls.silent_after_ms, args.phi_threshold)
         self.events = Events(args.events)
         self.started = time.monotonic()
         self.last_udp: float | None = None
@@ -332,7 +489,7 @@ class Monitor:
             self.last_udp = now
             self.last_udp_beat = beat
             self.udp_count += 1
-            self.phi.heartbeat(now * 1000)
+            self.net.beat(now * 1000, beat)
 
     def judge_late(self, verdict: str, heartbeat_only: str, late_ms: float) -> tuple[str, str]:
         """A tick that came more than an interval late means this monitor was
@@ -364,9 +521,11 @@ class Monitor:
         self.drain_udp()  # a beat that landed while we read the volume counts too
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
-        obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat)
+        loss, mean_gap_ms = self.net.loss(), self.net.mean_gap_ms()
+        obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat,
+                          self.net.phi(now * 1000), loss, mean_gap_ms)
         verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
-        phi = self.phi.phi(now * 1000)
+        phi = self.net.phi_value(now * 1000)
         fields = {
             "late_ms": round(late_ms),
             "verdict": verdict,
@@ -374,6 +533,8 @@ class Monitor:
             "phi": round(phi, 2),
             "phi_suspect": phi >= self.args.phi_threshold,
             "net_age_ms": round(net_age_ms),
+            "loss": round(loss, 2) if loss is not None else None,
+            "mean_gap_ms": round(mean_gap_ms) if mean_gap_ms is not None else None,
             # A beat written between the clock read and the file read is a few ms "early".
             "file_age_ms": max(0, round(wall_ms - file_beat.unix_ms)) if file_beat else None,
             "lock": lock.state,
@@ -572,6 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "a tick for a person (--udp-port and --lock are then not used)")
     ap.add_argument("--interval-ms", type=positive_int, default=200, help="tick period (default 200)")
     ap.add_argument("--timeout-ms", type=positive_int, default=2000, help="longest a verdict may take (default 2000)")
+    ap.add_argument("--heartbeat-only-timeout-ms", type=int, default=0,
+                    help="the heartbeat-only detector's own timeout (default 0: the same as --timeout-ms)")
     ap.add_argument("--phi-threshold", type=float, default=8.0, help="phi at which the accrual detector suspects")
     ap.add_argument("--events", help="also append events (JSON lines) to this file")
     ap.add_argument("--duration-s", type=float, default=0, help="stop after this long (default: run until SIGTERM)")
@@ -595,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv or list(EXERCISE_ARGS))
     if args.timeout_ms <= args.interval_ms:
         ap.error(f"--timeout-ms ({args.timeout_ms}) must exceed --interval-ms ({args.interval_ms})")
+    if args.heartbeat_only_timeout_ms and args.heartbeat_only_timeout_ms <= args.interval_ms:
+        ap.error(f"--heartbeat-only-timeout-ms ({args.heartbeat_only_timeout_ms}) must exceed --interval-ms "
+                 f"({args.interval_ms})")
     if args.pidfile:
         stop = threading.Event()
 

@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from pathlib import Path
@@ -70,6 +71,7 @@ OUTPUTS = {
 CHECKPOINT = "checkpoint.json"
 CHECKPOINT_EVERY_S = 0.5
 PROGRESS_EVERY_S = 0.5
+LATENCY_EVERY_S = 1.0  # a `latency` event per second of streaming with responses in it
 SEND_CHUNK = 4096  # items joined into one send buffer
 CACHED_CONNECT_S = 0.3  # a live worker on the lab's bridge answers in well under a millisecond
 
@@ -198,6 +200,63 @@ class BadLineLog:
                         self.held, self.what, self.first_held, self.last[0], self.where, *self.last)
             self.held = 0
             self.last_summary = now
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """The p-th percentile (0 < p <= 100) of sorted values by nearest rank:
+    the smallest value with at least p % of them at or below it."""
+    if not ordered:
+        raise ValueError("percentile of no values")
+    rank = -(-len(ordered) * p // 100)  # ceil without float error for whole p
+    return ordered[max(0, min(len(ordered), int(rank)) - 1)]
+
+
+class Latencies:
+    """The response times of one period (a second): the exact count and
+    maximum, and at most `cap` samples spread evenly over the responses for
+    the percentiles, so sorting them stays cheap at any rate.
+
+    Items written together and answered in one read share a latency, so
+    add() takes a count and costs no Python step per item. The samples are
+    responses 0, k, 2k, ... of the period: when one more would pass the cap,
+    every other one is dropped and the stride k doubles."""
+
+    CAP = 2000
+
+    def __init__(self, cap: int = CAP):
+        if cap < 1:
+            raise ValueError("cap wants 1 or more")
+        self.cap = cap
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.max = 0.0
+        self.stride = 1
+        self.samples: list[float] = []
+
+    def add(self, latency: float, count: int = 1) -> None:
+        """`count` responses that each took `latency` seconds."""
+        if count <= 0:
+            return
+        while True:
+            first = -self.n % self.stride  # the first of these responses that falls on the stride
+            kept = (count - 1 - first) // self.stride + 1 if first < count else 0
+            if len(self.samples) + kept <= self.cap:
+                break
+            del self.samples[1::2]
+            self.stride *= 2
+        if kept:
+            self.samples.extend(repeat(latency, kept))
+        self.n += count
+        if latency > self.max:
+            self.max = latency
+
+    def summary(self) -> dict:
+        """n, p50_ms, p99_ms, max_ms (ms to 1 decimal); requires n > 0."""
+        ordered = sorted(self.samples)
+        return {"n": self.n, "p50_ms": round(percentile(ordered, 50) * 1000, 1),
+                "p99_ms": round(percentile(ordered, 99) * 1000, 1), "max_ms": round(self.max * 1000, 1)}
 
 
 # --------------------------------------------------------------------------- input
@@ -452,6 +511,10 @@ class Supervisor:
         self.corrupted_log = BadLineLog("item %d: corrupted data %d (a hardware fault); reported, skipped",
                                         "corrupted readings", "corrupted.csv")
         self.rejected_log = BadLineLog("item %d: rejected: %s", "rejected lines", "rejected.csv")
+        self.latencies = Latencies()  # this second's response times (TCP streaming)
+        self.latency_since = time.monotonic()
+        self.inflight_at_end = 0
+        self.waited_s = 0.0  # how long the last timeout actually waited
 
     # -- state and events
 
@@ -459,6 +522,21 @@ class Supervisor:
         if state != self.state:
             self.state = state
             self.ev.emit("state", state=state, acked=self.p.next, **fields)
+
+    def report_latency(self, now: float, inflight: int) -> None:
+        """Ends the latency period: a `latency` event if any response came in
+        it, and a warning if its p99 passed a quarter of the timeout."""
+        lat = self.latencies
+        self.latency_since = now
+        if not lat.n:
+            return
+        s = lat.summary()
+        lat.reset()
+        self.ev.emit("latency", **s, inflight=inflight)
+        timeout_ms = self.cfg.timeout_s * 1000
+        if s["p99_ms"] > timeout_ms / 4:
+            log.warning("slow responses: p99 %.1f ms, p50 %.1f ms over %d responses (timeout %.0f ms)",
+                        s["p99_ms"], s["p50_ms"], s["n"], timeout_ms)
 
     def maybe_checkpoint(self, inflight: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -582,12 +660,20 @@ class Supervisor:
         raise last
 
     def pump(self, sock: socket.socket) -> tuple[str, str]:
-        """Streams over one connection until done or it fails: (outcome, detail)."""
+        """Streams over one connection until done or it fails: (outcome, detail).
+
+        Response times: each write's time stamps the items it completed
+        (`stamps`: (end position, time), oldest first), and each read's time
+        ends the items it answered; one clock read per write and per read.
+        Items sent again after a reconnect count from their new write."""
         sel = selectors.DefaultSelector()
         sel.register(sock, selectors.EVENT_READ)
         out = bytearray()
         rx = b""
-        sent = self.p.next
+        sent = self.p.next  # items queued in `out` or written
+        written = self.p.next  # items whose whole line the socket took
+        stamps: deque[tuple[int, float]] = deque()
+        lat = self.latencies
         waiting_since = time.monotonic()
         writing = False
         total = len(self.items)
@@ -595,8 +681,11 @@ class Supervisor:
             while self.p.next < total:
                 window = 1 if self.p.next < self.isolate_until else self.cfg.window
                 self.set_state("isolating" if window == 1 else "streaming")
+                now = time.monotonic()
                 if sent == self.p.next:
-                    waiting_since = time.monotonic()
+                    waiting_since = now
+                if now - self.latency_since >= LATENCY_EVERY_S:
+                    self.report_latency(now, sent - self.p.next)
                 limit = self.allowed(total)
                 while sent < limit and sent - self.p.next < window and len(out) < (1 << 20):
                     end = min(limit, self.p.next + window, sent + SEND_CHUNK)
@@ -606,10 +695,12 @@ class Supervisor:
                 if out and not writing:
                     sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
                     writing = True
-                remaining = self.cfg.timeout_s - (time.monotonic() - waiting_since)
+                waited = now - waiting_since
+                remaining = self.cfg.timeout_s - waited
                 if remaining <= 0:
+                    self.waited_s = waited
                     return "timeout", (f"no response in {self.cfg.timeout_s * 1000:.0f} ms "
-                                       f"with {sent - self.p.next} items in flight")
+                                       f"with {sent - self.p.next} items in flight (waited {int(waited * 1000)} ms)")
                 wait = min(remaining, PROGRESS_EVERY_S)
                 if limit < total:
                     wait = min(wait, 0.02)  # paced: wake to release the next items
@@ -621,6 +712,11 @@ class Supervisor:
                             n = 0
                         except (ConnectionResetError, BrokenPipeError) as e:
                             return "crash", f"connection lost while sending ({e.strerror})"
+                        if n:
+                            done_lines = out.count(b"\n", 0, n)
+                            if done_lines:
+                                written += done_lines
+                                stamps.append((written, time.monotonic()))
                         del out[:n]
                         if not out:
                             sel.modify(sock, selectors.EVENT_READ)
@@ -639,8 +735,21 @@ class Supervisor:
                         if b"\n" in rx:
                             lines = rx.split(b"\n")
                             rx = lines.pop()
+                            first = self.p.next
+                            waiting_since = time.monotonic()  # before the rows are written: the answer's time
                             self.absorb(lines)
-                            waiting_since = time.monotonic()
+                            # The answered items [first, next) end now; each
+                            # write's items share its time.
+                            at, upto = first, self.p.next
+                            while at < upto and stamps:
+                                end, t_sent = stamps[0]
+                                if end > upto:
+                                    lat.add(waiting_since - t_sent, upto - at)
+                                    break
+                                if end > at:
+                                    lat.add(waiting_since - t_sent, end - at)
+                                    at = end
+                                stamps.popleft()
                             self.last_advance = waiting_since
                             self.attempt = 0
                 self.maybe_checkpoint(sent - self.p.next)
@@ -648,6 +757,9 @@ class Supervisor:
         finally:
             self.inflight_at_end = sent - self.p.next
             sel.close()
+            # The period's responses so far are reported before whatever ended
+            # the stream (done, crash, timeout): the timeline shows them first.
+            self.report_latency(time.monotonic(), self.inflight_at_end)
 
     # -- the whole job
 
@@ -740,7 +852,8 @@ class Supervisor:
                 self.p.timeouts += 1
                 log.warning("worker unreachable: %s; a timeout cannot tell a crash from a pause from a partition, "
                             "so the items stay in flight and we reconnect", detail)
-                self.ev.emit("timeout", detail=detail, inflight=self.inflight_at_end, acked=self.p.next)
+                self.ev.emit("timeout", detail=detail, inflight=self.inflight_at_end, acked=self.p.next,
+                             waited_ms=int(self.waited_s * 1000))
                 self.set_state("timed_out")
             else:
                 log.error("protocol error: %s; dropping the connection and resending from item %d", detail,
@@ -1077,9 +1190,9 @@ class SpawnSupervisor(Supervisor):
                     self.p.timeouts += 1
                     self.set_state("timed_out")
                     log.warning("the worker (pid %d) is alive but answered nothing for %.1f s with %d lines in "
-                                "flight: paused? still waiting", w.pid, self.cfg.timeout_s, w.sent - self.p.next)
+                                "flight: paused? still waiting", w.pid, now - last_answer, w.sent - self.p.next)
                     self.ev.emit("timeout", detail="no answer on the worker's pipes", inflight=w.sent - self.p.next,
-                                 acked=self.p.next)
+                                 acked=self.p.next, waited_ms=int((now - last_answer) * 1000))
                 if now - last_answer > self.cfg.give_up_s:
                     raise Unavailable(f"no answer from the worker for {self.cfg.give_up_s:.0f} s; giving up")
             self.maybe_checkpoint(w.sent - self.p.next)

@@ -150,11 +150,15 @@ def _holds_check(run: Run, name: str, who: str, allowed: list[str], window: tupl
     start, end = window
     seen = run.seen(who)
     if who == states.TRUTH:
-        within = 0.0
-    said = [(t, v) for t, v in seen if start + within < t <= end]
-    at = runlog.state_at(seen, start + within)
-    if at is not None:
-        said.insert(0, (start + within, at))
+        # The window runs from the fault's intent to its revert; the truth
+        # turns at the fault's `applied` record, a moment after the intent,
+        # and back at the revert: judged strictly between its own turns.
+        said = [(t, v) for t, v in seen if start < t < end]
+    else:
+        said = [(t, v) for t, v in seen if start + within < t <= end]
+        at = runlog.state_at(seen, start + within)
+        if at is not None:
+            said.insert(0, (start + within, at))
     bad = [(t, v) for t, v in said if v not in allowed]
     if not said:
         return Check(name, False, "it said nothing in the window")

@@ -387,6 +387,9 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
              engs: list[Engine] | None = None) -> tuple[int, list[lab.RunResult]]:
     timeline.preload()
     ready = provision(engs or [Engine.open()], base)
+    if any(faults.get(st.do).needs_tools for sc in scenarios for st in sc.timeline):
+        for eng, _ in ready:
+            images.ensure_tools(eng, say)
     placed = [ready[i] for i in engines.place([e for e, _ in ready], len(scenarios))]
     if len(ready) > 1:
         for sc, lid, (eng, _) in zip(scenarios, lab_ids, placed, strict=True):
@@ -397,18 +400,27 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     results: list[lab.RunResult | None] = [None] * len(runs)
     errors: list[LabError | None] = [None] * len(runs)
 
+    all_done = threading.Event()
+    left = [len(runs)]
+    left_lock = threading.Lock()
+
     def go(i: int) -> None:
         try:
             results[i] = runs[i].run()
         except LabError as e:
             errors[i] = e
+        finally:
+            with left_lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    all_done.set()
 
     threads = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(len(runs))]
     for t in threads:
         t.start()
     interrupted = False
     try:
-        watch(threads, [r.live for r in runs])
+        watch(threads, [r.live for r in runs], all_done)
     except KeyboardInterrupt:
         interrupted = True
         cancel.set()
@@ -426,14 +438,21 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     return outcome(done, interrupted), done
 
 
-def watch(threads: list[threading.Thread], lives: list[observe.Live]) -> None:
+# A frame of the live view; it ends early when the last lab is done, so that
+# no run waits out a frame after its end. Not Thread.join(timeout): a Ctrl-C
+# landing inside it can leave the thread looking finished (a CPython bug
+# before 3.13), and the cleanup's own join then waits for nothing.
+FRAME_S = 0.25
+
+
+def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: threading.Event) -> None:
     """The side-by-side view until every lab's thread is done: live on a
     terminal, else one line per change of a lab's state (logs, CI)."""
     if console.is_terminal:
         with RichLive(view.table(lives), console=console, refresh_per_second=4) as rl:
             while any(t.is_alive() for t in threads):
                 rl.update(view.table(lives))
-                next_frame(threads)
+                all_done.wait(FRAME_S)
             rl.update(view.table(lives))
         return
     last: dict[str, tuple[str, ...]] = {}
@@ -446,16 +465,8 @@ def watch(threads: list[threading.Thread], lives: list[observe.Live]) -> None:
                       f"step={lv.step or '-':<24} truth={lv.truth:<11} monitor={lv.monitor:<11} "
                       f"heartbeat-only={lv.heartbeat_only:<5} supervisor={lv.supervisor:<12} "
                       f"acked={lv.acked}/{lv.total}", flush=True)
-        next_frame(threads)
+        all_done.wait(FRAME_S)
     console.print(view.table(lives))
-
-
-def next_frame(threads: list[threading.Thread]) -> None:
-    """A frame interval (a quarter second) that ends early when the labs do:
-    waiting out a whole frame after the last lab is done delays every run."""
-    alive = [t for t in threads if t.is_alive()]
-    if alive:
-        alive[0].join(0.25)
 
 
 def outcome(done: list[lab.RunResult], interrupted: bool) -> ExitCode:
@@ -643,6 +654,8 @@ def cmd_fault(args: argparse.Namespace) -> int:
     inverse = f.inverse
     args.target, params = fault_settings(f, args.values, args.target)
     f.settings(params)  # a bad value is a usage error before the lab is touched
+    if f.needs_tools:
+        images.ensure_tools(engine, say)
     if args.for_s and not inverse:
         raise LabError(ExitCode.USAGE, f"{kind} has no inverse to apply after --for", "drop --for")
     # An inverse given by hand closes the journaled fault it undoes.

@@ -10,6 +10,7 @@ and try again when the engine refuses for a reason that can pass: under load
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class Param:
                 value = float(value)
             except ValueError:
                 raise ValueError(f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"expected a number, got {value!r}")
         if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
             raise ValueError(f"must be between {self.lo:g} and {self.hi:g}, got {value:g}")
@@ -94,6 +95,8 @@ class Fault:
     # The engine records a container start for it, which is not a restart by policy.
     starts_container: bool = False
     params: tuple[Param, ...] = ()
+    # It runs a fault helper from the tools image (images.TOOLS).
+    needs_tools: bool = False
     # How `labctl fault NAME VALUE...` reads its values: these names in order
     # ("target" is the fault's target, the rest its params).
     cli_args: tuple[str, ...] = ()
@@ -241,6 +244,7 @@ class NetRule(Fault):
     does it, sidecar.py): what the target sends to `to` is dropped, all of it
     (`oneway`) or a random share of its UDP (`loss`, on the heartbeats); what
     `to` sends back is left alone."""
+    needs_tools: bool = True
     udp_share: bool = False
 
     def apply(self, engine: Engine, t: Target) -> None:
@@ -267,6 +271,7 @@ class NetRule(Fault):
 @dataclass(frozen=True)
 class NetRuleOff(Fault):
     """Removes the rules one NetRule fault added (by their comment), and only them."""
+    needs_tools: bool = True
 
     def apply(self, engine: Engine, t: Target) -> None:
         tag = sidecar.rule_tag(t.lab_id, t.fault_id)
@@ -281,6 +286,7 @@ class DutyCycle(Fault):
     """`slow`: the target's processes stopped `percent` % of every period
     (SIGSTOP, then SIGCONT), by a helper in its pid namespace running as its
     user with no capability: alive, beating late, crawling."""
+    needs_tools: bool = True
 
     def apply(self, engine: Engine, t: Target) -> None:
         st = engine.inspect(t.container)

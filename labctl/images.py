@@ -180,8 +180,16 @@ def choose_builder(engine: Engine, base: str, log: Callable[[str], None]) -> str
 
 
 def build_bases(engine: Engine, log: Callable[[str], None], force: bool = False) -> tuple[str, str]:
-    """The run-time base and the builder: (their refs)."""
-    return build_base(engine, log, RUNTIME, force), build_base(engine, log, BUILDER, force)
+    """The run-time base and the builder: (their refs); and the fault tools."""
+    refs = build_base(engine, log, RUNTIME, force), build_base(engine, log, BUILDER, force)
+    build_base(engine, log, TOOLS, force)
+    return refs
+
+
+def ensure_tools(engine: Engine, log: Callable[[str], None]) -> str:
+    """The fault tools image, built from the Debian archive when the engine lacks it."""
+    ref = TOOLS.ref()
+    return ref if engine.image_exists(ref) else build_base(engine, log, TOOLS)
 
 
 def build_base(engine: Engine, log: Callable[[str], None], recipe: BaseRecipe = RUNTIME, force: bool = False) -> str:

@@ -266,7 +266,7 @@ def lab_images(engine: Engine, say: Say) -> list[str]:
             say(f"  {line[:100]}")
 
     refs = images.build_all(engine, base, say, on_line, builder=builder)
-    return [base, builder, *refs.values()]
+    return [base, builder, images.tools_ref(), *refs.values()]
 
 
 # ----------------------------------------------------------------------- wheels
@@ -441,7 +441,7 @@ def load_images(pack: Path, engine: Engine, want: str, say: Say) -> list[str]:
 def check_loaded(engine: Engine, say: Say) -> bool:
     """Whether this labctl finds the lab's images up to date there (the same tags it would build)."""
     base, builder = images.local_base_ref(), images.local_builder_ref()
-    refs = [base, builder]
+    refs = [base, builder, images.tools_ref()]
     if engine.image_exists(base) and engine.image_exists(builder):
         refs += list(images.image_refs(engine, base, builder).values())
     missing = [r for r in refs if not engine.image_exists(r)]

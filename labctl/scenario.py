@@ -227,6 +227,8 @@ def parse_timeline(c: _Ctx, raw: Any) -> list[Step]:
             step.params = faults.get(step.do).settings({k: s[k] for k in settable if k in s}, f"{key}.")
         except LabError as e:
             c.fail(*e.what.split(": ", 1))
+        if step.params.get("to") == step.target:
+            c.fail(f"{key}.to", f"is the target itself ({step.target}); name another service")
         if "for" in s:
             step.for_s = c.number(s["for"], f"{key}.for")
             if step.for_s is not None and step.for_s <= 0:
@@ -271,8 +273,13 @@ def parse_window(c: _Ctx, raw: Any, key: str, steps: int) -> Window:
                                  (states.HEARTBEAT_ONLY, states.PHI)).items():
         k = f"{key}.flaps.{who}"
         b = c.mapping(bounds, k, ("min", "max"))
-        win.flaps[who] = (c.number(b["min"], f"{k}.min", integer=True) if "min" in b else None,
-                          c.number(b["max"], f"{k}.max", integer=True) if "max" in b else None)
+        if not b:
+            c.fail(k, "give min, max or both")
+        least = c.number(b["min"], f"{k}.min", integer=True) if "min" in b else None
+        most = c.number(b["max"], f"{k}.max", integer=True) if "max" in b else None
+        if least is not None and most is not None and least > most:
+            c.fail(f"{k}.min", f"is more than max ({most})")
+        win.flaps[who] = (least, most)
     holds = c.mapping(w.get("holds", {}) or {}, f"{key}.holds", states.OBSERVERS)
     for who, vals in holds.items():
         k = f"{key}.holds.{who}"

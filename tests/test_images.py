@@ -16,7 +16,18 @@ import pytest
 
 pytestmark = pytest.mark.docker
 
-LAB_IMAGES = ("labctl-worker:latest", "labctl-monitor:latest", "labctl-supervisor:latest")
+SERVICES = ("worker", "monitor", "supervisor")
+
+
+def image_of(service: str) -> str:
+    """The image this checkout's `labctl build` tagged for a service (its
+    compose project's name, so another checkout's build cannot stand in)."""
+    from labctl import compose
+
+    return f"{compose.checkout_project()}-{service}:latest"
+
+
+
 BUILD_TOOLS = ("gcc", "cc", "c99", "make", "ld", "as", "apt-get", "dpkg", "perl")
 HARDENED = ("--network", "none", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
             "--user", "10001:10001", "--pids-limit", "64", "--memory", "128m", "--tmpfs", "/tmp:size=16m")
@@ -47,8 +58,9 @@ def on_local_base(image: str) -> bool:
     return labels.BASE_RECIPE in (inspect(image)["Config"].get("Labels") or {})
 
 
-@pytest.mark.parametrize("image", LAB_IMAGES)
-def test_run_time_images_hold_no_build_tools(built, image):
+@pytest.mark.parametrize("service", SERVICES)
+def test_run_time_images_hold_no_build_tools(built, service):
+    image = image_of(service)
     tools = BUILD_TOOLS if on_local_base(image) else tuple(t for t in BUILD_TOOLS if t not in ("apt-get", "dpkg",
                                                                                                "perl"))
     p = run_in(image, f'for t in {" ".join(tools)}; do command -v "$t" || true; done; echo done')
@@ -58,8 +70,9 @@ def test_run_time_images_hold_no_build_tools(built, image):
     assert p.stdout.split()[-1:] == ["done"], p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("image", LAB_IMAGES)
-def test_run_time_images_are_small(built, image):
+@pytest.mark.parametrize("service", SERVICES)
+def test_run_time_images_are_small(built, service):
+    image = image_of(service)
     if not on_local_base(image):
         pytest.skip("built on an upstream base")
     size = inspect(image)["Size"]
@@ -68,7 +81,7 @@ def test_run_time_images_are_small(built, image):
 
 def test_the_worker_needs_only_libc(built):
     # No ldd in the image (it belongs to libc-bin): the loader lists what the binary needs.
-    p = run_in("labctl-worker:latest", 'for ld in /lib64/ld-linux*.so.* /lib/ld-linux*.so.*; do '
+    p = run_in(image_of("worker"), 'for ld in /lib64/ld-linux*.so.* /lib/ld-linux*.so.*; do '
                                        '[ -x "$ld" ] && exec "$ld" --list /usr/local/bin/worker; done; exit 127')
     assert p.returncode == 0, p.stdout + p.stderr
     needed = [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
@@ -87,3 +100,15 @@ def test_the_builder_links_static_c(built, engine):
                         "&& gcc -static -O2 -o /tmp/t /tmp/t.c && test -s /tmp/t && echo built")
     assert p.returncode == 0 and p.stdout.split()[-1:] == ["built"], p.stdout + p.stderr
     assert "error" not in p.stderr, p.stderr
+
+
+def test_the_fault_tools_image_has_iptables_and_no_compiler(built, engine):
+    from labctl import images
+
+    ref = images.ensure_tools(engine, lambda _: None)
+    p = run_in(ref, "iptables --version; for t in gcc cc make python3 apt-get; do command -v $t || true; done")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split("\n")
+    assert lines[0].startswith("iptables v1.8") and "nf_tables" in lines[0], p.stdout
+    assert [ln for ln in lines[1:] if ln.strip()] == [], f"{ref} carries more than it needs: {p.stdout}"
+    assert inspect(ref)["Size"] < 40 * 2**20

@@ -42,6 +42,9 @@ SILENT = (states.PAUSED, states.SIGSTOPPED, states.PARTITIONED)
 # The supervisor's states that show it noticed something wrong.
 NOTICED = {states.TIMED_OUT, states.RECONNECTING, states.ISOLATING}
 SLACK_S = 0.5  # log and scheduling noise between containers on a loaded 2-core machine
+GRAY = (states.DEGRADED, states.ONEWAY)
+SLOW_BEATS = 25  # the monitor's RECENT_BEATS: the beats SLOW is judged over
+SLOW_HOLD_S = 1.0  # the monitor's SLOW_HOLD_S
 
 
 @dataclass
@@ -280,6 +283,9 @@ def judge_latencies(run: Run, latencies: list[Latency]) -> list[Check]:
 def agreement(mon: Seen, truth: Seen, interval: float, timeout: float) -> Check:
     """No monitor verdict contradicts the truth once detection has had its time."""
     grace = timeout + interval + SLACK_S
+    # SLOW judges a window of recent beats (the monitor's RECENT_BEATS, then
+    # its SLOW_HOLD_S): after a gray fault it lingers that long, by design.
+    slow_lag = SLOW_BEATS * interval + SLOW_HOLD_S + SLACK_S
     bad = []
     for ts, verdict in mon:
         if verdict == states.UNKNOWN:
@@ -289,6 +295,9 @@ def agreement(mon: Seen, truth: Seen, interval: float, timeout: float) -> Check:
             continue
         changed = max((t for t, _ in truth if t <= ts), default=None)
         if changed is not None and ts - changed < grace:
+            continue
+        if verdict == states.SLOW and changed is not None and ts - changed < slow_lag and \
+                runlog.state_at(truth, changed - 1e-6) in GRAY:
             continue
         if verdict not in AGREES.get(state, {verdict}):
             # The monitor may be ahead of the engine: the crash handler frees

@@ -577,3 +577,21 @@ def test_a_oneway_to_its_own_target_and_empty_or_crossed_flaps_are_refused(tmp_p
         with pytest.raises(LabError) as ei:
             scenario.load(write(tmp_path, text))
         assert ei.value.what == f"s.yaml: {msg}"
+
+
+def test_the_checker_knows_how_long_the_monitor_judges_slow_over():
+    from helpers import MONITOR, load_program
+
+    mon = load_program("monitor", MONITOR)
+    assert (check.SLOW_BEATS, check.SLOW_HOLD_S) == (mon.RECENT_BEATS, mon.SLOW_HOLD_S)
+
+
+def test_slow_lingering_after_a_gray_fault_agrees_but_not_after_a_clean_run():
+    truth = [(0.0, "RUNNING"), (10.0, "DEGRADED"), (20.0, "RUNNING")]
+    mon = [(5.0, "HEALTHY"), (15.0, "SLOW"), (24.0, "SLOW"), (40.0, "HEALTHY")]
+    assert check.agreement(mon, truth, 0.2, 2.0).ok
+    late = mon + [(27.0, "SLOW")]  # 7 s after: past 25 beats of 0.2 s, the hold and the slack
+    c = check.agreement(sorted(late), truth, 0.2, 2.0)
+    assert not c.ok and c.detail.startswith("1 tick(s) disagree; first: SLOW while the worker was RUNNING")
+    clean = [(0.0, "RUNNING")]
+    assert not check.agreement([(15.0, "SLOW")], clean, 0.2, 2.0).ok

@@ -482,8 +482,52 @@ class Conn:
         self.proxy.conns.discard(self)
 
 
-def upstream_listening(port: int, paths=("/proc/net/tcp", "/proc/net/tcp6")) -> bool:
-    """Is a socket in state LISTEN (0A) bound to this port, in this network namespace?"""
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLMSG_ERROR, NLMSG_DONE = 4, 20, 2, 3
+TCPF_LISTEN = 1 << 10
+
+
+def listening_ports_diag() -> set[int] | None:
+    """Ports with a TCP socket in LISTEN in this network namespace, by netlink sock_diag.
+
+    Asked for LISTEN only, the kernel walks its listening table alone: tens of
+    microseconds, where reading /proc/net/tcp walks every socket hash bucket
+    (milliseconds on a big host). None if netlink is not available."""
+    ports: set[int] = set()
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as s:
+            s.settimeout(1.0)
+            for seq, fam in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+                req = struct.pack("=BBBBI", fam, socket.IPPROTO_TCP, 0, 0, TCPF_LISTEN) + bytes(48)
+                s.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, 0x301, seq, 0) + req)
+                done = False
+                while not done:
+                    buf = s.recv(65536)
+                    off = 0
+                    while off + 16 <= len(buf):
+                        length, kind = struct.unpack_from("=IH", buf, off)
+                        if kind == NLMSG_DONE:
+                            done = True
+                            break
+                        if kind == NLMSG_ERROR:
+                            return None
+                        if kind == SOCK_DIAG_BY_FAMILY:
+                            ports.add(struct.unpack_from("!H", buf, off + 20)[0])
+                        off += (length + 3) & ~3
+                        if length < 16:
+                            return None
+    except OSError:
+        return None
+    return ports
+
+
+def upstream_listening(port: int, paths=("/proc/net/tcp", "/proc/net/tcp6"), diag: bool = True) -> bool:
+    """Is a socket in state LISTEN (0A) bound to this port, in this network namespace?
+
+    sock_diag first (cheap); /proc/net/tcp{,6} where netlink is refused."""
+    if diag:
+        ports = listening_ports_diag()
+        if ports is not None:
+            return port in ports
     tail = f":{port:04X}"
     for path in paths:
         try:

@@ -65,7 +65,7 @@ def run(tmp: Path, inp: Path, window: int, proxied: bool, tag: str) -> tuple[flo
             proxy = subprocess.Popen(
                 [sys.executable, str(PROXY), "--listen", f"127.0.0.1:{target}", "--upstream", f"127.0.0.1:{port}",
                  "--udp-listen", "", "--control", ""],
-                stdout=subprocess.PIPE, text=True)
+                stdout=subprocess.PIPE, bufsize=0)  # unbuffered: select() sees every line still unread
             wait_event(proxy, "listening", 10)  # it opens its port once the worker listens
         else:
             deadline = time.monotonic() + 5

@@ -125,12 +125,14 @@ def _service(doc: dict[str, Any], name: str, raw: dict[str, Any], env: dict[str,
 
 def for_lab(spec: ContainerSpec, lab_id: str, scenario: str, image: str) -> ContainerSpec:
     """The service as one lab runs it: its names and labels from the lab id, the image built for it."""
+    owner = labels.NETNS_OWNER.get(spec.service)
     return replace(
         spec,
         name=labels.container_name(lab_id, spec.service),
         image=image,
         labels=labels.service_labels(lab_id, spec.service, scenario),
-        network=labels.network_name(lab_id),
-        aliases=[spec.service],
+        # A service in another's network namespace joins it: no network, no name of its own there.
+        network=f"container:{labels.container_name(lab_id, owner)}" if owner else labels.network_name(lab_id),
+        aliases=[] if owner else labels.aliases(spec.service),
         volume=labels.volume_name(lab_id),
     )

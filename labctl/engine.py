@@ -377,7 +377,8 @@ class Engine:
             restart_policy=spec.restart,
             network_mode=spec.network,
         )
-        net_config = self.api.create_networking_config(
+        # Joining another container's namespace ("container:NAME") takes no endpoint of its own.
+        net_config = None if spec.network.startswith("container:") else self.api.create_networking_config(
             {spec.network: self.api.create_endpoint_config(aliases=spec.aliases)})
         try:
             c = self._call(self.api.create_container, spec.image, command=spec.command, name=spec.name,

@@ -10,6 +10,7 @@ and try again when the engine refuses for a reason that can pass: under load
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ REACH_POLL_S = 0.1
 ALREADY_UNDONE = ("no such container", "not found", "not paused", "already", "is not running",
                   "is already in progress", "non running container")
 # The lab's services, the default target first (scenario.TARGETS is the same).
-SERVICES = tuple(sorted(labels.SERVICES, key=lambda s: s != "worker"))
+SERVICES = tuple(sorted(labels.ROLES, key=lambda s: s != "worker"))
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class Target:
     @property
     def network(self) -> str:
         return labels.network_name(self.lab_id)
+
+    @property
+    def netns_container(self) -> str:
+        """The container whose network this service's is (the proxy, for the worker)."""
+        return labels.netns_container(self.lab_id, self.service)
 
 
 @dataclass(frozen=True)
@@ -209,18 +215,21 @@ class NetworkLink(Fault):
     connect: bool = False
 
     def apply(self, engine: Engine, t: Target) -> None:
+        owner = t.netns_container
         if self.connect:
-            engine.reconnect(t.network, t.container, aliases=[t.service])
+            engine.reconnect(t.network, owner, aliases=labels.aliases(labels.NETNS_OWNER.get(t.service, t.service)))
         else:
-            engine.disconnect(t.network, t.container)
+            engine.disconnect(t.network, owner)
 
     def reached(self, engine: Engine, t: Target) -> str | None:
-        st = engine.inspect(t.container)
+        owner = t.netns_container
+        st = engine.inspect(owner)
         if st is None:
-            return f"{t.container} is gone"
+            return f"{owner} is gone"
         if (t.network in st.networks) == self.connect:
             return None
-        return f"{t.container} is {'not ' if self.connect else 'still '}on {t.network}"
+        return f"{owner} is {'not ' if self.connect else 'still '}on {t.network}"
+
 
 
 @dataclass(frozen=True)
@@ -253,7 +262,7 @@ class NetRule(Fault):
             raise LabError(ExitCode.USAGE, f"{self.name}: {t.service} to itself", "name another service as `to`")
         # The engine's answer, not the namespace's DNS: the rule must name the
         # address the packets carry, and a lookup from inside can fail or wait.
-        dest = engine.address(labels.container_name(t.lab_id, to), t.network)
+        dest = engine.address(labels.netns_container(t.lab_id, to), t.network)
         if dest is None:
             raise LabError(ExitCode.ENGINE_ERROR, f"{self.name}: {to} has no address on {t.network}",
                            "is it running and connected? `labctl status` shows the lab")
@@ -316,6 +325,84 @@ class DutyCycleOff(Fault):
             engine.exec(t.container, ["sh", "-c", "kill -CONT -1"])
 
 
+PROXY_CONTROL = "/tmp/proxy-control.sock"  # compose.yaml's --control for the proxy
+
+
+def _proxy_ctl(engine: Engine, t: Target, request: dict[str, Any]) -> tuple[int, str]:
+    """One request to the worker's proxy, through its control client (as the
+    proxy's own user, in its container): (exit code, the reply or the error)."""
+    return engine.exec(labels.container_name(t.lab_id, "proxy"),
+                       ["python3", "/app/proxy.py", "ctl", "--control", PROXY_CONTROL, json.dumps(request)])
+
+
+@dataclass(frozen=True)
+class ProxyToxic(Fault):
+    """A toxic in the proxy in front of the worker (images/proxy): on the
+    supervisor<->worker stream, per direction (`up` to the worker, `down`
+    back), or on the heartbeats (udp). Only the worker has a proxy."""
+    toxic: str = ""
+    # labctl's setting -> the proxy's field; settings not listed go as they are.
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def request(self, t: Target) -> dict[str, Any]:
+        names = dict(self.fields)
+        req: dict[str, Any] = {"op": "set", "id": t.fault_id, "toxic": self.toxic}
+        for k, v in t.params.items():
+            req[names.get(k, k)] = int(v) if k == "size" else v
+        return req
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        if t.service != "worker":
+            raise LabError(ExitCode.USAGE, f"{self.name} acts on the worker's links; {t.service} has no proxy",
+                           "drop --target (the worker is the default)")
+        code, out = _proxy_ctl(engine, t, self.request(t))
+        if code != 0:
+            raise LabError(ExitCode.ENGINE_ERROR, f"the proxy refused {self.name}: {out.strip()[-300:]}")
+
+
+@dataclass(frozen=True)
+class ProxyToxicOff(Fault):
+    """Clears one ProxyToxic by its id; a proxy that no longer has it (restarted) is fine."""
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        code, out = _proxy_ctl(engine, t, {"op": "clear", "id": t.fault_id})
+        if code != 0 and "no toxic" not in out:
+            raise LabError(ExitCode.ENGINE_ERROR, f"the proxy did not clear {t.fault_id}: {out.strip()[-300:]}")
+
+
+_DIRECTION = Param("direction", "up (to the worker) or down (the worker's answers)", default="down",
+                   choices=("up", "down"))
+_JITTER = Param("jitter", "plus or minus this, uniform, in ms", lo=0, hi=60000, default=0.0)
+
+
+def _proxy(name: str, toxic: str, description: str, params: tuple[Param, ...] = (),
+           cli_args: tuple[str, ...] = (), fields: tuple[tuple[str, str], ...] = ()) -> list[Fault]:
+    """A proxy toxic and its undoing, both journaled as the worker's DEGRADED and back."""
+    return [ProxyToxic(name, description, inverse=f"{name}-off", journal_truth=states.DEGRADED, params=params,
+                       cli_args=cli_args, toxic=toxic, fields=fields),
+            ProxyToxicOff(f"{name}-off", f"clears a {name}", journal_truth=states.RUNNING)]
+
+
+_PROXY_FAULTS = [
+    *_proxy("latency", "latency", "the proxy delays each chunk on the worker's stream by ms (+- jitter)",
+            (Param("ms", "the delay, in ms", lo=0, hi=60000), _JITTER, _DIRECTION), ("ms",),
+            (("ms", "latency"),)),
+    *_proxy("bandwidth", "bandwidth", "the proxy caps the worker's stream at rate KB/s",
+            (Param("rate", "KB/s (1 KB = 1000 bytes)", lo=0.001, hi=1e7), _DIRECTION), ("rate",)),
+    *_proxy("blackhole", "blackhole", "the proxy drops the bytes one way; the connection stays open",
+            (Param("direction", "up (to the worker) or down (its answers)", default="up",
+                   choices=("up", "down")),), ("direction",)),
+    *_proxy("slice", "slice", "the proxy forwards the worker's stream in pieces of size bytes, delay_ms apart",
+            (Param("size", "bytes a piece", lo=1, hi=65536, default=4.0),
+             Param("delay_ms", "between pieces, in ms", lo=0, hi=60000, default=10.0), _DIRECTION), ("size",)),
+    *_proxy("reset", "reset", "the proxy resets the worker's connections, and each new one, while on"),
+    *_proxy("delay", "delay", "the proxy delays each heartbeat by ms (+- jitter)",
+            (Param("ms", "the delay, in ms", lo=0, hi=60000), _JITTER), ("ms",), (("ms", "delay"),)),
+    *_proxy("duplicate", "duplicate", "the proxy sends a share p of the heartbeats twice",
+            (Param("p", "the share, 0 to 1", lo=0, hi=1),), ("p",)),
+    *_proxy("reorder", "reorder", "the proxy holds a share p of the heartbeats back past the next one",
+            (Param("p", "the share, 0 to 1", lo=0, hi=1),), ("p",)),
+]
 _TO = Param("to", "the service whose traffic from the target is dropped", choices=SERVICES)
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     ProcessKill("crash", "SIGKILL to the process inside the container: no cleanup, restart by policy"),
@@ -342,6 +429,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
                   Param("percent", "the share of each period the processes are stopped, 1 to 99", lo=1, hi=99),
                   Param("period_ms", "the period, in ms", lo=20, hi=5000, default=100.0))),
     DutyCycleOff("slow-off", "stops a slow's duty cycle and resumes the target", journal_truth=states.RUNNING),
+    *_PROXY_FAULTS,
 )}
 
 

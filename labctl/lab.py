@@ -163,7 +163,9 @@ class LabRun:
         for name in labels.SERVICES:
             self.engine.create_container(specs[name])
         live.phase = "booting"
-        self.start_together(("monitor", "worker"))
+        self.start_together(("monitor", "proxy"))
+        # The worker joins the proxy's network namespace, so it starts once the proxy runs.
+        self.engine.start(labels.container_name(self.lab_id, "worker"))
         self.follow("monitor")
         if self.sc.lab.program == "supervisor":
             # The naive worker takes no flock, so the monitor never sees it

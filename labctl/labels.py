@@ -17,8 +17,20 @@ SOURCE_HASH = f"{PREFIX}.source-hash"
 BASE_RECIPE = f"{PREFIX}.base-recipe"
 FAULT = f"{PREFIX}.fault"  # on a fault helper: the journaled fault it serves
 
-# Every lab has these services, in start order (depends_on in compose.yaml).
-SERVICES = ("monitor", "worker", "supervisor")
+# The lab's three programs: the roles a fault targets and an observer watches.
+ROLES = ("monitor", "worker", "supervisor")
+# Every lab's containers, in start order (depends_on in compose.yaml): the
+# proxy owns the worker's network namespace (the worker joins it), so that
+# faults on the worker's links happen in front of it (images/proxy).
+SERVICES = ("monitor", "proxy", "worker", "supervisor")
+# Whose network namespace a service lives in, when not its own.
+NETNS_OWNER = {"worker": "proxy"}
+
+
+def aliases(service: str) -> list[str]:
+    """The names a service's container answers to on the lab network: its
+    own, and for the proxy the worker's too (clients reach the worker through it)."""
+    return [service, *(s for s, owner in NETNS_OWNER.items() if owner == service)]
 NAME_PREFIX = "labctl-"
 NETWORK = "net"
 VOLUME = "lab"
@@ -63,6 +75,13 @@ def helper_name(lab_id: str, tag: str) -> str:
 
 def helper_labels(lab_id: str, fault_id: str) -> dict[str, str]:
     return {MANAGED: "true", LAB: lab_id, SERVICE: HELPER, FAULT: fault_id}
+
+
+def netns_container(lab_id: str, service: str) -> str:
+    """The container that owns a service's network namespace: the one on the
+    lab network, which `docker network disconnect` and the engine's
+    addresses are about."""
+    return _name(lab_id, NETNS_OWNER.get(service, service))
 
 
 def network_name(lab_id: str) -> str:

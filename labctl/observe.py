@@ -257,7 +257,8 @@ def poll_truth(engine: Engine, lab_id: str, live: Live) -> None:
     if st.status == "paused":
         truth = states.PAUSED
     elif st.status == "running":
-        truth = states.RUNNING if labels.network_name(lab_id) in st.networks else states.PARTITIONED
+        owner = engine.inspect(labels.netns_container(lab_id, "worker"))
+        truth = states.RUNNING if owner and labels.network_name(lab_id) in owner.networks else states.PARTITIONED
         # The faults the engine cannot see (a signal, a duty cycle, a rule in
         # the worker's namespace), read from the journal as the checker reads
         # them: only the worker's, and only one still in force.

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from labctl import faults, journal, states
+from labctl import faults, journal, labels, states
 from labctl.errors import ExitCode, LabError
 
 Event = dict[str, Any]
@@ -183,10 +183,13 @@ def truth_timeline(events: list[Event], service: str = "worker") -> Seen:
     The engine cannot see SIGSTOP (the process is frozen by a signal, not by
     the engine), so that one comes from labctl's own journal."""
     truth = _Truth()
+    # The network the worker is on is its namespace owner's (the proxy's).
+    net_owner = labels.NETNS_OWNER.get(service, service)
     for e in events:
-        if e.get("service", e.get("target")) != service:
-            continue
         src, kind = e["source"], e["kind"]
+        who = e.get("service", e.get("target"))
+        if not (who == service or src == "engine" and kind == "network" and who == net_owner):
+            continue
         if src == "engine" and kind == "container":
             truth.container(e["ts"], e)
         elif src == "engine" and kind == "network":

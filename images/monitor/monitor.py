@@ -44,6 +44,7 @@ SLOW is the gray failure: alive (lock held, volume beat fresh, network not
 silent) but its UDP beats come late or sparse, from a lossy link or a
 crawling worker. Degraded, over the last RECENT_BEATS seq numbers: loss
 (missing seqs) >= SLOW_LOSS, or mean gap >= SLOW_GAP_FACTOR beats, or the
+gaps' standard deviation >= SLOW_JITTER_FACTOR beats (late, jittered beats), or the
 fixed timeout calling silence that phi does not share.
 
 A clean exit. The worker's last beat says "stopped", then it removes its
@@ -122,6 +123,10 @@ RECENT_BEATS = 25
 MIN_RECENT_BEATS = 3
 SLOW_LOSS = 0.2
 SLOW_GAP_FACTOR = 1.5
+# Beats as irregular as this (the gaps' standard deviation, in beats) are
+# late beats: a delaying, jittering network. A loaded machine's own jitter
+# stays well under it (tests: +-60 ms on 200 ms beats is about 50 ms).
+SLOW_JITTER_FACTOR = 0.6
 # How long a degradation must last before SLOW, and be gone before HEALTHY:
 # a loaded machine's jitter comes and goes within a beat or two.
 SLOW_HOLD_S = 1.0
@@ -235,6 +240,13 @@ class BeatStats:
             return None
         return (self.arrivals[-1][1] - self.arrivals[0][1]) / (len(self.arrivals) - 1)
 
+    def gap_std_ms(self) -> float | None:
+        """How irregular the window's gaps are: their standard deviation."""
+        if len(self.arrivals) < MIN_RECENT_BEATS:
+            return None
+        at = [a for _, a in self.arrivals]
+        return statistics.pstdev(b - a for a, b in zip(at, at[1:], strict=False))
+
 
 # --------------------------------------------------------------------------- channels
 
@@ -319,6 +331,7 @@ class Observation:
     phi: float | None = None
     loss: float | None = None  # over the recent window of seq numbers
     mean_gap_ms: float | None = None  # between the recent window's beats
+    gap_std_ms: float | None = None  # how irregular those gaps are
 
 
 class Classifier:
@@ -384,6 +397,7 @@ class Classifier:
                 return self.remember(RESTARTED), heartbeat_only
             degraded = ((o.loss is not None and o.loss >= SLOW_LOSS)
                         or (o.mean_gap_ms is not None and o.mean_gap_ms >= SLOW_GAP_FACTOR * self.beat_ms)
+                        or (o.gap_std_ms is not None and o.gap_std_ms >= SLOW_JITTER_FACTOR * self.beat_ms)
                         or timeout_silent)
             if self.judge_slow(degraded, o.now) and fresh:
                 return self.remember(SLOW), heartbeat_only
@@ -521,9 +535,9 @@ class Monitor:
         self.drain_udp()  # a beat that landed while we read the volume counts too
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
-        loss, mean_gap_ms = self.net.loss(), self.net.mean_gap_ms()
+        loss, mean_gap_ms, gap_std_ms = self.net.loss(), self.net.mean_gap_ms(), self.net.gap_std_ms()
         obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat,
-                          self.net.phi(now * 1000), loss, mean_gap_ms)
+                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms)
         verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
         phi = self.net.phi_value(now * 1000)
         fields = {
@@ -535,6 +549,7 @@ class Monitor:
             "net_age_ms": round(net_age_ms),
             "loss": round(loss, 2) if loss is not None else None,
             "mean_gap_ms": round(mean_gap_ms) if mean_gap_ms is not None else None,
+            "gap_std_ms": round(gap_std_ms) if gap_std_ms is not None else None,
             # A beat written between the clock read and the file read is a few ms "early".
             "file_age_ms": max(0, round(wall_ms - file_beat.unix_ms)) if file_beat else None,
             "lock": lock.state,

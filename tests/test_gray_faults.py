@@ -165,3 +165,53 @@ def test_faults_left_by_a_killed_labctl_are_reverted_by_down(engine, labs, live,
     done = [(r["fault"], r["phase"]) for r in journal(labs, lab) if r["phase"] != "retry"]
     assert ("slow-off", "reverted") in done and ("loss-off", "reverted") in done, done
     assert labelled(engine, lab) == ([], [], [])
+
+
+def proxy_toxics(engine, lab: str) -> dict[str, dict]:
+    """The toxics on in the worker's proxy, by id, as its control socket lists them."""
+    code, out = engine.exec(f"labctl-{lab}-proxy", ["python3", "/app/proxy.py", "ctl", "--control",
+                                                    "/tmp/proxy-control.sock", '{"op":"list"}'])
+    assert code == 0, out
+    return {t["id"]: t for t in json.loads(out)["toxics"]}
+
+
+@pytest.mark.parametrize("cmd, toxic, fields", [
+    (["latency", "300", "jitter=100"], "latency", {"direction": "down", "latency": 300.0, "jitter": 100.0}),
+    (["bandwidth", "5", "direction=up"], "bandwidth", {"direction": "up", "rate": 5.0}),
+    (["blackhole"], "blackhole", {"direction": "up"}),
+    (["slice", "2"], "slice", {"direction": "down", "size": 2, "delay_ms": 10.0}),
+    (["reset"], "reset", {}),
+    (["delay", "150", "jitter=50"], "delay", {"direction": "udp", "delay": 150.0, "jitter": 50.0}),
+    (["duplicate", "0.3"], "duplicate", {"direction": "udp", "p": 0.3}),
+    (["reorder", "0.3"], "reorder", {"direction": "udp", "p": 0.3}),
+])
+def test_each_proxy_toxic_is_set_with_its_settings_and_cleared_by_its_off(engine, labs, live, cmd, toxic, fields):
+    lab = live
+    p = labctl("fault", *cmd, "--lab", lab, runs=labs.runs)
+    assert p.returncode == 0, p.stderr
+    fid = next(r["id"] for r in journal(labs, lab) if r["fault"] == toxic and r["phase"] == "intent")
+    on = proxy_toxics(engine, lab)
+    assert list(on) == [fid] and on[fid]["toxic"] == toxic, on
+    assert {k: on[fid][k] for k in fields} == fields, on[fid]
+    # Only the worker has a proxy.
+    bad = labctl("fault", toxic, *cmd[1:], "--target", "monitor", "--lab", lab, runs=labs.runs)
+    assert bad.returncode != 0 and "has no proxy" in bad.stderr, bad.stderr
+    r = labctl("fault", f"{toxic}-off", "--lab", lab, runs=labs.runs)
+    assert r.returncode == 0 and f"reverts the {toxic}" in r.stdout, r.stdout + r.stderr
+    assert proxy_toxics(engine, lab) == {}
+    # The stream runs again: the supervisor gets answers (acked climbs) once the toxic is off.
+    first = acked(labs, lab)
+    wait_until(lambda: acked(labs, lab) > first + 100, 60, interval=0.2, what="the job moving again")
+
+
+def acked(labs, lab: str) -> int:
+    """How far the supervisor's durable checkpoint on the lab's volume has got (its `next`)."""
+    from labctl import labels
+    from labctl.engine import Engine
+
+    eng = Engine.open()
+    try:
+        code, out = eng.exec(labels.container_name(lab, "supervisor"), ["cat", "/lab/out/checkpoint.json"])
+    finally:
+        eng.close()
+    return int(json.loads(out)["progress"]["next"]) if code == 0 else 0

@@ -131,7 +131,7 @@ def test_compose_interpolation_and_services():
     assert compose.interpolate("--a=${X:-5}", {"X": "7"}) == "--a=7"
     assert compose.interpolate("${X}", {}) == ""
     svcs = compose.services({"LAB_ITEMS": "123", "LAB_RESTART_LIMIT": "4"})
-    assert set(svcs) == {"monitor", "worker", "supervisor"}
+    assert set(svcs) == {"monitor", "proxy", "worker", "supervisor"}
     assert "--generate=123" in svcs["supervisor"].command
     assert svcs["worker"].restart == {"Name": "on-failure", "MaximumRetryCount": 4}
     for s in svcs.values():
@@ -299,8 +299,9 @@ MECHANISMS = {
     "unpause": ("unpause", "labctl-l1-worker"),
     "sigstop": ("exec", "labctl-l1-worker", "kill -STOP -1"),
     "sigcont": ("exec", "labctl-l1-worker", "kill -CONT -1"),
-    "partition": ("disconnect", "labctl-l1-net", "labctl-l1-worker"),
-    "heal": ("reconnect", "labctl-l1-net", "labctl-l1-worker"),
+    # The worker lives in the proxy's network namespace: its link is the proxy's.
+    "partition": ("disconnect", "labctl-l1-net", "labctl-l1-proxy"),
+    "heal": ("reconnect", "labctl-l1-net", "labctl-l1-proxy"),
     "stop": ("stop", "labctl-l1-worker"),
     "start": ("start", "labctl-l1-worker"),
 }
@@ -323,10 +324,13 @@ def test_each_fault_has_its_mechanism_inverse_and_description(name):
 # The gray faults work through helper containers in the target's namespaces:
 # tests/test_gray_faults.py drives them on a real engine.
 HELPER_FAULTS = ("oneway", "oneway-off", "loss", "loss-off", "slow", "slow-off")
+# The toxics of the worker's proxy, set through its control socket (tests/test_proxy.py, test_gray_faults.py).
+PROXY_FAULTS = tuple(n for t in ("latency", "bandwidth", "blackhole", "slice", "reset", "delay", "duplicate",
+                                 "reorder") for n in (t, f"{t}-off"))
 
 
 def test_registry_is_the_one_list_of_faults(tmp_path):
-    assert set(faults.FAULTS) == set(MECHANISMS) | set(HELPER_FAULTS)
+    assert set(faults.FAULTS) == set(MECHANISMS) | set(HELPER_FAULTS) | set(PROXY_FAULTS)
     with pytest.raises(LabError) as ei:
         faults.get("explode")
     assert ei.value.code == ExitCode.USAGE and ei.value.todo == "pick one of " + ", ".join(faults.FAULTS)
@@ -336,7 +340,8 @@ def test_registry_is_the_one_list_of_faults(tmp_path):
     assert ei.value.what.endswith("'explode' is not one of " + ", ".join(faults.FAULTS))
     assert scenario.load(write(tmp_path, GOOD)).timeline[0].inverse == "unpause"
     # The checker: only the journal can tell a signal, and only `start` is a start by hand.
-    assert [f.name for f in faults.FAULTS.values() if f.journal_truth] == ["sigstop", "sigcont", *HELPER_FAULTS]
+    assert [f.name for f in faults.FAULTS.values() if f.journal_truth] == ["sigstop", "sigcont", *HELPER_FAULTS,
+                                                                           *PROXY_FAULTS]
     assert [f.name for f in faults.FAULTS.values() if f.starts_container] == ["start"]
     assert [f.name for f in faults.undoes("start")] == ["kill", "stop"] and faults.undoes("crash") == []
 
@@ -467,8 +472,9 @@ def test_each_engine_fault_knows_the_state_it_must_reach(name, shown, done):
         {"kill": "exited or dead", "stop": "exited or dead", "start": "running or restarting",
          "pause": "paused", "unpause": "running or restarting or exited"}[name])
     assert f.reached(Shows(done), t) is None
-    # The network: partition is done once the container is off the lab's network, heal once it is back.
-    assert faults.get("partition").reached(Shows("running"), t) == "labctl-l1-worker is still on labctl-l1-net"
+    # The network: partition is done once the worker's namespace owner (the
+    # proxy) is off the lab's network, heal once it is back.
+    assert faults.get("partition").reached(Shows("running"), t) == "labctl-l1-proxy is still on labctl-l1-net"
     assert faults.get("heal").reached(Shows("running"), t) is None
 
 
@@ -545,7 +551,7 @@ def test_an_unpause_refused_for_good_is_an_engine_error_not_a_crash(no_wait):
 def test_lab_id_of_every_resource_name(lab_id):
     names = [labels.container_name(lab_id, s) for s in labels.SERVICES]
     names += [labels.network_name(lab_id), labels.volume_name(lab_id)]
-    assert [labels.lab_id_of(n) for n in names] == [lab_id] * 5
+    assert [labels.lab_id_of(n) for n in names] == [lab_id] * 6
 
 
 @pytest.mark.parametrize("name", ["labctl-base", "labctl--net", "other-pause-net", "labctl-pause-ab12-db",
@@ -632,8 +638,11 @@ def test_compose_for_lab_sets_the_labs_names():
     spec = compose.services({})["worker"]
     assert spec.service == "worker" and spec.build_context.is_dir() and spec.name == ""
     mine = compose.for_lab(spec, "l1", "scenario-pause", "labctl-worker:abc")
+    # The worker joins the proxy's network namespace: no network or name of its own.
     assert (mine.name, mine.network, mine.volume, mine.aliases) == (
-        "labctl-l1-worker", "labctl-l1-net", "labctl-l1-lab", ["worker"])
+        "labctl-l1-worker", "container:labctl-l1-proxy", "labctl-l1-lab", [])
+    proxy = compose.for_lab(compose.services({})["proxy"], "l1", "scenario-pause", "labctl-proxy:abc")
+    assert (proxy.network, proxy.aliases) == ("labctl-l1-net", ["proxy", "worker"])
     assert mine.image == "labctl-worker:abc" and mine.labels[labels.LAB] == "l1"
     assert mine.command == spec.command and mine.restart == spec.restart
     assert spec.name == "", "the service as the file says it is left alone"

@@ -69,7 +69,7 @@ def test_compose_up_build_works_offline(project):
     assert "no such host" not in p.stderr and "failed to solve" not in p.stderr
     ps = compose(name, "ps", "-a", "--format", "json", cwd=src)
     services = {json.loads(ln)["Service"] for ln in ps.stdout.splitlines() if ln.strip()}
-    assert services == {"worker", "monitor", "supervisor"}
+    assert services == {"worker", "proxy", "monitor", "supervisor"}
     down = compose(name, "down", "--volumes", "--timeout", "2", cwd=src)
     assert down.returncode == 0, down.stderr
 
@@ -89,6 +89,9 @@ def test_attached_compose_up_returns_ten_times_in_a_row(project):
         assert done[-1]["corrupted"] == 2 and done[-1]["processed"] == 1998, done[-1]
         mon = logged_events(name, "monitor", src)
         assert mon and mon[-1]["kind"] == "stop" and mon[-1]["verdict"] == "STOPPED", mon[-3:]
+        # The proxy, the worker's network front, leaves after the worker's clean stop too.
+        px = logged_events(name, "proxy", src)
+        assert px and px[-1]["kind"] == "stop" and px[-1]["reason"] == "the worker stopped cleanly", px[-3:]
         down = compose(name, "down", "--volumes", "--timeout", "2", cwd=src)
         assert down.returncode == 0, down.stderr
 
@@ -99,7 +102,7 @@ def test_no_engine_side_health_probe(project, engine):
     name, src = project
     p = compose(name, "up", "-d", cwd=src, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    for service in ("worker", "monitor", "supervisor"):
+    for service in ("worker", "proxy", "monitor", "supervisor"):
         # The images compose just built, and the ones labctl built from the same Dockerfiles.
         for ref in (f"{name}-{service}", f"{checkout_project()}-{service}:latest"):
             image = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Healthcheck}}", ref],

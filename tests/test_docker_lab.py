@@ -76,12 +76,12 @@ def test_keep_then_fault_status_logs_and_down(built, engine, labs):
     p = labctl("up", "scenario-corrupt", "--lab", lab, "--keep", runs=labs.runs)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     containers, networks, volumes = labelled(engine, lab)
-    assert len(containers) == 3 and networks == [f"labctl-{lab}-net"] and volumes == [f"labctl-{lab}-lab"]
+    assert len(containers) == 4 and networks == [f"labctl-{lab}-net"] and volumes == [f"labctl-{lab}-lab"]
     # A second lab of the same name is refused, and the first is left alone.
     q = labctl("up", "scenario-corrupt", "--lab", lab, runs=labs.runs)
     assert q.returncode == 4
     assert f"labctl: error: lab '{lab}' already exists" in q.stderr and "Traceback" not in q.stderr
-    assert len(labelled(engine, lab)[0]) == 3
+    assert len(labelled(engine, lab)[0]) == 4
     # A live fault, reverted by --for: the monitor is paused for a moment and then runs again.
     f = labctl("fault", "pause", "--lab", lab, "--target", "monitor", "--for", "1s", runs=labs.runs)
     assert f.returncode == 0, f.stderr
@@ -99,7 +99,7 @@ def test_keep_then_fault_status_logs_and_down(built, engine, labs):
     # recover test: on a shared engine it would take other people's labs).
     d = labctl("down", "--lab", lab, runs=labs.runs)
     assert d.returncode == 0, d.stderr
-    assert f"lab {lab}: reverted 0 fault(s), removed 3 container(s), 1 network(s), 1 volume(s)" in d.stdout, d.stdout
+    assert f"lab {lab}: reverted 0 fault(s), removed 4 container(s), 1 network(s), 1 volume(s)" in d.stdout, d.stdout
     assert labelled(engine, lab) == ([], [], []), "labctl down leaves no labelled resource"
     again = labctl("down", "--lab", lab, runs=labs.runs)
     assert again.returncode == 0 and f"lab {lab}: nothing to remove" in again.stdout, again.stdout

@@ -118,7 +118,7 @@ def test_kill_9_mid_fault_then_recover_restores_a_clean_engine(built, engine, la
         assert f"labctl-{lab}-net" not in worker.networks, "labctl died mid-partition: still cut off"
     r = labctl(*recover_args(engine, labs, lab), runs=labs.runs)
     assert r.returncode == 0, r.stderr
-    assert f"lab {lab}: reverted 1 fault(s), removed 3 container(s), 1 network(s), 1 volume(s)" in r.stdout, r.stdout
+    assert f"lab {lab}: reverted 1 fault(s), removed 4 container(s), 1 network(s), 1 volume(s)" in r.stdout, r.stdout
     nothing_paused_or_left(engine, lab)
     assert journal_has(labs.runs, lab, "reverted", {"pause": "unpause", "partition": "heal"}[fault])
     again = labctl(*recover_args(engine, labs, lab), runs=labs.runs)
@@ -230,7 +230,7 @@ def test_containers_are_locked_down(built, engine, labs):
     r = labctl("up", "scenario-corrupt", "--lab", lab, "--keep", runs=labs.runs)
     assert r.returncode == 0, r.stdout[-3000:]
     api = engine.api
-    for svc in ("worker", "monitor", "supervisor"):
+    for svc in ("worker", "proxy", "monitor", "supervisor"):
         a = api.inspect_container(f"labctl-{lab}-{svc}")
         hc = a["HostConfig"]
         assert a["Config"]["User"] == "10001:10001", svc

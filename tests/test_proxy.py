@@ -29,14 +29,15 @@ PROXY = ROOT / "images" / "proxy" / "proxy.py"
 class Proxy:
     """A running proxy: its ports, its events (read by a thread), its control client."""
 
-    def __init__(self, procs, tmp_path, seed: int = 1):
+    def __init__(self, procs, tmp_path, seed: int = 1, extra: tuple[str, ...] = ()):
         self.port, self.up_port = free_port(), free_port()
         self.udp_port, self.mon_port = free_udp_port(), free_udp_port()
         self.control = str(tmp_path / "proxy.sock")
         self.p = procs.popen(
             [sys.executable, str(PROXY), "--listen", f"127.0.0.1:{self.port}",
              "--upstream", f"127.0.0.1:{self.up_port}", "--udp-listen", f"127.0.0.1:{self.udp_port}",
-             "--udp-upstream", f"127.0.0.1:{self.mon_port}", "--control", self.control, "--seed", str(seed)],
+             "--udp-upstream", f"127.0.0.1:{self.mon_port}", "--control", self.control, "--seed", str(seed),
+             *extra],
             stdout=subprocess.PIPE, text=True)
         self.events: list[dict] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -221,6 +222,32 @@ def test_sigterm_exits_zero_promptly_and_removes_the_control_socket(proxy):
     assert proxy.p.wait(5) == 0
     assert time.monotonic() - t0 < 1.0
     assert not os.path.exists(proxy.control)
+
+
+def test_plain_compose_lingers_then_exits_after_the_workers_clean_stop(procs, tmp_path):
+    """`docker compose up` returns once every service has exited: the proxy
+    leaves after relaying the worker's "stopped" beat, once nothing listens."""
+    px = Proxy(procs, tmp_path, extra=("--linger-after-stop-s", "0.3"))
+    up = procs.add(Upstream(px.up_port))
+    px.wait_event("listening")
+    out = procs.add(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    out.sendto(b"inc-1 42 17 1000 1796000000000 stopped\n", ("127.0.0.1", px.udp_port))
+    time.sleep(0.6)  # past the linger: still here while the worker listens
+    assert px.p.poll() is None
+    up.close()
+    t0 = time.monotonic()
+    assert px.p.wait(3) == 0
+    assert time.monotonic() - t0 < 1.5
+    assert px.wait_event("stop")["reason"] == "the worker stopped cleanly"
+
+
+def test_with_no_worker_for_the_gone_linger_it_exits_and_by_default_it_stays(procs, tmp_path):
+    px = Proxy(procs, tmp_path, extra=("--linger-after-gone-s", "0.5"))
+    assert px.p.wait(3) == 0
+    assert px.wait_event("stop")["reason"] == "nothing listened upstream for 0.5 s"
+    stays = Proxy(procs, tmp_path / "b" if (tmp_path / "b").mkdir() is None else tmp_path)
+    time.sleep(1.0)  # the default is never: a second later it still runs
+    assert stays.p.poll() is None
 
 
 # ---------------------------------------------------------------- TCP toxics

@@ -602,6 +602,8 @@ class Udp:
     def arrived(self, data: bytes) -> None:
         proxy = self.proxy
         now = time.monotonic()
+        if data.rstrip().endswith(b" stopped"):
+            proxy.worker_stopped_at = now
         if self.last_arrival is not None:
             gap = min(max(now - self.last_arrival, 0.001), 5.0)
             self.interval += (gap - self.interval) / 8
@@ -770,6 +772,9 @@ class Proxy:
         self.stats: dict[str, int] = {}
         self.totals: dict[str, int] = {}
         self.stopping = False
+        self.stop_reason = "SIGTERM"
+        self.worker_stopped_at: float | None = None  # when its "stopped" heartbeat passed
+        self.gone_since: float | None = time.monotonic()  # since when nothing listens upstream
         self.listen = args.listen
         self.upstream = args.upstream
         up = socket.getaddrinfo(self.upstream[0], self.upstream[1], socket.AF_UNSPEC, socket.SOCK_STREAM)[0]
@@ -789,6 +794,14 @@ class Proxy:
 
     def poll_upstream(self) -> None:
         want = upstream_listening(self.upstream[1])
+        now = time.monotonic()
+        self.gone_since = None if want else (self.gone_since or now)
+        a = self.args
+        if a.linger_after_stop_s and self.worker_stopped_at is not None and not want \
+                and now - self.worker_stopped_at >= a.linger_after_stop_s:
+            self.stop_reason, self.stopping = "the worker stopped cleanly", True
+        elif a.linger_after_gone_s and self.gone_since is not None and now - self.gone_since >= a.linger_after_gone_s:
+            self.stop_reason, self.stopping = f"nothing listened upstream for {a.linger_after_gone_s:g} s", True
         if want and self.listener is None:
             self.open_listener()
         elif not want and self.listener is not None:
@@ -969,7 +982,7 @@ class Proxy:
             self.udp.close()
         if self.control:
             self.control.close()
-        self.events.emit("stop", reason="SIGTERM")
+        self.events.emit("stop", reason=self.stop_reason)
 
 
 STAT_KEYS = ("up_bytes", "down_bytes", "up_dropped", "down_dropped", "delayed_bytes", "connections", "resets",
@@ -1022,6 +1035,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--udp-upstream", type=hostport, default="monitor:7001", help="where heartbeats go on to")
     ap.add_argument("--control", default="/run/proxy/control.sock", help="control socket ('' = none)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the toxics' random choices")
+    # Plain `docker compose up` returns once every service has exited: the
+    # proxy leaves as the monitor does, after the worker's clean stop (its
+    # last heartbeat says "stopped") or once it has stayed gone (its restarts
+    # used up). labctl removes the lab itself and keeps both at 0.
+    ap.add_argument("--linger-after-stop-s", type=float, default=0,
+                    help="exit this long after relaying the worker's 'stopped' heartbeat (default 0: never)")
+    ap.add_argument("--linger-after-gone-s", type=float, default=0,
+                    help="exit once nothing has listened upstream for this long (default 0: never)")
     args = ap.parse_args(argv)
     args.udp_listen = hostport(args.udp_listen) if args.udp_listen not in ("", "none") else None
     return args

@@ -25,6 +25,7 @@ class LabParams:
     seed: int = 42
     timeout_ms: int = 2000
     heartbeat_only_timeout_ms: int = 0  # 0: the same as timeout_ms
+    log_beats: bool = False  # the monitor logs every heartbeat's arrival (bench/tune_detectors.py)
     interval_ms: int = 200
     heartbeat_ms: int = 200
     window: int = 64
@@ -39,6 +40,7 @@ class LabParams:
             "LAB_ITEMS": str(self.items), "LAB_RATE": str(self.rate), "LAB_SEED": str(self.seed),
             "LAB_TIMEOUT_MS": str(self.timeout_ms), "LAB_INTERVAL_MS": str(self.interval_ms),
             "LAB_HEARTBEAT_ONLY_TIMEOUT_MS": str(self.heartbeat_only_timeout_ms),
+            "LAB_MONITOR_LOG_BEATS": "1" if self.log_beats else "0",
             "LAB_HEARTBEAT_MS": str(self.heartbeat_ms), "LAB_WINDOW": str(self.window),
             "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_WORKER_MODE": self.worker_mode,
             "LAB_RESTART_LIMIT": str(self.restart_limit), "LAB_GIVE_UP_S": str(self.give_up_s),
@@ -200,6 +202,9 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
             v = str(v) if isinstance(v, int) and not isinstance(v, bool) else c.string(v, key)
             if v != "none" and not v.lstrip("-").isdigit():
                 c.fail(key, f"expected a number or 'none', got {v!r}")
+        elif k == "log_beats":
+            if not isinstance(v, bool):
+                c.fail(key, f"expected true or false, got {v!r}")
         elif k == "worker_mode":
             v = c.string(v, key, WORKER_MODES)
         elif k == "program":

@@ -504,6 +504,11 @@ class Monitor:
             self.last_udp_beat = beat
             self.udp_count += 1
             self.net.beat(now * 1000, beat)
+            if self.args.log_beats:
+                # Every arrival, for replaying other detectors over this
+                # link offline (bench/tune_detectors.py): the monotonic
+                # arrival in ms and the beat's own seq.
+                self.events.emit("beat", at_ms=round(now * 1000, 1), seq=beat.seq, incarnation=beat.incarnation)
 
     def judge_late(self, verdict: str, heartbeat_only: str, late_ms: float) -> tuple[str, str]:
         """A tick that came more than an interval late means this monitor was
@@ -751,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heartbeat-only-timeout-ms", type=int, default=0,
                     help="the heartbeat-only detector's own timeout (default 0: the same as --timeout-ms)")
     ap.add_argument("--phi-threshold", type=float, default=8.0, help="phi at which the accrual detector suspects")
+    ap.add_argument("--log-beats", type=int, choices=(0, 1), default=0,
+                    help="1: a `beat` event for every heartbeat that arrives (for tuning detectors offline)")
     ap.add_argument("--events", help="also append events (JSON lines) to this file")
     ap.add_argument("--duration-s", type=float, default=0, help="stop after this long (default: run until SIGTERM)")
     ap.add_argument("--linger-after-stop-s", type=float, default=0,

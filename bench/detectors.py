@@ -182,7 +182,7 @@ def monitor_verdicts(events: list[dict[str, Any]], field_: str) -> list[tuple[fl
         if field_ == "phi":
             if "phi_suspect" not in e:
                 continue
-            v: str | None = ALIVE
+            v: str | None = DEAD if e["phi_suspect"] else ALIVE
         else:
             v = e.get(field_)
             if v is None:
@@ -234,7 +234,7 @@ def score(verdicts: list[tuple[float, str | None]], fault: str, start: float, en
     """Time from `start` to the first right verdict within [start, end], and the
     wrong verdicts in it (the state already in force at `start` counts too)."""
     right = (RIGHT_BINARY if binary else RIGHT_MONITOR)[fault]
-    not_yet = NOT_YET["binary" if binary else "monitor"] if fault != "slow" else set()
+    not_yet = NOT_YET["binary" if binary else "monitor"]  # for the slow worker these are right
     at_start: str | None = None
     seq: list[tuple[float, str | None]] = []
     for ts, v in sorted(verdicts, key=lambda x: x[0]):

@@ -178,6 +178,18 @@ def test_a_detector_never_right_and_a_probe_detector_score():
     # On a slow worker, a probe that turns unhealthy is wrong.
     s = det.score(det.probe_verdicts(failing, K8S), "slow", 10.0, 40.0, True)
     assert s.time_to_right_s == 0.0 and s.wrong == 1
+    # Staying unhealthy probe after probe is one wrong verdict, not one per probe.
+    more = failing + probes((45.0, 0.01, False), (55.0, 0.01, False))
+    s = det.score(det.probe_verdicts(more, K8S), "slow", 10.0, 60.0, True)
+    assert s.wrong == 1 and s.wrong_said == ["DEAD@25.0s"]
+
+
+def test_the_verdict_at_the_faults_start_counts_and_later_ones_do_not():
+    v = [(5.0, ALIVE), (10.0, DEAD), (20.0, ALIVE), (30.0, DEAD)]
+    s = det.score(v, "crash", 10.0, 25.0, True)
+    assert s.time_to_right_s == 0.0 and s.wrong == 1  # the flap at 20; 30 is past the end
+    s = det.score(v, "slow", 10.0, 25.0, True)
+    assert s.time_to_right_s == pytest.approx(10.0) and s.wrong_said == ["DEAD@0.0s"]
 
 
 def test_scores_of_from_events_and_probes_and_the_table():

@@ -59,7 +59,9 @@ older worker's last beat, or one an earlier run left on the volume, was not.
 
 Timing. --timeout-ms is the longest a verdict may take after a fault. A
 channel is silent once it has gone (timeout - interval) without a beat; with
-ticks one interval apart the verdict then lands within the timeout.
+ticks one interval apart the verdict then lands within the timeout. A crash
+needs no timeout: between ticks the lock alone is probed every LOCK_PROBE_S,
+and a lock found free is judged at once (CRASHED within a probe, not a tick).
 
 Phi accrual. Over the last WINDOW inter-arrival times (mean mu, standard
 deviation sigma, sigma floored at MIN_STD_MS so a very regular sender does not
@@ -127,6 +129,9 @@ SLOW_GAP_FACTOR = 1.5
 # late beats: a delaying, jittering network. A loaded machine's own jitter
 # stays well under it (tests: +-60 ms on 200 ms beats is about 50 ms).
 SLOW_JITTER_FACTOR = 0.6
+# Between ticks the lock alone is probed this often (a non-blocking shared
+# flock: microseconds); once it is free the monitor ticks at once.
+LOCK_PROBE_S = 0.025
 # How long a degradation must last before SLOW, and be gone before HEALTHY:
 # a loaded machine's jitter comes and goes within a beat or two.
 SLOW_HOLD_S = 1.0
@@ -576,7 +581,7 @@ class Monitor:
         self.events.emit("start", udp_port=self.args.udp_port, interval_ms=self.args.interval_ms,
                          timeout_ms=self.args.timeout_ms, phi_threshold=self.args.phi_threshold,
                          silent_after_ms=self.cls.silent_after_ms)
-        next_tick = time.monotonic()
+        next_tick = next_probe = time.monotonic()
         end = self.started + self.args.duration_s if self.args.duration_s else None
         lingers = {STOPPED: self.args.linger_after_stop_s, CRASHED: self.args.linger_after_crash_s}
         since: tuple[str, float] | None = None  # the verdict we may leave on, and since when
@@ -598,9 +603,18 @@ class Monitor:
                 next_tick += self.interval
                 if next_tick <= now:  # fell behind: skip, don't burst
                     next_tick = now + self.interval
+                next_probe = now + LOCK_PROBE_S
                 continue
-            # Wake for each datagram so arrival times are exact, and for the tick.
-            if sel.select(timeout=next_tick - now):
+            if now >= next_probe:
+                next_probe = now + LOCK_PROBE_S
+                # A free lock is a fact that needs no waiting: judged at
+                # once, not at the next tick, a crash is seen within a probe.
+                if self.verdict not in (CRASHED, STOPPED, UNKNOWN) and probe_lock(self.args.lock).state != "held":
+                    self.drain_udp()
+                    self.tick()
+                continue
+            # Wake for each datagram so arrival times are exact, for the lock probe and for the tick.
+            if sel.select(timeout=min(next_tick, next_probe) - now):
                 self.drain_udp()
         self.events.emit("stop", verdict=self.verdict)
         return 0

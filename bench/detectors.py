@@ -271,10 +271,9 @@ def cell(s: Score | None, fault: str, base: Score | None, window_s: float, key: 
     if s.time_to_right_s is None:
         t = f"never (> {window_s:.0f} s)"
     elif fault == "slow" and s.time_to_right_s == 0:
-        t = "alive, right throughout" if key != BASELINE or s.first_slow_s is None else \
-            f"right throughout (SLOW at {s.first_slow_s:.1f} s)"
-        if s.wrong:
-            t = f"right at {s.time_to_right_s:.2f} s"
+        t = "right from the start" if not s.wrong else "right at the start"
+        if key == BASELINE and s.first_slow_s is not None:
+            t += f" (SLOW at {s.first_slow_s:.1f} s)"
     else:
         t = f"{s.time_to_right_s:.2f} s"
         if key != BASELINE and base is not None and base.time_to_right_s and fault != "slow":
@@ -319,8 +318,9 @@ def plot(scores: dict[str, dict[str, Score | None]], window_s: float, path: Path
                 label = f"never right in {window_s:.0f} s"
             elif fault == "slow" and s.time_to_right_s == 0:
                 ax.barh(y, 0, left=lo)
-                label = "alive: right throughout" + (f" (SLOW at {s.first_slow_s:.1f} s)"
-                                                     if d.key == BASELINE and s.first_slow_s is not None else "")
+                label = "right from the start" if not s.wrong else "right at the start"
+                if d.key == BASELINE and s.first_slow_s is not None:
+                    label += f" (SLOW at {s.first_slow_s:.1f} s)"
             else:
                 t = max(s.time_to_right_s, lo * 1.01)
                 ax.barh(y, t - lo, left=lo, color=colors[d.key])

@@ -530,7 +530,7 @@ def test_start_survives_the_monitors_momentary_probe(worker_bin, tmp_path):
     q = run_stdin(worker_bin, b"9\n", lock=lock)
     releaser.join()
     assert q.returncode == 0 and q.stdout == b"9,81\n"
-    assert b"recovered stale lock of pid 12345" in q.stderr
+    assert b"recovered stale lock of pid 12345, incarnation deadbeefdeadbeef: it died holding" in q.stderr
 
 
 def test_garbage_in_a_stale_lock_file_is_recovered(worker_bin, tmp_path):
@@ -538,7 +538,7 @@ def test_garbage_in_a_stale_lock_file_is_recovered(worker_bin, tmp_path):
     lock.write_bytes(b"\x00\xffnot a pid\n" * 10)
     q = run_stdin(worker_bin, b"9\n", lock=lock)
     assert q.returncode == 0 and q.stdout == b"9,81\n"
-    assert b"recovered stale lock of pid unknown" in q.stderr
+    assert b"recovered stale lock of pid unknown, incarnation unknown" in q.stderr
 
 
 def test_naive_worker_leaves_its_lock_and_cannot_restart(tmp_path):

@@ -33,6 +33,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -501,6 +502,24 @@ static void read_lock_owner(int fd, char *dst, size_t cap)
         dst[i] = '\0';
 }
 
+/* The incarnation after the PID in a lock file ("PID INCARNATION"), if it
+ * looks like one (letters, digits, '-', '_', '.'); else "unknown". */
+static void read_lock_incarnation(int fd, char *dst, size_t cap)
+{
+    char buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    const char *p = strchr(buf, ' ');
+    size_t i = 0;
+    if (p != NULL) {
+        for (p++; i + 1 < cap && (isalnum((unsigned char)p[i]) || p[i] == '-' || p[i] == '_' || p[i] == '.'); i++)
+            dst[i] = p[i];
+    }
+    dst[i] = '\0';
+    if (i == 0)
+        snprintf(dst, cap, "unknown");
+}
+
 /* "PID INCARNATION", or the PID alone (plain), as the exercises' workers
  * write it and their monitors and supervisors read it. */
 static int write_lock_content(int fd, bool plain)
@@ -562,9 +581,13 @@ static int take_lock_robust(const char *path, bool plain, int *code)
             continue;
         }
         if (existed) {
-            char owner[64];
+            char owner[64], inc[64];
             read_lock_owner(fd, owner, sizeof owner);
-            logf_("warn", "recovered stale lock of pid %s", owner);
+            read_lock_incarnation(fd, inc, sizeof inc);
+            /* The file outlived its holder (SIGKILL runs no handler), but the
+             * kernel dropped the holder's flock with it: ours now. */
+            logf_("warn", "recovered stale lock of pid %s, incarnation %s: it died holding the lock file, "
+                  "and the kernel had released its flock", owner, inc);
         }
         if (write_lock_content(fd, plain) != 0) {
             logf_("error", "cannot write lock file %s: %s", path, strerror(errno));

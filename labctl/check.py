@@ -25,6 +25,7 @@ from labctl.scenario import Job, LabParams, Scenario
 AGREES = {
     states.RUNNING: {states.HEALTHY, states.RESTARTED},
     states.CRASHED: {states.CRASHED, states.RESTARTED},
+    states.OOM: {states.CRASHED, states.RESTARTED},
     states.PAUSED: {states.PAUSED},
     states.SIGSTOPPED: {states.PAUSED},
     states.PARTITIONED: {states.PARTITIONED},
@@ -35,8 +36,8 @@ AGREES = {
     states.ONEWAY: {states.HEALTHY, states.SLOW, states.PARTITIONED},
 }
 # Each truth the monitor should detect, and the verdict that detects it.
-DETECTABLE = {states.CRASHED: states.CRASHED, states.PAUSED: states.PAUSED, states.SIGSTOPPED: states.PAUSED,
-              states.PARTITIONED: states.PARTITIONED, states.STOPPED: states.STOPPED}
+DETECTABLE = {states.CRASHED: states.CRASHED, states.OOM: states.CRASHED, states.PAUSED: states.PAUSED,
+              states.SIGSTOPPED: states.PAUSED, states.PARTITIONED: states.PARTITIONED, states.STOPPED: states.STOPPED}
 # Truths only silence tells, so only the timeout can detect them.
 SILENT = (states.PAUSED, states.SIGSTOPPED, states.PARTITIONED)
 # The supervisor's states that show it noticed something wrong.
@@ -247,7 +248,7 @@ def detection_latencies(run: Run) -> list[Latency]:
         until = truth[i + 1][0] if i + 1 < len(truth) else run.end
         want = DETECTABLE[state]
         # A restart faster than a tick shows as RESTARTED: the crash is still seen.
-        accept = {want, states.RESTARTED} if state == states.CRASHED else {want}
+        accept = {want, states.RESTARTED} if state in (states.CRASHED, states.OOM) else {want}
         m = first_at_or_after(mon, t - 0.05, accept, until + run.interval + SLACK_S)
         n = first_at_or_after(hb, t - 0.05, {states.DEAD}, until + run.interval + SLACK_S)
         s = first_at_or_after(sup, t - 0.05, NOTICED, until + run.timeout + SLACK_S)

@@ -266,9 +266,9 @@ def poll_truth(engine: Engine, lab_id: str, live: Live) -> None:
         if journaled and journaled[-1][1] != states.RUNNING:
             truth = journaled[-1][1]
     elif st.status == "restarting":
-        truth = states.CRASHED
+        truth = states.OOM if st.oom_killed else states.CRASHED
     elif st.status == "exited":
-        truth = states.STOPPED if st.exit_code == 0 else states.CRASHED
+        truth = states.STOPPED if st.exit_code == 0 else (states.OOM if st.oom_killed else states.CRASHED)
     else:
         truth = st.status.upper()
     live.truth = truth

@@ -139,6 +139,7 @@ class _Truth:
     def __init__(self) -> None:
         self.state: str | None = None
         self.partitioned = False
+        self.oom = False  # the engine said "oom": the next death is the OOM killer's
         self.changes: Seen = []
 
     def put(self, ts: float, state: str) -> None:
@@ -151,8 +152,13 @@ class _Truth:
         if action == "start":
             self.partitioned = False
             self.put(ts, states.RUNNING)
+        elif action == "oom":
+            self.oom = True
         elif action == "die":
-            self.put(ts, states.STOPPED if e.get("exit_code") == 0 else states.CRASHED)
+            # The engine reports the OOM kill just before the death it causes.
+            died = states.OOM if self.oom or e.get("oom_killed") else states.CRASHED
+            self.oom = False
+            self.put(ts, states.STOPPED if e.get("exit_code") == 0 else died)
         elif action == "pause":
             self.put(ts, states.PAUSED)
         elif action == "unpause":

@@ -12,7 +12,8 @@ from labctl.errors import ExitCode, LabError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 TARGETS = faults.SERVICES  # the default target first
-WORKER_MODES = ("robust", "naive")  # naive: the exercise's worker, a pidfile and no flock
+WORKER_MODES = ("robust", "naive")
+BUG_KINDS = ("segv", "oom")  # naive: the exercise's worker, a pidfile and no flock
 PROGRAMS = ("supervisor", "process-data")
 # The heartbeat-only observer's key in scenario files before it had its name.
 OBSERVER_ALIASES = {"naive": states.HEARTBEAT_ONLY}
@@ -30,6 +31,7 @@ class LabParams:
     heartbeat_ms: int = 200
     window: int = 64
     bug_trigger: str = "none"
+    bug_kind: str = "segv"  # or oom: the trigger allocates until the kernel's OOM killer ends the worker
     worker_mode: str = "robust"
     restart_limit: int = 10
     give_up_s: int = 90
@@ -42,7 +44,7 @@ class LabParams:
             "LAB_HEARTBEAT_ONLY_TIMEOUT_MS": str(self.heartbeat_only_timeout_ms),
             "LAB_MONITOR_LOG_BEATS": "1" if self.log_beats else "0",
             "LAB_HEARTBEAT_MS": str(self.heartbeat_ms), "LAB_WINDOW": str(self.window),
-            "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_WORKER_MODE": self.worker_mode,
+            "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_BUG_KIND": self.bug_kind, "LAB_WORKER_MODE": self.worker_mode,
             "LAB_RESTART_LIMIT": str(self.restart_limit), "LAB_GIVE_UP_S": str(self.give_up_s),
             "LAB_MONITOR_LINGER_S": "0", "LAB_MONITOR_CRASH_LINGER_S": "0",
         }
@@ -205,6 +207,8 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
         elif k == "log_beats":
             if not isinstance(v, bool):
                 c.fail(key, f"expected true or false, got {v!r}")
+        elif k == "bug_kind":
+            v = c.string(v, key, BUG_KINDS)
         elif k == "worker_mode":
             v = c.string(v, key, WORKER_MODES)
         elif k == "program":

@@ -10,6 +10,7 @@ from __future__ import annotations
 # The worker as the engine sees it (a signal it cannot see comes from labctl's journal).
 RUNNING = "RUNNING"
 CRASHED = "CRASHED"
+OOM = "OOM"  # killed by the kernel's OOM killer (the engine's OOMKilled): a death, not by a signal of its own
 RESTARTING = "RESTARTING"
 PAUSED = "PAUSED"
 SIGSTOPPED = "SIGSTOPPED"
@@ -21,7 +22,7 @@ STOPPED = "STOPPED"
 DEGRADED = "DEGRADED"
 ONEWAY = "ONEWAY"
 GONE = "GONE"  # live view only: the container no longer exists
-TRUTHS = (RUNNING, CRASHED, RESTARTING, PAUSED, SIGSTOPPED, PARTITIONED, STOPPED, DEGRADED, ONEWAY)
+TRUTHS = (RUNNING, CRASHED, OOM, RESTARTING, PAUSED, SIGSTOPPED, PARTITIONED, STOPPED, DEGRADED, ONEWAY)
 
 # ---------------------------------------------------------------- the monitor's verdict
 UNKNOWN = "UNKNOWN"

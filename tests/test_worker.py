@@ -694,3 +694,22 @@ def test_parser_fuzz_bounded_run(tmp_path):
                        capture_output=True, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     assert b"Done 300000 runs" in p.stderr
+
+
+def test_the_oom_bug_allocates_until_stopped_and_never_past_its_cap(tmp_path):
+    """--bug-kind oom: the trigger allocates (and touches) memory until
+    something stops it. In the lab the cgroup's OOM killer does; here an
+    address-space limit makes malloc fail first, and the worker then aborts
+    rather than go on (outside a container nothing else would stop it)."""
+    import resource
+
+    def small():
+        resource.setrlimit(resource.RLIMIT_AS, (256 * 2**20, 256 * 2**20))
+
+    p = subprocess.run([str(WORKER), "--lock", str(tmp_path / "w.lock"), "--bug-trigger", "7", "--bug-kind", "oom"],
+                       input=b"5\n7\n9\n", capture_output=True, timeout=60, preexec_fn=small)
+    assert p.returncode == -signal.SIGABRT, (p.returncode, p.stderr[-500:])
+    assert b"5,25\n" in p.stdout and b"9,81" not in p.stdout
+    q = subprocess.run([str(WORKER), "--lock", str(tmp_path / "w2.lock"), "--bug-kind", "leak"],
+                       input=b"", capture_output=True, timeout=30)
+    assert q.returncode == 64 and b"--bug-kind wants segv or oom, got 'leak'" in q.stderr

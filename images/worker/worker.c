@@ -267,6 +267,7 @@ struct config {
     const char *lock_path;
     bool bug_enabled;
     int64_t bug_trigger;
+    bool bug_oom; /* the bug allocates until the OOM killer acts, instead of segfaulting */
     bool naive;
     bool plain_lock;
     bool idle;
@@ -1054,6 +1055,30 @@ __attribute__((no_sanitize("undefined"))) static void crash_on_purpose(void)
     *p = 999;
 }
 
+/* The other bug: a leak that runs away. The cgroup's memory limit makes the
+ * kernel's OOM killer end it with SIGKILL (no handler runs; the engine says
+ * OOMKilled). Outside a memory-limited container nothing would stop it, so
+ * past OOM_GIVE_UP it aborts instead of eating the host. */
+#define OOM_CHUNK ((size_t)1 << 20)
+#define OOM_GIVE_UP ((size_t)2 << 30)
+static void exhaust_memory(void)
+{
+    for (size_t total = 0; total < OOM_GIVE_UP; total += OOM_CHUNK) {
+        char *p = malloc(OOM_CHUNK);
+        if (p == NULL)
+            break;
+        memset(p, 0xab, OOM_CHUNK); /* touched, so the pages are really taken */
+    }
+    abort();
+}
+
+static void bug(const struct config *cfg)
+{
+    if (cfg->bug_oom)
+        exhaust_memory();
+    crash_on_purpose();
+}
+
 static char *put(char *o, const char *s, size_t n)
 {
     memcpy(o, s, n);
@@ -1075,7 +1100,7 @@ static enum io_status handle_line(struct worker *w, struct conn *c, const char *
     int64_t v = 0;
     enum parse_result r = parse_line(s, len, &v);
     if (r == PARSE_OK && w->cfg->bug_enabled && v == w->cfg->bug_trigger)
-        crash_on_purpose();
+        bug(w->cfg);
     /* Every line is formatted straight into its batch, errors as cheaply as
      * results: no snprintf, no write of its own. The flush above leaves room
      * for the longest line. */
@@ -1461,7 +1486,7 @@ static int run_idle(struct worker *w)
 static void usage(FILE *f)
 {
     fputs("usage: worker [--listen HOST:PORT [--serve-forever] | --idle [--heartbeat-stdout]]\n"
-          "              [--lock PATH] [--plain-lock] [--mode robust|naive] [--bug-trigger N|none]\n"
+          "              [--lock PATH] [--plain-lock] [--mode robust|naive] [--bug-trigger N|none] [--bug-kind segv|oom]\n"
           "              [--heartbeat-ms MS] [--heartbeat-file PATH] [--heartbeat-udp HOST:PORT]\n"
           "              [--flush-every-line] [--record PATH]\n"
           "Reads numbers, one per line, and writes n,n*n for each (stdin to stdout, or\n"
@@ -1486,7 +1511,7 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 static bool is_value_option(const char *a)
 {
     static const char *const opts[] = {"--listen", "--lock", "--heartbeat-file", "--heartbeat-udp",
-                                       "--heartbeat-ms", "--bug-trigger", "--mode", "--record"};
+                                       "--heartbeat-ms", "--bug-trigger", "--bug-kind", "--mode", "--record"};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
         if (!strcmp(a, opts[i]))
             return true;
@@ -1564,6 +1589,13 @@ static int parse_args(int argc, const char *const *argv, struct config *cfg)
         } else if (!strcmp(a, "--heartbeat-ms")) {
             if (!parse_long(val, 10, 3600000, &cfg->heartbeat_ms)) {
                 fprintf(stderr, "worker: error: --heartbeat-ms wants 10..3600000, got '%s'\n", val);
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--bug-kind")) {
+            if (!strcmp(val, "oom") || !strcmp(val, "segv")) {
+                cfg->bug_oom = !strcmp(val, "oom");
+            } else {
+                fprintf(stderr, "worker: error: --bug-kind wants segv or oom, got '%s'\n", val);
                 return EXIT_USAGE;
             }
         } else if (!strcmp(a, "--bug-trigger")) {

@@ -125,7 +125,8 @@ def test_each_checkout_runs_its_own_images(built, tmp_path):
     p = subprocess.run(["docker", "compose", "config", "--images"], cwd=ROOT, env=clean, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert sorted(p.stdout.split()) == sorted(f"{checkout_project()}-{s}" for s in ("monitor", "supervisor", "worker"))
+    assert sorted(p.stdout.split()) == sorted(f"{checkout_project()}-{s}"
+                                              for s in ("monitor", "proxy", "supervisor", "worker"))
     for image in p.stdout.split():
         assert subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0, image
     # Another checkout (another path) gets another project.

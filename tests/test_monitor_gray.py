@@ -171,3 +171,29 @@ def test_beat_stats_count_missing_seqs_per_incarnation():
     for seq in range(20, 20 + mon.RECENT_BEATS):
         beat(seq * 200.0 + 2000, seq, inc="b")
     assert st.loss() == 0.0
+
+
+def test_beats_that_come_twice_or_late_are_disorder_and_make_a_live_worker_slow():
+    st = mon.BeatStats(silent_after_ms=1800, phi_threshold=8.0)
+    for seq in range(1, 21):
+        st.beat(seq * 200.0, mon.Beat("a", 1, seq, 0, 0))
+    assert st.disorder() == 0.0
+    st.beat(4200.0, mon.Beat("a", 1, 21, 0, 0))
+    st.beat(4210.0, mon.Beat("a", 1, 21, 0, 0))  # a duplicate
+    st.beat(4400.0, mon.Beat("a", 1, 23, 0, 0))
+    st.beat(4420.0, mon.Beat("a", 1, 22, 0, 0))  # overtaken by 23
+    assert st.disorder() == 2 / 22
+    # Gone from the window, they count no more.
+    for seq in range(24, 24 + mon.RECENT_BEATS):
+        st.beat(seq * 200.0, mon.Beat("a", 1, seq, 0, 0))
+    assert st.disorder() == 0.0
+    # The classifier: a fresh volume, the lock held, beats flowing but disordered: SLOW after the hold.
+    c = mon.Classifier(200, 2000)
+    lock = mon.LockState("held", 7, "a")
+    verdicts = []
+    for i in range(15):
+        t = i * 0.2
+        o = mon.Observation(t, WALL0_MS + t * 1000, lock, 50, mon.Beat("a", 1, i, 0, int(WALL0_MS + t * 1000 - 50)),
+                            None, 1.0, 0.0, 200.0, 20.0, 0.1)
+        verdicts.append(c.classify(o)[0])
+    assert verdicts[0] == "HEALTHY" and verdicts[-1] == "SLOW"

@@ -44,7 +44,8 @@ SLOW is the gray failure: alive (lock held, volume beat fresh, network not
 silent) but its UDP beats come late or sparse, from a lossy link or a
 crawling worker. Degraded, over the last RECENT_BEATS seq numbers: loss
 (missing seqs) >= SLOW_LOSS, or mean gap >= SLOW_GAP_FACTOR beats, or the
-gaps' standard deviation >= SLOW_JITTER_FACTOR beats (late, jittered beats), or the
+gaps' standard deviation >= SLOW_JITTER_FACTOR beats (late, jittered beats), or
+a share >= SLOW_DISORDER of them arriving twice or out of order, or the
 fixed timeout calling silence that phi does not share.
 
 A clean exit. The worker's last beat says "stopped", then it removes its
@@ -129,6 +130,10 @@ SLOW_GAP_FACTOR = 1.5
 # late beats: a delaying, jittering network. A loaded machine's own jitter
 # stays well under it (tests: +-60 ms on 200 ms beats is about 50 ms).
 SLOW_JITTER_FACTOR = 0.6
+# A share of beats this large arriving twice or behind a later one is a
+# jittering or duplicating link (delay with jitter reorders; a healthy bridge
+# never does).
+SLOW_DISORDER = 0.05
 # Between ticks the lock alone is probed this often (a non-blocking shared
 # flock: microseconds); once it is free the monitor ticks at once.
 LOCK_PROBE_S = 0.025
@@ -193,6 +198,7 @@ class BeatStats:
         self.detector = PhiAccrual()
         self.first_seq = 0  # where the window may begin: the first beat since the last restart
         self.arrivals: deque[tuple[int, float]] = deque()  # (seq, at ms), seq rising
+        self.disordered: deque[int] = deque()  # seqs that came again or late, within the window
 
     def beat(self, at_ms: float, beat: Beat) -> None:
         if beat.incarnation != self.incarnation:
@@ -200,7 +206,11 @@ class BeatStats:
             self.detector = PhiAccrual()
             self.restart(beat.seq)
         elif self.arrivals and beat.seq <= self.arrivals[-1][0]:
-            return  # a duplicate or one overtaken: it is no new arrival
+            # A duplicate or one overtaken: no new arrival, but evidence of a
+            # jittering link (a healthy bridge never reorders a beat).
+            if beat.seq >= self.arrivals[0][0]:
+                self.disordered.append(beat.seq)
+            return
         elif self.detector.last is not None and self.outage(at_ms):
             self.detector.last = at_ms
             self.restart(beat.seq)
@@ -210,6 +220,8 @@ class BeatStats:
         self.arrivals.append((beat.seq, at_ms))
         while self.arrivals and self.arrivals[0][0] <= beat.seq - self.recent:
             self.arrivals.popleft()
+        while self.disordered and self.disordered[0] <= beat.seq - self.recent:
+            self.disordered.popleft()
 
     def outage(self, at_ms: float) -> bool:
         if at_ms - self.detector.last <= self.silent_after_ms:
@@ -220,6 +232,7 @@ class BeatStats:
     def restart(self, seq: int) -> None:
         self.first_seq = seq
         self.arrivals.clear()
+        self.disordered.clear()
 
     def phi_value(self, now_ms: float) -> float:
         """Phi as the detector has it, however few its samples (for the tick's `phi`)."""
@@ -244,6 +257,12 @@ class BeatStats:
         if len(self.arrivals) < MIN_RECENT_BEATS:
             return None
         return (self.arrivals[-1][1] - self.arrivals[0][1]) / (len(self.arrivals) - 1)
+
+    def disorder(self) -> float | None:
+        """The share of the window's beats that arrived twice or behind a later one."""
+        if len(self.arrivals) < MIN_RECENT_BEATS:
+            return None
+        return len(self.disordered) / len(self.arrivals)
 
     def gap_std_ms(self) -> float | None:
         """How irregular the window's gaps are: their standard deviation."""
@@ -337,6 +356,7 @@ class Observation:
     loss: float | None = None  # over the recent window of seq numbers
     mean_gap_ms: float | None = None  # between the recent window's beats
     gap_std_ms: float | None = None  # how irregular those gaps are
+    disorder: float | None = None  # the share of the window's beats that came twice or out of order
 
 
 class Classifier:
@@ -403,6 +423,7 @@ class Classifier:
             degraded = ((o.loss is not None and o.loss >= SLOW_LOSS)
                         or (o.mean_gap_ms is not None and o.mean_gap_ms >= SLOW_GAP_FACTOR * self.beat_ms)
                         or (o.gap_std_ms is not None and o.gap_std_ms >= SLOW_JITTER_FACTOR * self.beat_ms)
+                        or (o.disorder is not None and o.disorder >= SLOW_DISORDER)
                         or timeout_silent)
             if self.judge_slow(degraded, o.now) and fresh:
                 return self.remember(SLOW), heartbeat_only
@@ -546,8 +567,9 @@ class Monitor:
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
         loss, mean_gap_ms, gap_std_ms = self.net.loss(), self.net.mean_gap_ms(), self.net.gap_std_ms()
+        disorder = self.net.disorder()
         obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat,
-                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms)
+                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder)
         verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
         phi = self.net.phi_value(now * 1000)
         fields = {
@@ -560,6 +582,7 @@ class Monitor:
             "loss": round(loss, 2) if loss is not None else None,
             "mean_gap_ms": round(mean_gap_ms) if mean_gap_ms is not None else None,
             "gap_std_ms": round(gap_std_ms) if gap_std_ms is not None else None,
+            "disorder": round(disorder, 2) if disorder is not None else None,
             # A beat written between the clock read and the file read is a few ms "early".
             "file_age_ms": max(0, round(wall_ms - file_beat.unix_ms)) if file_beat else None,
             "lock": lock.state,

@@ -30,16 +30,20 @@ connect to `worker:7000`, Kubernetes' tcpSocket probe, run by `docker exec`
 in the lab's *monitor* container: the worker is reached over the lab's
 network as a probe would reach it, and nothing is ever exec'd in a
 container a fault freezes. The probe's own time is measured inside the
-monitor container, so the `docker exec` start-up is not charged to it.
+monitor container, so the `docker exec` start-up is not charged to it; the
+probe is cut at its timeout, name lookup included; it closes with a reset,
+since the worker serves one client: a probe's connection replaces the
+supervisor's, and a clean close with no lines ends the worker (exit 0).
+Probes count once the worker serves (as after a startup probe).
 
-Each fault lasts `--window` seconds (default 100, enough for Docker's
-defaults, which need 60 to 90 s), from the run's journal (labctl's fault
+Each fault lasts `--window` seconds (default 130, enough for Docker's
+defaults, which need 60 to 90 s plus up to three probes' own time), from the run's journal (labctl's fault
 records in events.jsonl: the intent, or `from_ts` after refused tries, to
 `reverted`). Per fault and detector: the time from the fault's start to the
 first right verdict, and the number of wrong verdicts in the window (see
 `RIGHT`). Writes table.md, results.json and detectors.png under --out.
 
-    python bench/detectors.py [--window 100] [--faults crash,pause,partition,slow] [--out DIR]
+    python bench/detectors.py [--window 130] [--faults crash,pause,partition,slow] [--out DIR]
 """
 from __future__ import annotations
 
@@ -274,6 +278,9 @@ def cell(s: Score | None, fault: str, base: Score | None, window_s: float, key: 
         t = "right from the start" if not s.wrong else "right at the start"
         if key == BASELINE and s.first_slow_s is not None:
             t += f" (SLOW at {s.first_slow_s:.1f} s)"
+    elif fault == "slow":
+        t = f"first verdict at {s.time_to_right_s:.2f} s (`starting` before)" if not s.wrong else \
+            f"right at {s.time_to_right_s:.2f} s"
     else:
         t = f"{s.time_to_right_s:.2f} s"
         if key != BASELINE and base is not None and base.time_to_right_s and fault != "slow":
@@ -348,13 +355,24 @@ def plot(scores: dict[str, dict[str, Score | None]], window_s: float, path: Path
 # ----------------------------------------------------------------------- the real run
 
 
-PROBE_CODE = ("import socket,sys,time\n"
+# Closed with a reset (SO_LINGER 0), not a FIN as a kubelet's tcpSocket probe does: the
+# worker serves one client, a new connection replaces the current one (the
+# supervisor's, which reconnects), and a clean close with no lines ends the
+# worker (exit 0). The first run of this bench, with FIN, stopped every worker.
+PROBE_CODE = ("import os,socket,struct,threading,time\n"
+              "r=[0,'timeout']\n"
+              "def go():\n"
+              " try:\n"
+              "  s=socket.create_connection(('worker',{port}),timeout={t})\n"
+              "  s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0));s.close();r[:]=[1,'']\n"
+              " except Exception as e:\n"
+              "  r[1]=type(e).__name__\n"
               "t=time.monotonic()\n"
-              "try:\n"
-              " socket.create_connection(('worker',{port}),timeout={t}).close();ok=1;d=''\n"
-              "except Exception as e:\n"
-              " ok=0;d=type(e).__name__\n"
-              "print(ok,round(time.monotonic()-t,4),d)\n")
+              "th=threading.Thread(target=go,daemon=True);th.start();th.join({t})\n"
+              "print(r[0],round(time.monotonic()-t,4),r[1],flush=True)\n"
+              "os._exit(0)\n")
+# The probe is cut at its timeout, the name lookup included (under a partition
+# it takes the resolver 10 s to give up), as Docker and the kubelet cut theirs.
 
 
 def run_probe(monitor: str, timeout_s: float) -> ProbeResult:
@@ -362,7 +380,7 @@ def run_probe(monitor: str, timeout_s: float) -> ProbeResult:
     start = time.time()
     try:
         p = subprocess.run(["docker", "exec", monitor, "python3", "-S", "-c",
-                            PROBE_CODE.format(port=PROBE_PORT, t=timeout_s + 0.5)],
+                            PROBE_CODE.format(port=PROBE_PORT, t=timeout_s)],
                            capture_output=True, text=True, timeout=timeout_s + 20)
     except subprocess.TimeoutExpired:
         return ProbeResult(start, timeout_s + 20, False, "docker exec timed out")
@@ -388,6 +406,7 @@ class Prober(threading.Thread):
         self.det = det
         self.stop = stop
         self.results: list[ProbeResult] = []
+        self.ready_at: float | None = None
 
     def run(self) -> None:
         probe = self.det.probe
@@ -395,16 +414,26 @@ class Prober(threading.Thread):
         while not container_running(self.monitor):
             if self.stop.wait(0.2):
                 return
+        # Probes count once the worker serves (as after a Kubernetes startupProbe):
+        # a lab's boot is not the fault under test.
+        while not run_probe(self.monitor, 1.0).ok:
+            if self.stop.wait(0.3):
+                return
+        self.ready_at = time.time()
         # Docker: the first probe comes `interval` after the container started; Kubernetes: at once.
         nxt = time.time() + (probe.interval_s if probe.style == "docker" else 0.0)
+        # `docker exec` takes a while to start the probe (0.1 to 0.5 s on a loaded
+        # machine): each exec is launched that much early, so the connect itself
+        # keeps the schedule (a running mean of how late the last ones came).
+        self.lag = 0.2
         while not self.stop.is_set():
-            if self.stop.wait(max(0.0, nxt - time.time())):
+            if self.stop.wait(max(0.0, nxt - self.lag - time.time())):
                 return
-            began = time.time()
             r = run_probe(self.monitor, probe.timeout_s)
             self.results.append(r)
+            self.lag = min(1.0, max(0.0, 0.5 * self.lag + 0.5 * (self.lag + r.start - nxt)))
             nxt = docker_next_start(r, probe) if probe.style == "docker" else \
-                k8s_next_start(began, probe, time.time())
+                k8s_next_start(r.start, probe, time.time())
 
 
 def scenario_yaml(fault: str, window_s: float, tail_s: float) -> str:
@@ -450,7 +479,8 @@ def scores_of(events: list[dict[str, Any]], probes: dict[str, list[ProbeResult]]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--window", type=float, default=100.0, help="seconds each fault lasts (default 100)")
+    ap.add_argument("--window", type=float, default=130.0,
+                    help="seconds each fault lasts (default 130: Docker's defaults need up to 3 x (30 s + a probe))")
     ap.add_argument("--tail", type=float, default=6.0, help="seconds the lab runs after the fault's revert")
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detectors")
@@ -510,7 +540,12 @@ def main() -> int:
         if w is None:
             print(f"    {f}: no fault in the run's journal; labctl said: "
                   f"{(tmp / f'labctl-{f}.log').read_text()[-600:]}", flush=True)
-        record["faults"][f] = {
+        reconnects = sum(1 for e in events if e.get("source") == "supervisor" and e.get("kind") == "connected"
+                         and e.get("reconnect"))
+        stopped = any(e.get("source") == "monitor" and e.get("verdict") == "STOPPED" for e in events)
+        print(f"    {f}: lab {lab_ids[f]}, supervisor reconnects {reconnects} (the probes take its connection)"
+              + ("; the worker STOPPED during the run" if stopped else ""), flush=True)
+        record["faults"][f] = {"supervisor_reconnects": reconnects, "worker_stopped": stopped,
             "lab": lab_ids[f], "window": asdict(w) if w else None,
             "scores": {k: asdict(s) if s else None for k, s in scores[f].items()},
             "probes": {k: [asdict(r) for r in v] for k, v in probes.items()},
@@ -532,7 +567,11 @@ def main() -> int:
              "Docker HEALTHCHECK and the Kubernetes liveness probe are EMULATED (labctl disables HEALTHCHECK: "
              "a probe exec'd in a container as `docker pause` freezes it wedges the engine): their timing "
              "rules run in this bench, each probe a TCP connect to worker:7000 from the lab's monitor "
-             "container (`docker exec`), as a tcpSocket probe; never exec'd in the worker. Expected from "
+             "container (`docker exec`), as a tcpSocket probe; never exec'd in the worker. Each probe is cut "
+             "at its timeout (the name lookup included) and closes with a reset, not a FIN: the worker serves "
+             "one client, so a probe's connection replaces the supervisor's (it reconnects), and a clean close "
+             "with no lines would end the worker. Probes begin once the worker serves (as after a startup "
+             "probe); Docker says `starting` until its first probe, one interval later. Expected from "
              "the timings alone, for a fault that fails every probe at once: Docker defaults 60 to 90 s, "
              "tuned 2 to 3 s, Kubernetes defaults 20 to 30 s (plus the probes' own time).\n")
     print(text)

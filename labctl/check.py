@@ -103,6 +103,10 @@ class Run:
     def timeout(self) -> float:
         return self.lab.timeout_ms / 1000
 
+    @property
+    def supervisor_timeout(self) -> float:
+        return (self.lab.supervisor_timeout_ms or self.lab.timeout_ms) / 1000
+
     def seen(self, who: str) -> Seen:
         return runlog.observed(self.events, who)
 
@@ -251,7 +255,7 @@ def detection_latencies(run: Run) -> list[Latency]:
         accept = {want, states.RESTARTED} if state in (states.CRASHED, states.OOM) else {want}
         m = first_at_or_after(mon, t - 0.05, accept, until + run.interval + SLACK_S)
         n = first_at_or_after(hb, t - 0.05, {states.DEAD}, until + run.interval + SLACK_S)
-        s = first_at_or_after(sup, t - 0.05, NOTICED, until + run.timeout + SLACK_S)
+        s = first_at_or_after(sup, t - 0.05, NOTICED, until + run.supervisor_timeout + SLACK_S)
         out.append(Latency(t, state, want, _since(m, t), _since(n, t), _since(s, t), until - t))
     return out
 

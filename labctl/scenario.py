@@ -26,6 +26,7 @@ class LabParams:
     seed: int = 42
     timeout_ms: int = 2000
     heartbeat_only_timeout_ms: int = 0  # 0: the same as timeout_ms
+    supervisor_timeout_ms: int = 0  # 0: the same as timeout_ms
     log_beats: bool = False  # the monitor logs every heartbeat's arrival (bench/tune_detectors.py)
     interval_ms: int = 200
     heartbeat_ms: int = 200
@@ -42,6 +43,7 @@ class LabParams:
             "LAB_ITEMS": str(self.items), "LAB_RATE": str(self.rate), "LAB_SEED": str(self.seed),
             "LAB_TIMEOUT_MS": str(self.timeout_ms), "LAB_INTERVAL_MS": str(self.interval_ms),
             "LAB_HEARTBEAT_ONLY_TIMEOUT_MS": str(self.heartbeat_only_timeout_ms),
+            "LAB_SUPERVISOR_TIMEOUT_MS": str(self.supervisor_timeout_ms or self.timeout_ms),
             "LAB_MONITOR_LOG_BEATS": "1" if self.log_beats else "0",
             "LAB_HEARTBEAT_MS": str(self.heartbeat_ms), "LAB_WINDOW": str(self.window),
             "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_BUG_KIND": self.bug_kind, "LAB_WORKER_MODE": self.worker_mode,
@@ -195,9 +197,9 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
     for k, v in c.mapping(raw, "lab", tuple(LabParams.__dataclass_fields__)).items():
         key = f"lab.{k}"
         if k in ("items", "seed", "timeout_ms", "interval_ms", "heartbeat_ms", "window", "restart_limit", "give_up_s",
-                 "heartbeat_only_timeout_ms"):
-            v = c.number(v, key, lo=0 if k in ("seed", "restart_limit", "heartbeat_only_timeout_ms") else 1,
-                         integer=True)
+                 "heartbeat_only_timeout_ms", "supervisor_timeout_ms"):
+            v = c.number(v, key, lo=0 if k in ("seed", "restart_limit", "heartbeat_only_timeout_ms",
+                                               "supervisor_timeout_ms") else 1, integer=True)
         elif k == "rate":
             v = c.number(v, key)
         elif k == "bug_trigger":

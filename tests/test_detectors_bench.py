@@ -231,3 +231,14 @@ def test_plot_writes_a_png(tmp_path):
     scores, _ = det.scores_of(events, {}, "pause", 100)
     det.plot({"pause": scores}, 100, tmp_path / "d.png")
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cell_says_what_a_slow_worker_got():
+    S = det.Score
+    assert det.cell(S(0.0, 0), "slow", None, 100, "k8s-liveness") == "right from the start; 0 wrong"
+    assert det.cell(S(24.3, 0), "slow", None, 100, "docker-default").startswith("first verdict at 24.30 s")
+    assert det.cell(S(0.0, 1, ["DEAD@3.0s"]), "slow", None, 100, "phi") == "right at the start; 1 wrong (DEAD@3.0s)"
+    assert det.cell(S(0.0, 0, first_slow_s=2.5), "slow", None, 100, "monitor") == \
+        "right from the start (SLOW at 2.5 s); 0 wrong"
+    assert det.cell(S(None, 0), "pause", S(1.0, 0), 130, "k8s-liveness") == "never (> 130 s); 0 wrong"
+    assert det.cell(S(30.0, 0), "crash", S(1.0, 0), 130, "k8s-liveness") == "30.00 s (30x); 0 wrong"

@@ -197,3 +197,19 @@ def test_beats_that_come_twice_or_late_are_disorder_and_make_a_live_worker_slow(
                             None, 1.0, 0.0, 200.0, 20.0, 0.1)
         verdicts.append(c.classify(o)[0])
     assert verdicts[0] == "HEALTHY" and verdicts[-1] == "SLOW"
+
+
+def test_after_its_own_pause_the_monitor_forgets_the_burst_and_learns_the_link_again():
+    st = mon.BeatStats(silent_after_ms=1800, phi_threshold=8.0)
+    for seq in range(1, 40):
+        st.beat(seq * 200.0, mon.Beat("a", 1, seq, 0, 0))
+    assert st.phi(40 * 200.0) is not None and st.loss() == 0.0
+    # Frozen for 5 s: 25 beats waited in the socket and are drained at once.
+    for seq in range(40, 65):
+        st.beat(13000.0, mon.Beat("a", 1, seq, 0, 0))
+    st.forget()
+    assert st.loss() is None and st.mean_gap_ms() is None and st.disorder() is None
+    assert st.phi(13200.0) is None, "nothing learnt: the timeout alone judges"
+    for seq in range(65, 70):
+        st.beat(13200.0 + (seq - 65) * 200, mon.Beat("a", 1, seq, 0, 0))
+    assert st.loss() == 0.0 and st.mean_gap_ms() == 200.0 and st.gap_std_ms() == 0.0

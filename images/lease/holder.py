@@ -24,7 +24,8 @@ DDIA chapter 8's zombie, on purpose. The loop:
 
 A refused renewal or a fenced write ends the belief (`lost`). Connection
 errors are retried with a backoff (100 ms doubling to 1 s), never fatal.
-SIGTERM or SIGINT: release the lease if held, exit 0.
+SIGTERM or SIGINT: stop (within a request's timeout; a write not yet
+sent is dropped), release the lease if held, exit 0.
 
 Standard library only. Events as JSON lines on stdout (docs/events.md,
 `## holder`), each with `client`; --events PATH also appends them to a file.
@@ -67,10 +68,6 @@ class Unavailable(Exception):
     """No reply: the peer is down, unreachable, too slow, or talks nonsense; or we are backing off."""
 
 
-class Stopping(Exception):
-    pass
-
-
 class Conn:
     """A JSON-lines request/reply client: one connection, reopened after any error,
     with a backoff between failed attempts. Tells the events once per outage."""
@@ -105,6 +102,10 @@ class Conn:
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(self.addr, timeout=self.timeout_s)
+                if self.sock.getsockname() == self.sock.getpeername():
+                    # TCP's simultaneous open on loopback: a retried connect to a port nobody
+                    # listens on can pick that same port as its source and reach itself.
+                    raise self._fail("connected to itself (nothing listens there)")
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock.sendall(json.dumps(req, separators=(",", ":")).encode() + b"\n")
             while b"\n" not in self.buf:
@@ -150,6 +151,7 @@ class Holder:
         self.next_acquire = 0.0
         self.next_work = 0.0
         self.writes = self.fenced = 0
+        self.stopping: str | None = None  # set by SIGTERM/SIGINT: the name of the signal
 
     # ------------------------------------------------------------------ belief
 
@@ -218,7 +220,9 @@ class Holder:
         value = value if isinstance(value, int) and not isinstance(value, bool) else 0
         self.events.emit("read", token=token, value=value, think_ms=self.args.think_ms)
         if self.think_s:
-            time.sleep(self.think_s)  # the window: a pause that lands here outlives the lease
+            self.nap(self.think_s)  # the window: a pause that lands here outlives the lease
+            if self.stopping:
+                return
         try:
             rep = self.store.request({"op": "write", "client": self.client, "token": token, "key": KEY,
                                       "value": value + 1})
@@ -236,8 +240,18 @@ class Holder:
 
     # ------------------------------------------------------------------ loop
 
+    def nap(self, seconds: float) -> None:
+        """Sleep until a deadline on the monotonic clock, or a stop. A process frozen
+        past the deadline wakes up and goes straight on."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+
     def run(self) -> None:
-        while True:
+        while not self.stopping:
             now = time.monotonic()
             if now >= self.next_acquire:
                 self.acquire()
@@ -249,7 +263,7 @@ class Holder:
             wake = self.next_acquire
             if self.believed:
                 wake = min(wake, self.next_work, self.valid_until)
-            time.sleep(min(max(0.0, wake - now), 0.1))
+            self.nap(min(max(0.0, wake - now), 0.1))
 
 
 def hostport(s: str) -> tuple[str, int]:
@@ -286,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     holder = Holder(args, events)
 
     def on_term(signum, _frame):
-        raise Stopping(signal.Signals(signum).name)
+        holder.stopping = signal.Signals(signum).name
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
@@ -294,13 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     events.emit("start", lease=f"{args.lease[0]}:{args.lease[1]}", store=f"{args.store[0]}:{args.store[1]}",
                 ttl_ms=args.ttl_ms, renew_ms=round(holder.renew_s * 1000), work_ms=args.work_ms,
                 think_ms=args.think_ms, pid=os.getpid())
-    try:
-        holder.run()
-    except Stopping as e:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        holder.release()
-        events.emit("stop", reason=str(e), token=holder.token, writes=holder.writes, fenced=holder.fenced)
+    holder.run()
+    holder.release()
+    events.emit("stop", reason=holder.stopping, token=holder.token, writes=holder.writes, fenced=holder.fenced)
     return 0
 
 

@@ -199,8 +199,16 @@ class BeatStats:
         self.first_seq = 0  # where the window may begin: the first beat since the last restart
         self.arrivals: deque[tuple[int, float]] = deque()  # (seq, at ms), seq rising
         self.disordered: deque[int] = deque()  # seqs that came again or late, within the window
+        self.afresh = False  # set by forget(): the next beat starts the window
 
     def beat(self, at_ms: float, beat: Beat) -> None:
+        if self.afresh and beat.incarnation == self.incarnation:
+            self.afresh = False
+            self.restart(beat.seq)
+            self.detector.heartbeat(at_ms)
+            self.arrivals.append((beat.seq, at_ms))
+            return
+        self.afresh = False
         if beat.incarnation != self.incarnation:
             self.incarnation = beat.incarnation
             self.detector = PhiAccrual()
@@ -228,6 +236,16 @@ class BeatStats:
             return False
         phi = self.phi(at_ms)
         return phi is None or phi >= OUTAGE_PHI_FACTOR * self.phi_threshold
+
+    def forget(self) -> None:
+        """After the monitor's own pause: the beats that waited in its socket
+        arrive as one burst, which says nothing of the link. What was learnt
+        of the link's gaps goes too (phi judges by the timeout alone until it
+        has learnt again), so neither the burst nor the pause's gap counts."""
+        self.detector = PhiAccrual()
+        self.arrivals.clear()
+        self.disordered.clear()
+        self.afresh = True  # the window starts again at the next beat
 
     def restart(self, seq: int) -> None:
         self.first_seq = seq
@@ -564,6 +582,8 @@ class Monitor:
         lock = probe_lock(self.args.lock)
         file_beat = read_beat_file(self.args.heartbeat_file)
         self.drain_udp()  # a beat that landed while we read the volume counts too
+        if late_ms > self.interval * 1000:
+            self.net.forget()  # what waited in our socket while we were frozen is no measure of the link
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
         loss, mean_gap_ms, gap_std_ms = self.net.loss(), self.net.mean_gap_ms(), self.net.gap_std_ms()

@@ -204,6 +204,7 @@ class Window:
     fault: str  # labctl's name: kill, pause, partition, slow
     start: float
     end: float | None  # None: never reverted in the recording
+    intent: float = 0.0  # when labctl set out to apply it; its revert began `for` seconds later
 
 
 def fault_window(events: list[dict[str, Any]]) -> Window | None:
@@ -222,7 +223,7 @@ def fault_window(events: list[dict[str, Any]]) -> Window | None:
     if intent is None:
         return None
     start = float(applied["from_ts"]) if applied and "from_ts" in applied else float(intent["ts"])
-    return Window(str(intent["fault"]), start, float(reverted["ts"]) if reverted else None)
+    return Window(str(intent["fault"]), start, float(reverted["ts"]) if reverted else None, float(intent["ts"]))
 
 
 @dataclass
@@ -464,7 +465,9 @@ def scores_of(events: list[dict[str, Any]], probes: dict[str, list[ProbeResult]]
     w = fault_window(events)
     if w is None:
         return {d.key: None for d in DETECTORS}, None
-    end = w.end if w.end is not None else w.start + window_s
+    # The window closes when the revert begins (the step's `for` after the intent), not
+    # when its `reverted` record is written: the worker is back by then.
+    end = w.intent + window_s if w.end is None else min(w.end, w.intent + window_s)
     out: dict[str, Score | None] = {}
     for d in DETECTORS:
         if d.probe is not None:

@@ -12,8 +12,8 @@ from labctl.errors import ExitCode, LabError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
 TARGETS = faults.SERVICES  # the default target first
-WORKER_MODES = ("robust", "naive")
-BUG_KINDS = ("segv", "oom")  # naive: the exercise's worker, a pidfile and no flock
+WORKER_MODES = ("robust", "naive")  # naive: the exercise's worker, a pidfile and no flock
+BUG_KINDS = ("segv", "oom")  # what the bug trigger does: segfault, or allocate until the OOM killer acts
 PROGRAMS = ("supervisor", "process-data")
 # The heartbeat-only observer's key in scenario files before it had its name.
 OBSERVER_ALIASES = {"naive": states.HEARTBEAT_ONLY}

@@ -196,7 +196,7 @@ def test_scores_of_from_events_and_probes_and_the_table():
     events = pause_run()
     ok = probes((9.0, 0.01, True), (19.0, 0.01, True), (29.0, 0.01, True))
     scores, w = det.scores_of(events, {"docker-default": ok, "docker-tuned": ok, "k8s-liveness": ok}, "pause", 100)
-    assert w.start == 10.0
+    assert w.start == 10.0 and w.intent == 10.0
     assert scores["monitor"].time_to_right_s == pytest.approx(2.0)
     assert scores["k8s-liveness"].time_to_right_s is None
     text = det.table({"pause": scores}, 100)
@@ -242,3 +242,13 @@ def test_cell_says_what_a_slow_worker_got():
         "right from the start (SLOW at 2.5 s); 0 wrong"
     assert det.cell(S(None, 0), "pause", S(1.0, 0), 130, "k8s-liveness") == "never (> 130 s); 0 wrong"
     assert det.cell(S(30.0, 0), "crash", S(1.0, 0), 130, "k8s-liveness") == "30.00 s (30x); 0 wrong"
+
+
+def test_the_window_closes_when_the_revert_begins_not_when_it_is_recorded():
+    # The unpause took 0.5 s: the monitor said HEALTHY before `reverted` was written.
+    events = [tick(9.0, "HEALTHY"), *journal("pause", 10.0, 30.5), tick(12.0, "PAUSED"), tick(30.2, "HEALTHY")]
+    scores, w = det.scores_of(events, {}, "pause", 20.0)
+    assert w.end == 30.5
+    assert scores["monitor"].time_to_right_s == pytest.approx(2.0) and scores["monitor"].wrong == 0
+    scores, _ = det.scores_of(events, {}, "pause", 25.0)  # a longer window would count it
+    assert scores["monitor"].wrong == 1

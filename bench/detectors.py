@@ -312,7 +312,7 @@ def plot(scores: dict[str, dict[str, Score | None]], window_s: float, path: Path
     fig, axes = plt.subplots(len(faults), 1, figsize=(9, 2.1 * len(faults) + 0.8), sharex=True, squeeze=False)
     colors = {"monitor": "#2b7bba", "phi": "#5fa55a", "heartbeat-only": "#9a9a9a", "docker-default": "#d1495b",
               "docker-tuned": "#edae49", "k8s-liveness": "#8e5ea2"}
-    lo = 0.05
+    lo = 0.01
     for ax, fault in zip(axes[:, 0], faults, strict=True):
         row = scores[fault]
         for i, d in enumerate(DETECTORS):
@@ -333,6 +333,8 @@ def plot(scores: dict[str, dict[str, Score | None]], window_s: float, path: Path
                 t = max(s.time_to_right_s, lo * 1.01)
                 ax.barh(y, t - lo, left=lo, color=colors[d.key])
                 label = f"{s.time_to_right_s:.2f} s"
+                if fault == "slow" and not s.wrong:
+                    label = f"first verdict at {label} (`starting` before)"
             if s.wrong:
                 label += f"   ✗ {s.wrong} wrong"
             x = window_s if s.time_to_right_s is None else max(s.time_to_right_s or lo, lo)

@@ -95,13 +95,14 @@ def render(columns: list[Column], path: Path) -> dict[str, str]:
             if r < len(LANES) - 1:
                 ax.set_xticklabels([])
         lanes[-1].set_xlabel("seconds since the lab started", fontsize=8)
-        lanes[0].set_title(col.title, fontsize=11, fontweight="bold", pad=16)
+        # Above the names of the fault windows, which stack when faults overlap.
+        lanes[0].set_title(col.title, fontsize=11, fontweight="bold", pad=6 + 10 * max_stacked_names(col))
     for r, name in enumerate(LANES):
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     handles = [Patch(color=COLORS[s], label=s) for s in COLORS if s in used]
     handles.append(Patch(color=FAULT_SHADE, alpha=0.35, label="fault window"))
     # As many legend entries a row as the figure is wide; gray faults add states enough to need two rows.
-    per_row = min(len(handles), 6 * n + 1)
+    per_row = min(len(handles), 5 * n + 1)
     rows = -(-len(handles) // per_row)
     fig.legend(handles=handles, loc="lower center", ncol=per_row, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
@@ -169,16 +170,37 @@ def draw_progress(ax: Axes, col: Column) -> None:
         ax.legend(loc="upper left", fontsize=7, frameon=False)
 
 
-def draw_fault_windows(lanes: list[Axes], col: Column) -> int:
-    """Shades every fault window across the column's lanes, named above the first; returns how many."""
+def max_stacked_names(col: Column) -> int:
+    """How many fault names stack above the column's busiest shaded span."""
+    return max((len(ns) for _, _, ns in fault_spans(col)), default=1)
+
+
+def fault_spans(col: Column) -> list[tuple[float, float, list[str]]]:
+    """The fault windows, overlapping ones merged: (start, end, the faults' names)."""
     names = runlog.fault_names(col.events)
-    windows = runlog.fault_windows(col.events, col.t1)
-    for step, (ws, we) in windows.items():
+    spans: list[tuple[float, float, list[str]]] = []
+    for step, (ws, we) in sorted(runlog.fault_windows(col.events, col.t1).items(), key=lambda kv: kv[1][0]):
+        name = names.get(step, "fault")
+        if spans and ws <= spans[-1][1]:
+            s0, e0, ns = spans[-1]
+            spans[-1] = (s0, max(e0, we), [*ns, name])
+        else:
+            spans.append((ws, we, [name]))
+    return spans
+
+
+def draw_fault_windows(lanes: list[Axes], col: Column) -> int:
+    """Shades every fault window across the column's lanes, named above the
+    first; returns how many. Windows that overlap (two faults at once) are
+    shaded as one span, so the shade means "a fault is on" wherever it is,
+    and their names stack above it."""
+    spans = fault_spans(col)
+    for ws, we, ns in spans:
         for ax in lanes:
             ax.axvspan(ws - col.t0, we - col.t0, color=FAULT_SHADE, alpha=0.35, zorder=0, lw=0)
-        lanes[0].text((ws - col.t0 + we - col.t0) / 2, 1.08, f"{names.get(step, 'fault')}",
+        lanes[0].text((ws - col.t0 + we - col.t0) / 2, 1.04, "\n".join(ns),
                       ha="center", va="bottom", fontsize=8, transform=lanes[0].get_xaxis_transform())
-    return len(windows)
+    return len(runlog.fault_windows(col.events, col.t1))
 
 
 def render_runs(run_dirs: list[Path], path: Path) -> dict[str, str]:

@@ -164,9 +164,15 @@ class LabRun:
             self.engine.create_container(specs[name])
         live.phase = "booting"
         self.start_together(("monitor", "proxy"))
-        # The worker joins the proxy's network namespace, so it starts once the proxy runs.
-        self.engine.start(labels.container_name(self.lab_id, "worker"))
         self.follow("monitor")
+        self.follow("proxy")
+        # The worker joins the proxy's network namespace and beats through it:
+        # it starts once the proxy relays. Under load (30 labs on two cores)
+        # the proxy's interpreter can take seconds to start, and beats sent
+        # before then are lost: a monitor would rightly call that silence.
+        wait_for(lambda: live.proxy_ready or self.cancel.is_set(), BOOT_TIMEOUT_S, BOOT_POLL_S,
+                 f"lab {self.lab_id}: the worker's proxy to start", seen=lambda: "no `start` event from the proxy yet")
+        self.engine.start(labels.container_name(self.lab_id, "worker"))
         if self.sc.lab.program == "supervisor":
             # The naive worker takes no flock, so the monitor never sees it
             # HEALTHY; its pidfile appearing is all there is to wait for.

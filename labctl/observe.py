@@ -191,6 +191,7 @@ class Live:
     lock: str = "-"
     step: str = ""
     restarts: int = 0
+    proxy_ready: bool = False  # the worker's proxy relays (its `start` event): the worker may start
     started: float = field(default_factory=time.time)
     # Serialises absorb(): the follow threads of several services feed one Live.
     # The view reads fields without it (a value at most one event old is fine
@@ -200,7 +201,9 @@ class Live:
     def absorb(self, ev: Event) -> None:
         with self.mutex:
             src, kind = ev.get("source"), ev.get("kind")
-            if src == "monitor" and kind in ("tick", "verdict"):
+            if src == "proxy" and kind == "start":
+                self.proxy_ready = True
+            elif src == "monitor" and kind in ("tick", "verdict"):
                 self.monitor = ev.get("verdict", self.monitor)
                 self.heartbeat_only = runlog.heartbeat_only_of(ev) or self.heartbeat_only
                 self.phi = ev.get("phi", self.phi)

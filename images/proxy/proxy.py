@@ -546,7 +546,18 @@ def upstream_listening(port: int, paths=("/proc/net/tcp", "/proc/net/tcp6"), dia
 
 
 class Resolver(threading.Thread):
-    """Resolves the UDP upstream off the loop (a partitioned container's DNS can hang for seconds)."""
+    """Resolves the UDP upstream off the loop (a partitioned container's DNS can hang for seconds).
+
+    Until the name first resolves, a fresh lookup starts every RETRY_S (at
+    most MAX_PENDING at once) and the first to answer wins: when the proxy
+    and the monitor start together, the monitor's name is not on the
+    network yet, and Docker 20.10's resolver leaves that first query
+    unanswered, so glibc would wait its 5 s out while every heartbeat is
+    dropped. Once resolved, it is looked up again every RESOLVE_EVERY_S and
+    after a failed send (woken by `wake`)."""
+
+    RETRY_S = 0.1
+    MAX_PENDING = 4
 
     def __init__(self, host: str, port: int, events: Events):
         super().__init__(daemon=True, name="resolver")
@@ -554,17 +565,38 @@ class Resolver(threading.Thread):
         self.addr = None
         self.wake = threading.Event()
         self.last_error = None
+        self.answered = threading.Event()
+        self.pending = 0
+        self.lock = threading.Lock()
+
+    def lookup(self) -> None:
+        try:
+            info = socket.getaddrinfo(self.host, self.port, socket.AF_INET, socket.SOCK_DGRAM)
+            self.addr = info[0][4]
+            self.last_error = None
+            self.answered.set()
+        except OSError as e:
+            if str(e) != self.last_error:
+                self.last_error = str(e)
+                self.events.log("warn", f"cannot resolve {self.host}:{self.port}: {e}")
+        finally:
+            with self.lock:
+                self.pending -= 1
+
+    def start_lookup(self) -> None:
+        with self.lock:
+            if self.pending >= self.MAX_PENDING:
+                return
+            self.pending += 1
+        threading.Thread(target=self.lookup, daemon=True, name="lookup").start()
 
     def run(self) -> None:
         while True:
-            try:
-                info = socket.getaddrinfo(self.host, self.port, socket.AF_INET, socket.SOCK_DGRAM)
-                self.addr = info[0][4]
-                self.last_error = None
-            except OSError as e:
-                if str(e) != self.last_error:
-                    self.last_error = str(e)
-                    self.events.log("warn", f"cannot resolve {self.host}:{self.port}: {e}")
+            self.answered.clear()
+            self.start_lookup()
+            if self.addr is None:
+                self.answered.wait(self.RETRY_S)
+                continue
             self.wake.wait(RESOLVE_EVERY_S)
             self.wake.clear()
 

@@ -595,3 +595,13 @@ def test_slow_lingering_after_a_gray_fault_agrees_but_not_after_a_clean_run():
     assert not c.ok and c.detail.startswith("1 tick(s) disagree; first: SLOW while the worker was RUNNING")
     clean = [(0.0, "RUNNING")]
     assert not check.agreement([(15.0, "SLOW")], clean, 0.2, 2.0).ok
+
+
+def test_a_lock_fact_may_run_ahead_of_the_engine_by_the_grace_but_a_silence_may_not():
+    truth = [(0.0, "RUNNING"), (21.5, "STOPPED")]
+    # The worker removed its lock at 20.0; under load the engine reaped it 1.5 s later.
+    assert check.agreement([(5.0, "HEALTHY"), (20.0, "STOPPED")], truth, 0.2, 2.0).ok
+    c = check.agreement([(5.0, "HEALTHY"), (20.0, "PAUSED")], [(0.0, "RUNNING"), (21.5, "PAUSED")], 0.2, 2.0)
+    assert not c.ok and "PAUSED while the worker was RUNNING" in c.detail
+    # Further ahead than the grace is a contradiction again.
+    assert not check.agreement([(5.0, "HEALTHY"), (17.0, "STOPPED")], truth, 0.2, 2.0).ok

@@ -120,7 +120,8 @@ def judge(sc: Scenario, events: list[Event], lab_dir: Path, run_end: float) -> t
     latencies = detection_latencies(run)
     if sc.lab.worker_mode == "robust" and sc.lab.program == "supervisor":
         checks += judge_latencies(run, latencies)
-        checks.append(agreement(run.seen(states.MONITOR), run.seen(states.TRUTH), run.interval, run.timeout))
+        checks.append(agreement(run.seen(states.MONITOR), run.seen(states.TRUTH), run.interval, run.timeout,
+                                run.lab.heartbeat_ms / 1000))
     checks += judge_job(run)
     return checks, latencies
 
@@ -285,12 +286,12 @@ def judge_latencies(run: Run, latencies: list[Latency]) -> list[Check]:
     return checks
 
 
-def agreement(mon: Seen, truth: Seen, interval: float, timeout: float) -> Check:
+def agreement(mon: Seen, truth: Seen, interval: float, timeout: float, beat: float | None = None) -> Check:
     """No monitor verdict contradicts the truth once detection has had its time."""
     grace = timeout + interval + SLACK_S
     # SLOW judges a window of recent beats (the monitor's RECENT_BEATS, then
     # its SLOW_HOLD_S): after a gray fault it lingers that long, by design.
-    slow_lag = SLOW_BEATS * interval + SLOW_HOLD_S + SLACK_S
+    slow_lag = SLOW_BEATS * (beat or interval) + SLOW_HOLD_S + SLACK_S
     bad = []
     for ts, verdict in mon:
         if verdict == states.UNKNOWN:

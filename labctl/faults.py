@@ -10,6 +10,7 @@ and try again when the engine refuses for a reason that can pass: under load
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -33,7 +34,7 @@ REACH_S = 15.0
 REACH_POLL_S = 0.1
 # Phrases of an engine refusing an inverse that is already done: for a revert, success.
 ALREADY_UNDONE = ("no such container", "not found", "not paused", "already", "is not running",
-                  "is already in progress", "non running container")
+                  "is already in progress")
 # The lab's services, the default target first (scenario.TARGETS is the same).
 SERVICES = tuple(sorted(labels.ROLES, key=lambda s: s != "worker"))
 
@@ -103,6 +104,14 @@ class Fault:
     params: tuple[Param, ...] = ()
     # It runs a fault helper from the tools image (images.TOOLS).
     needs_tools: bool = False
+    # Applying it takes several steps with effects of their own (a helper
+    # started, a rule added, a toxic set): one that fails or is interrupted
+    # part-way is undone at once by its inverse, or nothing would revert it.
+    undo_on_failure: bool = False
+    # Its effect lives outside the worker's process (the proxy's namespace or
+    # process) and so outlasts a restart of the worker; a signal or a duty
+    # cycle dies with the process it acted on.
+    survives_restart: bool = False
     # How `labctl fault NAME VALUE...` reads its values: these names in order
     # ("target" is the fault's target, the rest its params).
     cli_args: tuple[str, ...] = ()
@@ -202,6 +211,10 @@ class ProcessSignal(Fault):
     signal: str = "STOP"
 
     def apply(self, engine: Engine, t: Target) -> None:
+        if self.signal == "STOP" and any(r.get("fault") == "slow" and r.get("target") == t.service
+                                         for r in journal.pending(t.lab_id)):
+            raise LabError(ExitCode.USAGE, f"cannot sigstop {t.container}: a slow of it is on (its duty cycle "
+                           "would resume it)", "undo it first (`labctl fault slow-off`)")
         # -1: every process this user may signal but PID 1 (tini) and the
         # shell itself: the program and nothing else, as in the exercise.
         code, out = engine.exec(t.container, ["sh", "-c", f"kill -{self.signal} -1"])
@@ -254,6 +267,8 @@ class NetRule(Fault):
     (`oneway`) or a random share of its UDP (`loss`, on the heartbeats); what
     `to` sends back is left alone."""
     needs_tools: bool = True
+    undo_on_failure: bool = True
+    survives_restart: bool = True
     udp_share: bool = False
 
     def apply(self, engine: Engine, t: Target) -> None:
@@ -271,7 +286,8 @@ class NetRule(Fault):
             args = ["-p", "udp", "-d", dest, "-m", "statistic", "--mode", "random",
                     "--probability", f"{float(t.params['p']):.4f}"]
         tag = sidecar.rule_tag(t.lab_id, t.fault_id)
-        out = sidecar.run_in_network(engine, t.lab_id, t.fault_id, t.container, sidecar.ADD_RULE, [tag, *args])
+        out = sidecar.run_in_network(engine, t.lab_id, t.fault_id, t.netns_container, sidecar.ADD_RULE,
+                                     [tag, *args])
         if f'"{tag}"' not in out:
             raise LabError(ExitCode.ENGINE_ERROR, f"the rule for {self.name} is not in {t.container}'s "
                            f"namespace after adding it: {out[-300:]}")
@@ -284,7 +300,7 @@ class NetRuleOff(Fault):
 
     def apply(self, engine: Engine, t: Target) -> None:
         tag = sidecar.rule_tag(t.lab_id, t.fault_id)
-        out = sidecar.run_in_network(engine, t.lab_id, t.fault_id, t.container, sidecar.DELETE_RULES, [tag])
+        out = sidecar.run_in_network(engine, t.lab_id, t.fault_id, t.netns_container, sidecar.DELETE_RULES, [tag])
         if f'"{tag}"' in out:
             raise LabError(ExitCode.ENGINE_ERROR, f"a rule of {t.fault_id} is still in {t.container}'s "
                            f"namespace: {out[-300:]}")
@@ -296,12 +312,19 @@ class DutyCycle(Fault):
     (SIGSTOP, then SIGCONT), by a helper in its pid namespace running as its
     user with no capability: alive, beating late, crawling."""
     needs_tools: bool = True
+    undo_on_failure: bool = True
 
     def apply(self, engine: Engine, t: Target) -> None:
         st = engine.inspect(t.container)
         if st is None or st.status != "running":
             raise LabError(ExitCode.ENGINE_ERROR, f"cannot slow {t.container}: it is not running",
                            "`labctl status` shows the lab's containers")
+        # Its SIGCONTs would resume a worker a sigstop holds, and two duty cycles would stop each other.
+        clash = [r["fault"] for r in journal.pending(t.lab_id) if r.get("target") == t.service
+                 and r.get("fault") in ("sigstop", "slow") and r.get("id") != t.fault_id]
+        if clash:
+            raise LabError(ExitCode.USAGE, f"cannot slow {t.container}: a {clash[0]} of it is still on",
+                           f"undo it first (`labctl fault {get(clash[0]).inverse}`)")
         period_s = float(t.params["period_ms"]) / 1000
         stopped_s = period_s * float(t.params["percent"]) / 100
         sidecar.start_duty_cycle(engine, t.lab_id, t.fault_id, t.container, st.user, stopped_s,
@@ -319,7 +342,10 @@ class DutyCycleOff(Fault):
     target once more in case the helper died between a STOP and its CONT."""
 
     def apply(self, engine: Engine, t: Target) -> None:
-        sidecar.stop_helpers(engine, t.lab_id, t.fault_id)
+        # Only a duty cycle that ran can have left the target stopped; resuming
+        # it otherwise could wake a worker something else holds.
+        if not sidecar.stop_helpers(engine, t.lab_id, t.fault_id):
+            return
         st = engine.inspect(t.container)
         if st is not None and st.status == "running":
             engine.exec(t.container, ["sh", "-c", "kill -CONT -1"])
@@ -340,6 +366,8 @@ class ProxyToxic(Fault):
     """A toxic in the proxy in front of the worker (images/proxy): on the
     supervisor<->worker stream, per direction (`up` to the worker, `down`
     back), or on the heartbeats (udp). Only the worker has a proxy."""
+    undo_on_failure: bool = True
+    survives_restart: bool = True
     toxic: str = ""
     # labctl's setting -> the proxy's field; settings not listed go as they are.
     fields: tuple[tuple[str, str], ...] = ()
@@ -427,7 +455,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     DutyCycle("slow", "SIGSTOP/SIGCONT duty cycle: stopped `percent` % of every period; alive but crawling",
               inverse="slow-off", journal_truth=states.DEGRADED, cli_args=("percent",), params=(
                   Param("percent", "the share of each period the processes are stopped, 1 to 99", lo=1, hi=99),
-                  Param("period_ms", "the period, in ms", lo=20, hi=5000, default=100.0))),
+                  Param("period_ms", "the period, in ms", lo=20, hi=1000, default=100.0))),
     DutyCycleOff("slow-off", "stops a slow's duty cycle and resumes the target", journal_truth=states.RUNNING),
     *_PROXY_FAULTS,
 )}
@@ -510,11 +538,15 @@ def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step
         _attempt(engine, f, t, record, tries)
         # After refused tries, the fault took effect during the last one, not at the intent.
         outcome = {"phase": journal.APPLIED, **({"from_ts": tries[1]} if tries[0] > 1 else {})}
-    except Exception as e:
-        outcome["error"] = _said(e)
+    except BaseException as e:  # a Ctrl-C part-way too
+        outcome["error"] = _said(e) if isinstance(e, Exception) else type(e).__name__
         raise
     finally:
         journal.append(lab_id, {**record, **outcome, "attempt": int(tries[0])})
+        if outcome["phase"] == journal.FAILED and f.undo_on_failure and f.inverse:
+            # Whatever part of it took effect: the journal now calls it closed.
+            with contextlib.suppress(Exception):
+                revert(engine, lab_id, intent)
     return intent
 
 
@@ -542,8 +574,17 @@ def revert(engine: Engine, lab_id: str, intent: dict[str, Any]) -> None:
 
 
 def revert_pending(engine: Engine, lab_id: str) -> int:
+    """Reverts every pending fault, each tried even when one before it fails
+    (a slow left running behind a failed heal would go on); then raises the
+    first failure. Returns how many were reverted."""
     n = 0
+    first: Exception | None = None
     for intent in journal.pending(lab_id):
-        revert(engine, lab_id, intent)
-        n += 1
+        try:
+            revert(engine, lab_id, intent)
+            n += 1
+        except Exception as e:
+            first = first or e
+    if first is not None:
+        raise first
     return n

@@ -140,6 +140,8 @@ class _Truth:
         self.state: str | None = None
         self.partitioned = False
         self.oom = False  # the engine said "oom": the next death is the OOM killer's
+        # The journaled faults in force, by id: (the fault, the truth it made), oldest first.
+        self.active: dict[str, tuple[faults.Fault, str]] = {}
         self.changes: Seen = []
 
     def put(self, ts: float, state: str) -> None:
@@ -147,11 +149,20 @@ class _Truth:
             self.state = state
             self.changes.append((ts, state))
 
+    def current(self) -> str:
+        """What a running worker is now: cut off, or under the newest fault in force, or plainly running."""
+        if self.partitioned:
+            return states.PARTITIONED
+        return next(reversed(self.active.values()))[1] if self.active else states.RUNNING
+
     def container(self, ts: float, e: Event) -> None:
         action = e.get("action")
         if action == "start":
-            self.partitioned = False
-            self.put(ts, states.RUNNING)
+            # A restarted process has shed what acted on the old one (a
+            # signal, a duty cycle); the proxy's rules, toxics and network,
+            # outside it, hold on.
+            self.active = {k: v for k, v in self.active.items() if v[0].survives_restart}
+            self.put(ts, self.current())
         elif action == "oom":
             self.oom = True
         elif action == "die":
@@ -162,25 +173,36 @@ class _Truth:
         elif action == "pause":
             self.put(ts, states.PAUSED)
         elif action == "unpause":
-            self.put(ts, states.PARTITIONED if self.partitioned else states.RUNNING)
+            self.put(ts, self.current())
 
     def network(self, ts: float, e: Event) -> None:
         action = e.get("action")
-        if action == "disconnect" and self.state in (states.RUNNING, states.PAUSED, states.SIGSTOPPED):
+        alive = (states.RUNNING, states.PAUSED, states.SIGSTOPPED, states.DEGRADED, states.ONEWAY)
+        if action == "disconnect" and self.state in alive:
             self.partitioned = True
             self.put(ts, states.PARTITIONED)
         elif action == "connect" and self.partitioned:
             self.partitioned = False
-            self.put(ts, states.RUNNING)
+            self.put(ts, self.current())
 
     def journaled(self, ts: float, e: Event) -> None:
-        """A fault the engine cannot see; its undoing counts only from the state it made."""
+        """A fault the engine cannot see, in force from its application to
+        its undoing (the revert names it, `of`); an inverse applied on its
+        own (a sigcont by hand) ends every fault it undoes."""
         f = _fault(e)
         if f is None or f.journal_truth is None:
             return
-        undone = faults.undoes(f.name)
-        if not undone or self.state in {u.journal_truth for u in undone}:
+        if e.get("phase") == journal.APPLIED and f.inverse:
+            self.active[str(e.get("id"))] = (f, f.journal_truth)
             self.put(ts, f.journal_truth)
+            return
+        ended = [str(e["of"])] if e.get("of") else [k for k, (g, _) in self.active.items() if g.inverse == f.name]
+        if not any(k in self.active for k in ended):
+            return
+        for k in ended:
+            self.active.pop(k, None)
+        if self.state not in (states.CRASHED, states.OOM, states.STOPPED, states.PAUSED):
+            self.put(ts, self.current())
 
 
 def truth_timeline(events: list[Event], service: str = "worker") -> Seen:

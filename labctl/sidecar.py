@@ -102,9 +102,10 @@ def helpers_of(engine: Engine, lab_id: str, fault_id: str | None = None) -> list
     return [c.name for c in engine.containers({"label": want})]
 
 
-def stop_helpers(engine: Engine, lab_id: str, fault_id: str) -> None:
-    """Stops (the trap resumes the target) and removes a fault's helpers."""
-    for name in helpers_of(engine, lab_id, fault_id):
+def stop_helpers(engine: Engine, lab_id: str, fault_id: str) -> int:
+    """Stops (the trap resumes the target) and removes a fault's helpers; returns how many there were."""
+    names = helpers_of(engine, lab_id, fault_id)
+    for name in names:
         try:
             engine.stop(name, timeout=STOP_GRACE_S)
         except LabError:
@@ -112,3 +113,4 @@ def stop_helpers(engine: Engine, lab_id: str, fault_id: str) -> None:
         engine.remove_container(name)
     wait_for(lambda: not helpers_of(engine, lab_id, fault_id), 10, POLL_S,
              f"the helpers of {fault_id} to go", seen=lambda: ", ".join(helpers_of(engine, lab_id, fault_id)))
+    return len(names)

@@ -46,7 +46,7 @@ def test_settings_fill_the_defaults():
     ("loss", {"p": -0.1}, "p: must be between 0 and 1, got -0.1"),
     ("slow", {"percent": 0}, "percent: must be between 1 and 99, got 0"),
     ("slow", {"percent": 100}, "percent: must be between 1 and 99, got 100"),
-    ("slow", {"percent": 50, "period_ms": 10}, "period_ms: must be between 20 and 5000, got 10"),
+    ("slow", {"percent": 50, "period_ms": 10}, "period_ms: must be between 20 and 1000, got 10"),
     ("slow", {"percent": 50, "period_ms": "inf"}, "period_ms: expected a number, got inf"),
 ])
 def test_settings_out_of_bounds_name_the_key(fault, given, what):
@@ -157,7 +157,7 @@ def test_a_step_without_settings_has_none(tmp_path):
     ("p: 0.4", "p: 0.4, to: db", f"s.yaml: timeline[0].to: 'db' is not one of {SERVICES}"),
     ("do: loss, p: 0.4", "do: loss", "s.yaml: timeline[0].p: loss needs it (the share of packets dropped, 0 to 1)"),
     ("percent: 80", "percent: 0", "s.yaml: timeline[1].percent: must be between 1 and 99, got 0"),
-    ("period_ms: 200", "period_ms: 10", "s.yaml: timeline[1].period_ms: must be between 20 and 5000, got 10"),
+    ("period_ms: 200", "period_ms: 10", "s.yaml: timeline[1].period_ms: must be between 20 and 1000, got 10"),
     ("target: monitor, to: worker", "target: monitor",
      "s.yaml: timeline[2].to: oneway needs it (the service whose traffic from the target is dropped)"),
 ])
@@ -553,7 +553,7 @@ def test_loss_adds_a_tagged_udp_rule_with_its_probability(tmp_path, monkeypatch)
     t = faults.Target("l1", "worker", {"p": 0.4, "to": "monitor"}, "f1-loss")
     faults.get("loss").apply(Eng(), t)
     assert calls == [("address", "labctl-l1-monitor", "labctl-l1-net"),
-                     ("run", "l1", "f1-loss", "labctl-l1-worker", faults.sidecar.ADD_RULE,
+                     ("run", "l1", "f1-loss", "labctl-l1-proxy", faults.sidecar.ADD_RULE,
                       ["labctl:l1:f1-loss", "-p", "udp", "-d", "10.9.0.3", "-m", "statistic", "--mode", "random",
                        "--probability", "0.4000"])]
     calls.clear()
@@ -605,3 +605,66 @@ def test_a_lock_fact_may_run_ahead_of_the_engine_by_the_grace_but_a_silence_may_
     assert not c.ok and "PAUSED while the worker was RUNNING" in c.detail
     # Further ahead than the grace is a contradiction again.
     assert not check.agreement([(5.0, "HEALTHY"), (17.0, "STOPPED")], truth, 0.2, 2.0).ok
+
+
+def test_the_truth_keeps_what_outlasts_a_restart_and_each_fault_until_its_own_undoing():
+    def j(ts, phase, fault, id_, of=None, target="worker"):
+        return {"ts": ts, "source": "labctl", "kind": "fault", "phase": phase, "fault": fault, "id": id_,
+                "target": target, **({"of": of} if of else {})}
+
+    def eng(ts, kind, action, service="worker", **kw):
+        return {"ts": ts, "source": "engine", "kind": kind, "action": action, "service": service, **kw}
+
+    evs = [eng(1, "container", "start"),
+           j(2, "applied", "latency", "L"), j(3, "applied", "delay", "D"),
+           j(4, "reverted", "latency-off", "L-revert", of="L"),  # the delay is still on
+           eng(5, "container", "die", exit_code=137), eng(6, "container", "start"),  # it outlives the restart
+           j(7, "applied", "sigstop", "S"),
+           eng(8, "container", "die", exit_code=137), eng(9, "container", "start"),  # the stop died with the process
+           eng(10, "network", "disconnect", service="proxy"),  # the worker's namespace owner cut off
+           eng(11, "container", "die", exit_code=137), eng(12, "container", "start"),  # still cut off
+           eng(13, "network", "connect", service="proxy"),
+           j(14, "reverted", "delay-off", "D-revert", of="D")]
+    assert runlog.truth_timeline(evs) == [
+        (1, "RUNNING"), (2, "DEGRADED"), (5, "CRASHED"), (6, "DEGRADED"), (7, "SIGSTOPPED"), (8, "CRASHED"),
+        (9, "DEGRADED"), (10, "PARTITIONED"), (11, "CRASHED"), (12, "PARTITIONED"), (13, "DEGRADED"),
+        (14, "RUNNING")]
+    # A sigcont by hand, with nothing naming the sigstop, ends it too.
+    evs = [eng(1, "container", "start"), j(2, "applied", "sigstop", "S"), j(3, "applied", "sigcont", "C")]
+    assert runlog.truth_timeline(evs) == [(1, "RUNNING"), (2, "SIGSTOPPED"), (3, "RUNNING")]
+
+
+def test_a_gray_fault_that_fails_part_way_is_undone_and_revert_pending_tries_them_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABCTL_RUNS", str(tmp_path))
+    calls: list[str] = []
+
+    def half_then_fail(self, engine, t):
+        calls.append(f"{self.name} {t.fault_id}")
+        raise LabError(ExitCode.ENGINE_ERROR, "the helper started, then the check failed")
+
+    def off(self, engine, t):
+        calls.append(f"{self.name} of {t.fault_id}")
+
+    monkeypatch.setattr(faults.DutyCycle, "apply", half_then_fail)
+    monkeypatch.setattr(faults.DutyCycleOff, "apply", off)
+    with pytest.raises(LabError):
+        faults.apply(object(), "l1", "slow", "worker", params={"percent": 50})
+    fid = calls[0].split()[1]
+    assert calls == [f"slow {fid}", f"slow-off of {fid}"], "its inverse ran at once"
+    phases = [(r["fault"], r["phase"]) for r in journal.read("l1")]
+    assert phases == [("slow", "intent"), ("slow", "failed"), ("slow-off", "reverted")], phases
+    # A pause that fails is not "undone" by an unpause nobody asked for.
+    monkeypatch.setattr(faults.Freezer, "apply", half_then_fail)
+    calls.clear()
+    with pytest.raises(LabError):
+        faults.apply(object(), "l1", "pause", "worker")
+    assert calls == [calls[0]] and calls[0].startswith("pause ")
+    # revert_pending: one revert failing does not leave the next in force.
+    for fid, fault, inverse in (("a", "loss", "loss-off"), ("b", "slow", "slow-off")):
+        journal.append("l1", {"id": fid, "phase": "intent", "fault": fault, "target": "worker", "inverse": inverse})
+        journal.append("l1", {"id": fid, "phase": "applied", "fault": fault, "target": "worker", "inverse": inverse})
+    monkeypatch.setattr(faults.NetRuleOff, "apply", half_then_fail)
+    calls.clear()
+    with pytest.raises(LabError, match="then the check failed"):
+        faults.revert_pending(object(), "l1")
+    assert sorted(c.split()[0] for c in calls) == ["loss-off", "slow-off"]

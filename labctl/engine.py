@@ -332,6 +332,11 @@ class Engine:
             network_mode=network, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
             mem_limit=mem_limit, memswap_limit=mem_limit, nano_cpus=nano_cpus, pids_limit=pids_limit,
             ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)])
+        return self._create_bare(image, name, labels, command, user, host_config)
+
+    def _create_bare(self, image: str, name: str, labels: dict[str, str], command: list[str], user: str,
+                     host_config: dict) -> str:
+        """A container with no network config of its own and no health probe (a probe or a helper)."""
         try:
             c = self._call(self.api.create_container, image, command=command, name=name, labels=labels, user=user,
                            healthcheck=NO_HEALTHCHECK, host_config=host_config)
@@ -355,14 +360,7 @@ class Engine:
             read_only=True, cap_drop=["ALL"], cap_add=list(cap_add) or None,
             security_opt=["no-new-privileges:true"], mem_limit="32m", memswap_limit="32m", pids_limit=16,
             ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)], **shared)
-        try:
-            c = self._call(self.api.create_container, image, command=command, name=name, labels=labels, user=user,
-                           healthcheck=NO_HEALTHCHECK, host_config=host_config)
-        except docker.errors.ImageNotFound:
-            raise LabError(ExitCode.IMAGE_MISSING, f"image {image} is missing", "run `labctl build`") from None
-        except docker.errors.APIError as e:
-            raise self._engine_error(e, f"creating {name}") from None
-        return c["Id"]
+        return self._create_bare(image, name, labels, command, user, host_config)
 
     def create_container(self, spec: ContainerSpec) -> str:
         host_config = self.api.create_host_config(

@@ -45,6 +45,7 @@ NOTICED = {states.TIMED_OUT, states.RECONNECTING, states.ISOLATING}
 SLACK_S = 0.5  # log and scheduling noise between containers on a loaded 2-core machine
 GRAY = (states.DEGRADED, states.ONEWAY)
 SLOW_BEATS = 25  # the monitor's RECENT_BEATS: the beats SLOW is judged over
+SLOW_WINDOW_S = 5.0  # the monitor's RECENT_MS: and at least this long a window of them
 SLOW_HOLD_S = 1.0  # the monitor's SLOW_HOLD_S
 
 
@@ -289,9 +290,10 @@ def judge_latencies(run: Run, latencies: list[Latency]) -> list[Check]:
 def agreement(mon: Seen, truth: Seen, interval: float, timeout: float, beat: float | None = None) -> Check:
     """No monitor verdict contradicts the truth once detection has had its time."""
     grace = timeout + interval + SLACK_S
-    # SLOW judges a window of recent beats (the monitor's RECENT_BEATS, then
-    # its SLOW_HOLD_S): after a gray fault it lingers that long, by design.
-    slow_lag = SLOW_BEATS * (beat or interval) + SLOW_HOLD_S + SLACK_S
+    # SLOW judges a window of recent beats (the monitor's RECENT_BEATS and
+    # RECENT_MS, then its SLOW_HOLD_S): after a gray fault it lingers that
+    # long, by design.
+    slow_lag = max(SLOW_BEATS * (beat or interval), SLOW_WINDOW_S) + SLOW_HOLD_S + SLACK_S
     bad = []
     for ts, verdict in mon:
         if verdict == states.UNKNOWN:

@@ -583,7 +583,7 @@ def test_the_checker_knows_how_long_the_monitor_judges_slow_over():
     from helpers import MONITOR, load_program
 
     mon = load_program("monitor", MONITOR)
-    assert (check.SLOW_BEATS, check.SLOW_HOLD_S) == (mon.RECENT_BEATS, mon.SLOW_HOLD_S)
+    assert (check.SLOW_BEATS, check.SLOW_WINDOW_S * 1000, check.SLOW_HOLD_S) == (mon.RECENT_BEATS, mon.RECENT_MS, mon.SLOW_HOLD_S)
 
 
 def test_slow_lingering_after_a_gray_fault_agrees_but_not_after_a_clean_run():

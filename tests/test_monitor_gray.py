@@ -16,14 +16,15 @@ BEAT_MS = 200
 SILENT = {"CRASHED", "PAUSED", "PARTITIONED"}
 
 
-def run(sends, end_ms, timeout_ms=2000, interval_ms=200, file_until_ms=None, net_until_ms=None, before=False):
+def run(sends, end_ms, timeout_ms=2000, interval_ms=200, file_until_ms=None, net_until_ms=None, before=False,
+        beat_ms=None):
     """Tick as the loop does, every interval_ms up to end_ms. sends: (sent ms,
     arrival ms or None if lost, seq). The volume gets every beat at its send
     time up to file_until_ms, the network its arrivals up to net_until_ms.
     before: observations without phi, loss and mean gap, judged as before SLOW.
     Returns [(t ms, verdict, heartbeat_only, observation)]."""
-    c = mon.Classifier(interval_ms, timeout_ms)
-    stats = mon.BeatStats(c.silent_after_ms, 8.0)
+    c = mon.Classifier(interval_ms, timeout_ms, beat_ms=beat_ms)
+    stats = mon.BeatStats(c.silent_after_ms, 8.0, mon.recent_window(beat_ms or interval_ms))
     arrivals = sorted((a, seq) for _, a, seq in sends if a is not None and (net_until_ms is None or a < net_until_ms))
     files = sorted((s, seq) for s, _, seq in sends if file_until_ms is None or s < file_until_ms)
     ai = fi = 0
@@ -38,7 +39,8 @@ def run(sends, end_ms, timeout_ms=2000, interval_ms=200, file_until_ms=None, net
             file_beat, fi = mon.Beat("a", 1, files[fi][1], 0, int(WALL0_MS + files[fi][0])), fi + 1
         o = mon.Observation(now / 1000, WALL0_MS + now, mon.LockState("held", 1, "a"),
                             now - (last_arrival if last_arrival is not None else 0), file_beat, None,
-                            *((None, None, None) if before else (stats.phi(now), stats.loss(), stats.mean_gap_ms())))
+                            *((None, None, None) if before else (stats.phi(now), stats.loss(), stats.mean_gap_ms())),
+                            None if before else stats.gap_std_ms(), None if before else stats.disorder())
         out.append((now, *c.classify(o), o))
     return out
 

@@ -29,7 +29,9 @@ class LabParams:
     supervisor_timeout_ms: int = 0  # 0: the same as timeout_ms
     log_beats: bool = False  # the monitor logs every heartbeat's arrival (bench/tune_detectors.py)
     interval_ms: int = 200
-    heartbeat_ms: int = 200
+    # 20 beats a second: enough beats in half a second that the monitor can
+    # tell a silence from a lossy link without the fixed timeout.
+    heartbeat_ms: int = 50
     window: int = 64
     bug_trigger: str = "none"
     bug_kind: str = "segv"  # or oom: the trigger allocates until the kernel's OOM killer ends the worker

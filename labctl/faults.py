@@ -138,7 +138,9 @@ class Fault:
                 out[p.name] = p.default
         return out
 
-    def apply(self, engine: Engine, t: Target) -> None:
+    def apply(self, engine: Engine, t: Target) -> float | None:
+        """Applies it; returns when it took effect if that is well after the
+        call began (a helper container started first), else None."""
         raise NotImplementedError
 
     def reached(self, engine: Engine, t: Target) -> str | None:
@@ -271,7 +273,7 @@ class NetRule(Fault):
     survives_restart: bool = True
     udp_share: bool = False
 
-    def apply(self, engine: Engine, t: Target) -> None:
+    def apply(self, engine: Engine, t: Target) -> float | None:
         to = str(t.params["to"])
         if to == t.service:
             raise LabError(ExitCode.USAGE, f"{self.name}: {t.service} to itself", "name another service as `to`")
@@ -291,6 +293,9 @@ class NetRule(Fault):
         if f'"{tag}"' not in out:
             raise LabError(ExitCode.ENGINE_ERROR, f"the rule for {self.name} is not in {t.container}'s "
                            f"namespace after adding it: {out[-300:]}")
+        # The helper's start can take a second or more on a loaded engine:
+        # the fault began when the rule went in, which the helper stamps.
+        return sidecar.stamp(out)
 
 
 @dataclass(frozen=True)
@@ -504,7 +509,7 @@ def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tr
     and when the last one began (the moment a fault that needed several took effect)."""
 
     def count(rs: RetryCallState) -> None:
-        tries[:] = [rs.attempt_number, time.time()]
+        tries[:] = [rs.attempt_number, time.time(), 0.0]
 
     def journal_retry(rs: RetryCallState) -> None:
         err = rs.outcome.exception() if rs.outcome else None
@@ -515,8 +520,10 @@ def _attempt(engine: Engine, fault: Fault, t: Target, record: dict[str, Any], tr
         for attempt in Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(ATTEMPTS),
                                 wait=RETRY_WAIT, before=count, before_sleep=journal_retry, reraise=True):
             with attempt:
-                fault.apply(engine, t)
+                took = fault.apply(engine, t)
                 confirm(engine, fault, t)
+                if took:
+                    tries[2] = took
     except LabError as e:
         after = f" after {tries[0]:.0f} tries" if tries[0] > 1 else ""
         raise LabError(e.code, f"{fault.name} of {t.container} failed{after}: {e.what}", e.todo) from None
@@ -533,11 +540,13 @@ def apply(engine: Engine, lab_id: str, fault: str, service: str = "worker", step
               "engine": getattr(engine, "name", DEFAULT), **({"params": settings} if settings else {})}
     intent = journal.append(lab_id, {**record, "phase": journal.INTENT})
     outcome: dict[str, Any] = {"phase": journal.FAILED}
-    tries: list[float] = [0, 0.0]
+    tries: list[float] = [0, 0.0, 0.0]
     try:
         _attempt(engine, f, t, record, tries)
-        # After refused tries, the fault took effect during the last one, not at the intent.
-        outcome = {"phase": journal.APPLIED, **({"from_ts": tries[1]} if tries[0] > 1 else {})}
+        # After refused tries, the fault took effect during the last one, not
+        # at the intent; and a helper's stamp says when, within it.
+        took = tries[2] or (tries[1] if tries[0] > 1 else 0.0)
+        outcome = {"phase": journal.APPLIED, **({"from_ts": took} if took else {})}
     except BaseException as e:  # a Ctrl-C part-way too
         outcome["error"] = _said(e) if isinstance(e, Exception) else type(e).__name__
         raise

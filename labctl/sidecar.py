@@ -30,8 +30,11 @@ STOP_GRACE_S = 2  # the duty cycle's trap resumes the target within one period (
 
 # The rules go into the OUTPUT chain of the sender's namespace: what it sends
 # to TO is dropped there, what TO sends back is left alone.
+# It stamps the moment the rule went in (STAMP, then Unix seconds): the
+# fault's window starts there, not when the helper was asked for.
+STAMP = "labctl-stamp "
 ADD_RULE = ('tag=$1; shift; iptables -w 5 -A OUTPUT "$@" -m comment --comment "$tag" -j DROP'
-            ' && iptables -w 5 -S OUTPUT')
+            ' && echo "' + STAMP + '$(date +%s.%N)" && iptables -w 5 -S OUTPUT')
 # -S prints each rule as the -A that made it: the same words after -D delete it.
 DELETE_RULES = ('tag=$1; iptables -w 5 -S OUTPUT | while read -r rule; do case "$rule" in'
                 ' *"\\"$tag\\""*) eval "iptables -w 5 -D ${rule#-A }" || exit 1;; esac; done;'
@@ -53,6 +56,17 @@ def _image(engine: Engine) -> str:
         raise LabError(ExitCode.IMAGE_MISSING, f"the fault tools image {ref} is missing",
                        "run `labctl build` (it builds the fault tools with the bases)")
     return ref
+
+
+def stamp(out: str) -> float | None:
+    """The time a helper's script stamped in its output, if any."""
+    for line in out.splitlines():
+        if line.startswith(STAMP):
+            try:
+                return float(line[len(STAMP):])
+            except ValueError:
+                return None
+    return None
 
 
 def run_in_network(engine: Engine, lab_id: str, fault_id: str, target: str, script: str, args: list[str]

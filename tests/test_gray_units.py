@@ -3,6 +3,7 @@ expectations (holds, flaps, p99_ms_min), `labctl fault`'s values, the checker
 and the truth on synthetic events, and the journal records. No engine needed."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -564,6 +565,32 @@ def test_loss_adds_a_tagged_udp_rule_with_its_probability(tmp_path, monkeypatch)
     assert ei.value.code == ExitCode.USAGE and ei.value.what == "oneway: worker to itself"
 
 
+def test_a_rule_fault_is_timed_from_the_helpers_stamp_not_from_the_intent(tmp_path, monkeypatch):
+    """A helper container can take a second to start on a loaded engine: the
+    window (and the checker's time limits) start when the rule went in."""
+    monkeypatch.setenv("LABCTL_RUNS", str(tmp_path))
+    assert faults.sidecar.stamp("x\nlabctl-stamp 1796029905.021 \n-A OUTPUT") == 1796029905.021
+    assert faults.sidecar.stamp("-A OUTPUT") is None and faults.sidecar.stamp("labctl-stamp soon") is None
+    assert "date +%s.%N" in faults.sidecar.ADD_RULE
+    stamped = []
+
+    class Eng(FakeEngine):
+        def address(self, name, network):
+            return "10.9.0.3"
+
+    def run_in_network(engine, lab_id, fault_id, target, script, args):
+        stamped.append(time.time() + 1.5)  # the rule went in 1.5 s after the ask
+        return f'labctl-stamp {stamped[-1]:.6f}\n-A OUTPUT -m comment --comment "{args[0]}" -j DROP'
+
+    monkeypatch.setattr(faults.sidecar, "run_in_network", run_in_network)
+    monkeypatch.setattr(faults, "confirm", lambda *a: None)
+    faults.apply(Eng(), "l1", "oneway", "worker", step=1, params={"to": "monitor"})
+    recs = journal.read("l1")
+    assert recs[-1]["phase"] == "applied" and recs[-1]["from_ts"] == pytest.approx(stamped[0], abs=1e-5)
+    events = [{"source": "labctl", "kind": "fault", **r} for r in recs]
+    assert runlog.fault_windows(events, run_end=recs[-1]["ts"] + 60)[1][0] == pytest.approx(stamped[0], abs=1e-5)
+
+
 def test_a_oneway_to_its_own_target_and_empty_or_crossed_flaps_are_refused(tmp_path):
     base = "name: s\nlesson: l\ntimeline:\n  - {at: 1, do: oneway, target: worker, to: TO, for: 2}\n"
     with pytest.raises(LabError) as ei:
@@ -583,7 +610,8 @@ def test_the_checker_knows_how_long_the_monitor_judges_slow_over():
     from helpers import MONITOR, load_program
 
     mon = load_program("monitor", MONITOR)
-    assert (check.SLOW_BEATS, check.SLOW_WINDOW_S * 1000, check.SLOW_HOLD_S) == (mon.RECENT_BEATS, mon.RECENT_MS, mon.SLOW_HOLD_S)
+    assert (check.SLOW_BEATS, check.SLOW_WINDOW_S * 1000, check.SLOW_HOLD_S) == (
+        mon.RECENT_BEATS, mon.RECENT_MS, mon.SLOW_HOLD_S)
 
 
 def test_slow_lingering_after_a_gray_fault_agrees_but_not_after_a_clean_run():

@@ -7,11 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.live import Live as RichLive
@@ -21,6 +23,7 @@ from rich.table import Table
 
 from labctl import (
     __version__,
+    blind,
     check,
     engines,
     faults,
@@ -30,6 +33,7 @@ from labctl import (
     labels,
     observe,
     rundir,
+    runlog,
     scenario,
     timeline,
     view,
@@ -124,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab", type=lab_name, help="lab name (one scenario only)")
     p.add_argument("--keep", action="store_true", help="leave the labs running afterwards")
     p.add_argument("--base")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="a blind scenario only: the seed that picks the fault (same seed, same fault and timing)")
+    p.add_argument("--answer", metavar="FAULT",
+                   help="a blind scenario only: your answer, instead of being asked at the end")
     p = sub.add_parser("demo", help="crash, pause and partition side by side")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--base")
@@ -384,7 +392,7 @@ def provision(engs: list[Engine], base: str | None) -> list[tuple[Engine, dict[s
 
 
 def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
-             engs: list[Engine] | None = None) -> tuple[int, list[lab.RunResult]]:
+             engs: list[Engine] | None = None, blind_run: bool = False) -> tuple[int, list[lab.RunResult]]:
     timeline.preload()
     ready = provision(engs or [Engine.open()], base)
     if any(faults.get(st.do).needs_tools for sc in scenarios for st in sc.timeline):
@@ -420,7 +428,7 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
         t.start()
     interrupted = False
     try:
-        watch(threads, [r.live for r in runs], all_done)
+        watch(threads, [r.live for r in runs], all_done, blind_run)
     except KeyboardInterrupt:
         interrupted = True
         cancel.set()
@@ -434,7 +442,8 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
         if e is not None:
             raise e
     done = [r for r in results if r is not None]
-    console.print(view.final_table(done))
+    if not blind_run:  # a blind run's table comes after the answer, with the reveal
+        console.print(view.final_table(done))
     return outcome(done, interrupted), done
 
 
@@ -445,15 +454,21 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
 FRAME_S = 0.25
 
 
-def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: threading.Event) -> None:
+def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: threading.Event,
+          blind_run: bool = False) -> None:
     """The side-by-side view until every lab's thread is done: live on a
-    terminal, else one line per change of a lab's state (logs, CI)."""
+    terminal, else one line per change of a lab's state (logs, CI). A blind
+    run's view shows the supervisor alone."""
+    render = view.blind_table if blind_run else view.table
     if console.is_terminal:
-        with RichLive(view.table(lives), console=console, refresh_per_second=4) as rl:
+        with RichLive(render(lives), console=console, refresh_per_second=4) as rl:
             while any(t.is_alive() for t in threads):
-                rl.update(view.table(lives))
+                rl.update(render(lives))
                 all_done.wait(FRAME_S)
-            rl.update(view.table(lives))
+            rl.update(render(lives))
+        return
+    if blind_run:
+        watch_blind_lines(threads, lives, all_done)
         return
     last: dict[str, tuple[str, ...]] = {}
     while any(t.is_alive() for t in threads):
@@ -469,6 +484,24 @@ def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: 
     console.print(view.table(lives))
 
 
+def watch_blind_lines(threads: list[threading.Thread], lives: list[observe.Live], all_done: threading.Event) -> None:
+    """A blind run without a terminal: a line per change of what the supervisor
+    shows, and each line it logs, nothing of the fault or the other observers."""
+    last: dict[str, tuple[object, ...]] = {}
+    logged: dict[str, int] = {}
+    while any(t.is_alive() for t in threads):
+        for lv in lives:
+            key = (lv.phase, lv.supervisor, lv.crashes, lv.timeouts, lv.restarts)
+            if last.get(lv.lab_id) != key:
+                last[lv.lab_id] = key
+                print(f"{time.strftime('%H:%M:%S')} {view.blind_line(lv)}", flush=True)
+            new, logged[lv.lab_id] = lv.supervisor_log_count - logged.get(lv.lab_id, 0), lv.supervisor_log_count
+            for line in lv.supervisor_log[-new:] if new > 0 else []:
+                print(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} supervisor log: {line}", flush=True)
+        all_done.wait(FRAME_S)
+    console.print(view.blind_table(lives))
+
+
 def outcome(done: list[lab.RunResult], interrupted: bool) -> ExitCode:
     if interrupted:
         return ExitCode.INTERRUPTED
@@ -481,6 +514,7 @@ def outcome(done: list[lab.RunResult], interrupted: bool) -> ExitCode:
 
 def cmd_up(args: argparse.Namespace) -> int:
     scs = [scenario.resolve(s) for s in args.scenarios]
+    check_blind_args(args, scs)
     if args.lab and len(scs) > 1:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
                        "drop --lab (names are derived per scenario) or run one scenario")
@@ -491,7 +525,100 @@ def cmd_up(args: argparse.Namespace) -> int:
                 raise LabError(ExitCode.LAB_EXISTS, f"lab {args.lab!r} already exists on engine {eng.name}",
                                f"pick another --lab name, or remove it with `labctl down --lab {args.lab}`")
     ids = [args.lab] if args.lab else fresh_ids(scs, engs)
+    if scs[0].blind is not None:
+        return play_blind(args, scs[0], ids[0], engs)
     return run_labs(scs, ids, args.keep, args.base, engs)[0]
+
+
+# ----------------------------------------------------------------------- blind triage (scenario-blind)
+
+
+def check_blind_args(args: argparse.Namespace, scs: list[scenario.Scenario]) -> None:
+    """--seed and --answer play a blind scenario, which runs alone; --answer is one of its choices."""
+    blinds = [sc for sc in scs if sc.blind is not None]
+    if blinds and len(scs) > 1:
+        raise LabError(ExitCode.USAGE, f"{blinds[0].name} is a blind scenario and runs alone, but {len(scs)} "
+                       "scenarios were given", f"run it by itself: `labctl up {blinds[0].name} --seed N`")
+    given = [opt for opt, v in (("--seed", args.seed), ("--answer", args.answer)) if v is not None]
+    if given and not blinds:
+        what = f"{scs[0].name} is not one" if len(scs) == 1 else "none of the scenarios given is one"
+        verb = "play" if len(given) > 1 else "plays"
+        raise LabError(ExitCode.USAGE, f"{' and '.join(given)} {verb} a blind scenario, and {what}",
+                       "drop it, or play one: `labctl up scenario-blind --seed N [--answer FAULT]`")
+    if args.seed is not None and args.seed < 0:
+        raise LabError(ExitCode.USAGE, f"--seed wants a whole number, 0 or more, got {args.seed}")
+    if args.answer is not None:
+        assert blinds[0].blind is not None
+        choices = blinds[0].blind.choices
+        args.answer = blind.normalise(args.answer, choices) or _bad_answer(args.answer, choices)
+
+
+def _bad_answer(given: str, choices: list[str]) -> NoReturn:
+    raise LabError(ExitCode.USAGE, f"--answer {given!r} is not one of {', '.join(choices)}",
+                   "name the fault you think it was")
+
+
+def play_blind(args: argparse.Namespace, sc: scenario.Scenario, lab_id: str, engs: list[Engine]) -> int:
+    """Runs the fault the seed picks with the supervisor's view alone, takes the
+    answer, then reveals the truth, records the game and shows the checks."""
+    assert sc.blind is not None
+    game = blind.derive(sc.blind, args.seed if args.seed is not None else blind.random_seed())
+    say(f"blind triage, seed {game.seed}: one of {', '.join(game.choices)} will hit the worker; you see only "
+        f"the supervisor. Name the fault at the end. (The same game: labctl up {sc.name} --seed {game.seed})")
+    if any(faults.get(f).needs_tools for f in game.choices):  # for any choice, so that a build tells nothing
+        for eng in engs:
+            images.ensure_tools(eng, say)
+    with tempfile.TemporaryDirectory(prefix="labctl-blind-") as d:
+        concrete = blind.write_concrete(sc, game, Path(d))
+        code, done = run_labs([concrete], [lab_id], args.keep, args.base, engs, blind_run=True)
+    answer, how = blind_answer(args, game, interrupted=code == ExitCode.INTERRUPTED)
+    for r in done:
+        reveal(r, game, answer, how)
+    console.print(view.final_table(done))
+    return code
+
+
+def blind_answer(args: argparse.Namespace, game: blind.Game, interrupted: bool) -> tuple[str | None, str]:
+    """The answer and how it came: flag (--answer), prompt, none (no terminal, EOF, Ctrl-C) or interrupted."""
+    if interrupted:
+        return None, "interrupted"
+    if args.answer is not None:
+        return args.answer, "flag"
+    if not sys.stdin.isatty():
+        say("no answer: --answer was not given and there is no terminal to ask on")
+        return None, "none"
+    listing = ", ".join(f"{i} {c}" for i, c in enumerate(game.choices, 1))
+    while True:
+        try:
+            text = input(f"Which fault was it? ({listing}; a name or its number): ")
+        except (EOFError, KeyboardInterrupt):
+            say("\nno answer")
+            return None, "none"
+        got = blind.normalise(text, game.choices)
+        if got is not None:
+            return got, "prompt"
+        say(f"{text.strip()!r} is not one of {', '.join(game.choices)}")
+
+
+def reveal(r: lab.RunResult, game: blind.Game, answer: str | None, how: str) -> None:
+    """The truth and every observer's lane; blind.json and the report get the game."""
+    rd = r.run_dir
+    events = runlog.read_events(rd / rundir.EVENTS) if (rd / rundir.EVENTS).exists() else []
+    say("")
+    for line in blind.reveal_lines(game, answer, events):
+        say(line)
+    if not rd.is_dir():
+        say("the run left no directory: the game is not recorded")
+        return
+    blind.record(rd, game, answer, how)
+    if (rd / rundir.TIMELINE).exists():
+        say(f"every lane, drawn: {rd / rundir.TIMELINE}")
+    if (rd / rundir.REPORT).exists():
+        try:
+            check.check_run(rd)  # report.md again, now with the game in it
+        except Exception as e:
+            error(f"labctl: error: the report could not take the game ({type(e).__name__}: {e}); "
+                  f"it is in {rd / blind.FILE}")
 
 
 def fresh_ids(scs: list[scenario.Scenario], engs: list[Engine] | None = None) -> list[str]:
@@ -613,7 +740,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.validate:
         sc = scenario.load(Path(args.validate))
         say(f"{args.validate}: ok ({sc.name}: {len(sc.timeline)} step(s), "
-            f"{len(sc.expect.windows)} window expectation(s))")
+            f"{len(sc.expect.windows)} window expectation(s)"
+            + (f"; blind, one of {', '.join(sc.blind.choices)} by the seed" if sc.blind else "") + ")")
         return ExitCode.OK
     t = Table(title="scenarios (labctl up NAME)", show_lines=False)
     t.add_column("name", no_wrap=True)
@@ -706,6 +834,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "json":
         # What happened (the lab's summary) and what the checker concluded, in one document.
         doc = {**rundir.read_summary(rd), **rundir.read_verdict(rd)}
+        game = blind.read(rd)
+        if game is not None:
+            doc["blind"] = game
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write((rd / rundir.REPORT).read_text())

@@ -170,6 +170,9 @@ def collect(engine: Engine, lab_id: str, since: float, until: float, engine_evs:
 # ----------------------------------------------------------------------- live state
 
 
+SUPERVISOR_LOG_KEPT = 20
+
+
 @dataclass
 class Live:
     """What the side-by-side view shows for one lab; updated by threads."""
@@ -192,6 +195,9 @@ class Live:
     step: str = ""
     restarts: int = 0
     proxy_ready: bool = False  # the worker's proxy relays (its `start` event): the worker may start
+    # The supervisor's latest log lines (the blind view shows them), and how many it has logged in all.
+    supervisor_log: list[str] = field(default_factory=list)
+    supervisor_log_count: int = 0
     started: float = field(default_factory=time.time)
     # Serialises absorb(): the follow threads of several services feed one Live.
     # The view reads fields without it (a value at most one event old is fine
@@ -223,6 +229,9 @@ class Live:
                     self.timeouts += 1
                 elif kind == "dead_letter":
                     self.dead_lettered += 1
+                elif kind == "log":
+                    self.supervisor_log = [*self.supervisor_log[-(SUPERVISOR_LOG_KEPT - 1):], str(ev.get("message"))]
+                    self.supervisor_log_count += 1
                 elif kind == "done":
                     self.supervisor = states.DONE
                     self.acked = self.total

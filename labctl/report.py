@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labctl import rundir
+from labctl import blind, rundir
 from labctl.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ def fmt_s(x: float | None) -> str:
 
 
 def write(run_dir: Path, sc: Scenario, v: Verdict, summary: dict[str, Any]) -> None:
-    lines = _head(run_dir, sc, v, summary) + _checks(v) + _latencies(v, summary.get("started") or 0)
+    lines = _head(run_dir, sc, v, summary) + _blind(run_dir) + _checks(v) + _latencies(v, summary.get("started") or 0)
     lines += _job(summary.get("job") or {}) + _timeline(sc)
     (run_dir / rundir.REPORT).write_text("\n".join(lines) + "\n")
 
@@ -38,6 +38,12 @@ def _head(run_dir: Path, sc: Scenario, v: Verdict, summary: dict[str, Any]) -> l
     if v.error:
         lines += [f"**Run error:** {v.error}", ""]
     return lines
+
+
+def _blind(run_dir: Path) -> list[str]:
+    """A blind run's game (blind.json), once it is played."""
+    game = blind.read(run_dir)
+    return blind.report_lines(game) if game else []
 
 
 def _checks(v: Verdict) -> list[str]:

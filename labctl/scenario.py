@@ -15,6 +15,8 @@ TARGETS = faults.SERVICES  # the default target first
 WORKER_MODES = ("robust", "naive")  # naive: the exercise's worker, a pidfile and no flock
 BUG_KINDS = ("segv", "oom")  # what the bug trigger does: segfault, or allocate until the OOM killer acts
 PROGRAMS = ("supervisor", "process-data")
+# The faults a blind scenario may pick from (labctl/blind.py: each one's step and expectations).
+BLIND_FAULTS = ("crash", "pause", "partition", "sigstop", "slow")
 # The heartbeat-only observer's key in scenario files before it had its name.
 OBSERVER_ALIASES = {"naive": states.HEARTBEAT_ONLY}
 
@@ -116,6 +118,15 @@ class Scenario:
     expect: Expect
     path: Path
     duration_s: float = 60.0
+    blind: Blind | None = None  # a blind-triage game: the fault comes from a seed (labctl/blind.py)
+
+
+@dataclass
+class Blind:
+    """`blind:`: the faults to pick from, and the ranges of the step's start and length (seconds)."""
+    choices: list[str]
+    at: tuple[float, float] = (1.0, 3.0)
+    for_s: tuple[float, float] = (4.0, 6.0)
 
 
 class _Ctx:
@@ -182,7 +193,7 @@ def _key_as_written(raw: dict[str, Any], key: str) -> str:
 
 def parse(doc: Any, path: Path) -> Scenario:
     c = _Ctx(path)
-    top = c.mapping(doc, "", ("name", "lesson", "description", "lab", "timeline", "expect", "duration_s"),
+    top = c.mapping(doc, "", ("name", "lesson", "description", "lab", "timeline", "expect", "duration_s", "blind"),
                     ("name", "lesson"))
     name = c.string(top["name"], "name")
     lesson = c.string(top["lesson"], "lesson")
@@ -191,7 +202,34 @@ def parse(doc: Any, path: Path) -> Scenario:
     timeline = parse_timeline(c, top.get("timeline", []) or [])
     expect = parse_expect(c, top.get("expect", {}) or {}, len(timeline))
     duration = c.number(top.get("duration_s", 60), "duration_s", lo=1)
-    return Scenario(name, lesson, description, lab, timeline, expect, path, duration)
+    blind = parse_blind(c, top, duration) if "blind" in top else None
+    return Scenario(name, lesson, description, lab, timeline, expect, path, duration, blind)
+
+
+def parse_blind(c: _Ctx, top: dict[str, Any], duration: float) -> Blind:
+    """A blind scenario names no fault: labctl picks it from the seed, so it has no timeline or expect."""
+    for k in ("timeline", "expect"):
+        if k in top:
+            c.fail(k, "a blind scenario takes its step and expectations from the fault the seed picks; drop it")
+    b = c.mapping(top["blind"], "blind", ("choices", "at", "for"), ("choices",))
+    choices = [c.string(v, f"blind.choices[{i}]", BLIND_FAULTS)
+               for i, v in enumerate(c.listing(b["choices"], "blind.choices", "a list of faults"))]
+    if len(set(choices)) < 2 or len(set(choices)) != len(choices):
+        c.fail("blind.choices", f"name two or more different faults, got {choices}")
+    blind = Blind(choices)
+    for k, lo in (("at", 0.0), ("for", 0.5)):
+        if k in b:
+            r = c.listing(b[k], f"blind.{k}", "a range [least, most] in seconds")
+            if len(r) != 2:
+                c.fail(f"blind.{k}", f"expected [least, most], got {len(r)} value(s)")
+            least, most = (c.number(v, f"blind.{k}[{j}]", lo=lo) for j, v in enumerate(r))
+            if least > most:
+                c.fail(f"blind.{k}", f"least ({least}) is more than most ({most})")
+            setattr(blind, "at" if k == "at" else "for_s", (float(least), float(most)))
+    if blind.at[1] + blind.for_s[1] >= duration:
+        c.fail("blind.for", f"the latest fault ends at {blind.at[1] + blind.for_s[1]:g} s, not before "
+                            f"duration_s ({duration:g})")
+    return blind
 
 
 def parse_lab(c: _Ctx, raw: Any) -> LabParams:

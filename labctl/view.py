@@ -82,3 +82,33 @@ def final_table(results: list[RunResult]) -> Table:
             t.add_row(r.scenario, "run", Text("FAIL", style="bold red"), "nothing was checked")
         t.add_row("", f"[dim]run directory: {r.run_dir}[/dim]", "", "")
     return t
+
+
+# ----------------------------------------------------------------------- blind triage
+
+# What the supervisor alone sees (scenario-blind): no fault, no ground truth, no monitor, no lock.
+BLIND_ROWS = [(key, label) for key, label in ROWS
+              if key in ("supervisor", "items", "processed", "seen", "restarts", "phase")]
+BLIND_LOG_LINES = 6  # the supervisor's latest log lines shown under its rows
+BLIND_LOG_WIDTH = 100
+
+
+def blind_table(lives: list[Live]) -> Table:
+    """The live view of a blind run: the supervisor's rows and the tail of its log, nothing else."""
+    t = Table(box=box.SIMPLE_HEAVY, title="labctl blind triage: the supervisor's view",
+              title_justify="left", expand=False)
+    t.add_column("", style="bold", no_wrap=True)
+    for lv in lives:
+        t.add_column(f"{lv.scenario}\n[dim]{lv.lab_id} · {time.time() - lv.started:4.0f}s[/dim]", no_wrap=True,
+                     min_width=18)
+    for key, label in BLIND_ROWS:
+        t.add_row(label, *[cell(lv, key) for lv in lives])
+    t.add_row("supervisor log", *[Text("\n".join(line[:BLIND_LOG_WIDTH] for line in lv.supervisor_log[
+        -BLIND_LOG_LINES:]) or "-", style="dim") for lv in lives])
+    return t
+
+
+def blind_line(live: Live) -> str:
+    """One line of a blind run's progress where there is no terminal (logs, CI): the supervisor's fields only."""
+    return (f"{live.scenario:<22} {live.phase:<10} supervisor={live.supervisor:<12} acked={live.acked}/{live.total} "
+            f"crashes/timeouts seen={live.crashes}/{live.timeouts} worker restarts={live.restarts}")

@@ -64,7 +64,7 @@ lint: venv-test host-deps
 	$(VENV)/bin/ruff check labctl tests bench scripts images
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh .ci/run
-	$(VENV)/bin/compose-lint check --fail-on medium compose.yaml
+	$(VENV)/bin/compose-lint check --fail-on medium compose.yaml compose.lease.yaml
 	for f in images/*/Dockerfile; do $(VENV)/bin/hadolint $$f || exit 1; echo "hadolint $$f: clean"; done
 
 test: worker venv-test lint images

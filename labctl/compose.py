@@ -25,6 +25,8 @@ from labctl.errors import ExitCode, LabError
 _PACKAGE = Path(__file__).resolve().parent
 ROOT = _PACKAGE.parent if (_PACKAGE.parent / "compose.yaml").is_file() else _PACKAGE / "_lab"
 COMPOSE_FILE = ROOT / "compose.yaml"
+LEASE_FILE = ROOT / "compose.lease.yaml"  # the lease lab (labels.LEASE_SERVICES)
+KIND_FILES = {"worker": COMPOSE_FILE, "lease": LEASE_FILE}
 IMAGES_DIR = ROOT / "images"
 # Written by `labctl build` for plain `docker compose` in this checkout (see write_env).
 ENV_FILE = ROOT / ".env"
@@ -85,15 +87,25 @@ def restart_policy(value: str | None) -> dict[str, Any] | None:
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
-def services(env: dict[str, str], path: Path = COMPOSE_FILE) -> dict[str, ContainerSpec]:
-    """Each service as compose.yaml describes it, ${LAB_*} filled in from env."""
+def services(env: dict[str, str], path: Path = COMPOSE_FILE, kind: str = "worker") -> dict[str, ContainerSpec]:
+    """Each service of a kind of lab as its compose file describes it, ${LAB_*} filled in from env."""
+    if kind != "worker" and path == COMPOSE_FILE:
+        path = KIND_FILES[kind]
     doc = load(path)
     out = {}
-    for name in labels.SERVICES:
+    for name in labels.KIND_SERVICES[kind]:
         raw = doc["services"].get(name)
         if raw is None:
             raise LabError(ExitCode.BAD_SCENARIO, f"{path}: service {name!r} is missing")
         out[name] = _service(doc, name, raw, env, path)
+    return out
+
+
+def all_services(env: dict[str, str]) -> dict[str, ContainerSpec]:
+    """Every kind of lab's services: what `labctl build` builds."""
+    out: dict[str, ContainerSpec] = {}
+    for kind in labels.KIND_SERVICES:
+        out.update(services(env, kind=kind))
     return out
 
 
@@ -107,7 +119,8 @@ def _service(doc: dict[str, Any], name: str, raw: dict[str, Any], env: dict[str,
     cmd = cmd.split() if isinstance(cmd, str) else list(cmd)
     return ContainerSpec(
         service=name,
-        image=f"{doc.get('name', 'labctl')}-{name}",
+        # Named for what it builds: the lease lab's services share images/lease.
+        image=f"{doc.get('name', 'labctl')}-{Path(raw['build']['context']).name}",
         build_context=(path.parent / raw["build"]["context"]).resolve(),
         command=[interpolate(str(c), env) for c in cmd],
         user=raw.get("user"),

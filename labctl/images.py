@@ -294,7 +294,7 @@ def image_refs(engine: Engine, base: str, builder: str | None = None) -> dict[st
     if builder != base:
         base_id += "|" + (engine.image_id(builder) or builder)
     refs = {}
-    for name, svc in compose.services({}).items():
+    for name, svc in compose.all_services({}).items():
         refs[name] = f"{svc.image}:{source_hash(svc.build_context, base_id)}"
     return refs
 
@@ -303,10 +303,11 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
               force: bool = False, builder: str | None = None) -> dict[str, str]:
     builder = builder or base
     refs = image_refs(engine, base, builder)
-    for name, svc in compose.services({}).items():
+    built: set[str] = set()  # the lease lab's four services share one image
+    for name, svc in compose.all_services({}).items():
         ref = refs[name]
         repo, tag = ref.split(":")
-        if engine.image_exists(ref) and not force:
+        if ref in built or (engine.image_exists(ref) and not force):
             log(f"{name}: {ref} is up to date")
         else:
             log(f"{name}: building {ref}")
@@ -316,6 +317,7 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
             except LabError as e:
                 raise blame(e) from None
             log(f"{name}: built {ref}")
+            built.add(ref)
         # Content-hash tags are shared by every checkout (same sources, same
         # image); `docker compose up` here looks for <project>-<service>.
         engine.tag(ref, f"{compose.checkout_project()}-{name}", "latest")

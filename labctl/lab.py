@@ -318,16 +318,24 @@ class LabRun:
         rd.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.sc.path, rd / rundir.SCENARIO)
         engine_evs = self.recorder.stop() if self.recorder else []
-        events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1, engine_evs)
+        events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1, engine_evs,
+                                 self.collect_services())
         with open(rd / rundir.EVENTS, "w") as f:
             for e in events:
                 f.write(json.dumps(e, separators=(",", ":")) + "\n")
-        sup = labels.container_name(self.lab_id, "supervisor")
-        self.copy_volume(sup, rd / rundir.VOLUME)
+        self.copy_volume(self.volume_container(), rd / rundir.VOLUME)
         if self.cancel.is_set():
             self.result.error = self.result.error or "labctl: error: interrupted"
         rundir.write_json(rd / rundir.SUMMARY, self.summary(events, t_start, t_end))
         return events
+
+    def collect_services(self) -> tuple[str, ...]:
+        """The services whose logs hold the run's events."""
+        return labels.SERVICES
+
+    def volume_container(self) -> str:
+        """A container of the lab that mounts its volume, to read it through."""
+        return labels.container_name(self.lab_id, "supervisor")
 
     def judge(self, events: list[runlog.Event], t_start: float, t_end: float) -> None:
         """Draws the timeline and judges the run from its files alone; needs no engine."""

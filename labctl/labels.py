@@ -25,6 +25,13 @@ ROLES = ("monitor", "worker", "supervisor")
 SERVICES = ("monitor", "proxy", "worker", "supervisor")
 # Whose network namespace a service lives in, when not its own.
 NETNS_OWNER = {"worker": "proxy"}
+# The lease lab's containers (compose.lease.yaml), in start order: a lease
+# service, a store that can fence, and two holders competing for the lease.
+LEASE_SERVICES = ("lease", "store", "alice", "bob")
+LEASE_HOLDERS = ("alice", "bob")
+# Each kind of lab and its containers (scenario `lab.kind`).
+KIND_SERVICES = {"worker": SERVICES, "lease": LEASE_SERVICES}
+ALL_SERVICES = (*SERVICES, *LEASE_SERVICES)
 
 
 def aliases(service: str) -> list[str]:
@@ -41,6 +48,23 @@ HELPER = "helper"
 HELPER_PART = re.compile(r"^helper[a-z0-9]{1,16}$")
 
 LAB_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+# What Compose labels a container it started with: a lab that plain `docker
+# compose up` started has compose.yaml's labels (managed) and these, no lab id.
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+
+def describe(found: dict[str, str]) -> tuple[str, str, str]:
+    """(lab, service, scenario) of a managed container, for people: labctl's
+    labels, or the Compose project and service of one `docker compose up`
+    started; "-" where it has none (a fault helper runs no scenario)."""
+    if LAB in found:
+        return found[LAB], found.get(SERVICE, "-"), found.get(SCENARIO, "-")
+    if COMPOSE_PROJECT in found:
+        return f"{found[COMPOSE_PROJECT]} (compose)", found.get(COMPOSE_SERVICE, "-"), "docker compose up"
+    return "-", found.get(SERVICE, "-"), found.get(SCENARIO, "-")
 
 
 def check_lab_id(lab_id: str) -> str:
@@ -104,7 +128,7 @@ def lab_id_of(name: str) -> str | None:
     if not name.startswith(NAME_PREFIX):
         return None
     lab_id, _, part = name[len(NAME_PREFIX):].rpartition("-")
-    if (part not in (*SERVICES, NETWORK, VOLUME) and not HELPER_PART.match(part)) or not LAB_ID.match(lab_id):
+    if (part not in (*ALL_SERVICES, NETWORK, VOLUME) and not HELPER_PART.match(part)) or not LAB_ID.match(lab_id):
         return None
     return lab_id
 

@@ -92,7 +92,7 @@ class EngineRecorder:
     def __init__(self, engine: Engine, lab_id: str):
         self.engine = engine
         self.lab_id = lab_id
-        self.names = {labels.container_name(lab_id, s): s for s in labels.SERVICES}
+        self.names = {labels.container_name(lab_id, s): s for s in labels.ALL_SERVICES}
         self.ids: dict[str, str] = {}
         self.events: list[Event] = []
         self._streams: list[Any] = []  # the engine's event streams, closed by stop()
@@ -156,10 +156,11 @@ class EngineRecorder:
             return sorted(self.events, key=lambda e: e["ts"])
 
 
-def collect(engine: Engine, lab_id: str, since: float, until: float, engine_evs: list[Event]) -> list[Event]:
+def collect(engine: Engine, lab_id: str, since: float, until: float, engine_evs: list[Event],
+            services: tuple[str, ...] = labels.SERVICES) -> list[Event]:
     """Every source, merged and sorted on the shared clock."""
     evs = []
-    for service in labels.SERVICES:
+    for service in services:
         evs.extend(log_events(engine, lab_id, service))
     evs.extend(engine_evs)
     evs.extend(r for r in journal.read(lab_id) if since - 1 <= r["ts"] <= until + 1)

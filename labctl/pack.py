@@ -266,7 +266,7 @@ def lab_images(engine: Engine, say: Say) -> list[str]:
             say(f"  {line[:100]}")
 
     refs = images.build_all(engine, base, say, on_line, builder=builder)
-    return [base, builder, images.tools_ref(), *refs.values()]
+    return list(dict.fromkeys([base, builder, images.tools_ref(), *refs.values()]))  # the lease services share one
 
 
 # ----------------------------------------------------------------------- wheels
@@ -281,7 +281,7 @@ def _run(cmd: list[str], what: str, todo: str) -> None:
 
 def lab_files() -> list[Path]:
     """compose.yaml and every file of the images' sources that their content hash covers."""
-    out = [compose.COMPOSE_FILE]
+    out = [compose.COMPOSE_FILE, compose.LEASE_FILE]
     for p in sorted(compose.IMAGES_DIR.rglob("*")):
         if p.is_file() and not (set(p.relative_to(compose.IMAGES_DIR).parts) & images.IGNORED):
             out.append(p)
@@ -443,7 +443,7 @@ def check_loaded(engine: Engine, say: Say) -> bool:
     base, builder = images.local_base_ref(), images.local_builder_ref()
     refs = [base, builder, images.tools_ref()]
     if engine.image_exists(base) and engine.image_exists(builder):
-        refs += list(images.image_refs(engine, base, builder).values())
+        refs += list(dict.fromkeys(images.image_refs(engine, base, builder).values()))
     missing = [r for r in refs if not engine.image_exists(r)]
     if missing:
         say(f"engine {engine.name}: this labctl looks for {missing[0]}, which the pack does not hold: it would "

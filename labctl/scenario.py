@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from labctl import faults, states
+from labctl import faults, labels, states
 from labctl.errors import ExitCode, LabError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -15,6 +15,17 @@ TARGETS = faults.SERVICES  # the default target first
 WORKER_MODES = ("robust", "naive")  # naive: the exercise's worker, a pidfile and no flock
 BUG_KINDS = ("segv", "oom")  # what the bug trigger does: segfault, or allocate until the OOM killer acts
 PROGRAMS = ("supervisor", "process-data")
+# The kinds of lab (labels.KIND_SERVICES): the worker lab of compose.yaml, and
+# the lease lab of compose.lease.yaml (a lease service, a fencing store, two holders).
+KINDS = tuple(labels.KIND_SERVICES)
+# The settings only a lease lab takes, and the faults that apply to its containers
+# (the proxy's faults and the worker's bug have no place there).
+LEASE_KEYS = ("fencing", "ttl_ms", "think_ms", "work_ms")
+LEASE_FAULTS = ("crash", "kill", "start", "pause", "unpause", "sigstop", "sigcont", "partition", "heal",
+                "stop")
+# A step that waits for a service's event before it acts (`on_event: alice.read`)
+# gives up after this long: the event never came.
+ON_EVENT_TIMEOUT_S = 10.0
 # The faults a blind scenario may pick from (labctl/blind.py: each one's step and expectations).
 BLIND_FAULTS = ("crash", "pause", "partition", "sigstop", "slow")
 # The heartbeat-only observer's key in scenario files before it had its name.
@@ -41,6 +52,13 @@ class LabParams:
     restart_limit: int = 10
     give_up_s: int = 90
     program: str = "supervisor"  # or process-data
+    kind: str = "worker"  # or lease: compose.lease.yaml's lab
+    # The lease lab's settings (LEASE_KEYS): the store's fencing, the lease's
+    # time to live, the holders' read-modify-write think time and pace.
+    fencing: bool = True
+    ttl_ms: int = 2000
+    think_ms: int = 1000
+    work_ms: int = 100
 
     def env(self) -> dict[str, str]:
         return {
@@ -53,7 +71,13 @@ class LabParams:
             "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_BUG_KIND": self.bug_kind, "LAB_WORKER_MODE": self.worker_mode,
             "LAB_RESTART_LIMIT": str(self.restart_limit), "LAB_GIVE_UP_S": str(self.give_up_s),
             "LAB_MONITOR_LINGER_S": "0", "LAB_MONITOR_CRASH_LINGER_S": "0",
+            "LAB_FENCING": "on" if self.fencing else "off", "LAB_TTL_MS": str(self.ttl_ms),
+            "LAB_THINK_MS": str(self.think_ms), "LAB_WORK_MS": str(self.work_ms),
         }
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return labels.KIND_SERVICES[self.kind]
 
 
 @dataclass
@@ -63,6 +87,9 @@ class Step:
     target: str = "worker"
     for_s: float | None = None
     params: dict[str, Any] = field(default_factory=dict)  # the fault's settings (faults.Param), checked
+    # (service, event kind): from `at`, wait for that service's next event of
+    # that kind, then act (pause a lease holder as it starts to think).
+    on_event: tuple[str, str] | None = None
 
     @property
     def inverse(self) -> str | None:
@@ -101,11 +128,26 @@ class Job:
 
 
 @dataclass
+class LeaseExpect:
+    """A lease lab's expectations (labctl/lease.py judges them)."""
+    # True: the store's accepted writes are safe (no token below an earlier
+    # one, no lost update); False: the checker must find the lost update
+    # (fencing off), and the run fails its safety checks, as it should.
+    safe: bool = True
+    # Two holders believed they held the lease at once (the zombie), and the
+    # old one tried to write after the new one had its token.
+    zombie: bool = False
+    # The store refused at least this many writes (fencing on).
+    min_fenced: int = 0
+
+
+@dataclass
 class Expect:
     windows: list[Window] = field(default_factory=list)
     sees: dict[str, list[str]] = field(default_factory=dict)
     never: dict[str, list[str]] = field(default_factory=dict)
     job: Job = field(default_factory=Job)
+    lease: LeaseExpect | None = None
 
 
 @dataclass
@@ -199,8 +241,8 @@ def parse(doc: Any, path: Path) -> Scenario:
     lesson = c.string(top["lesson"], "lesson")
     description = c.string(top.get("description", ""), "description")
     lab = parse_lab(c, top.get("lab", {}) or {})
-    timeline = parse_timeline(c, top.get("timeline", []) or [])
-    expect = parse_expect(c, top.get("expect", {}) or {}, len(timeline))
+    timeline = parse_timeline(c, top.get("timeline", []) or [], lab.kind)
+    expect = parse_expect(c, top.get("expect", {}) or {}, len(timeline), lab.kind)
     duration = c.number(top.get("duration_s", 60), "duration_s", lo=1)
     blind = parse_blind(c, top, duration) if "blind" in top else None
     return Scenario(name, lesson, description, lab, timeline, expect, path, duration, blind)
@@ -255,7 +297,27 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
             v = c.string(v, key, WORKER_MODES)
         elif k == "program":
             v = c.string(v, key, PROGRAMS)
+        elif k == "kind":
+            v = c.string(v, key, KINDS)
+        elif k == "fencing":
+            if not isinstance(v, bool):
+                c.fail(key, f"expected true or false, got {v!r}")
+        elif k in ("ttl_ms", "think_ms", "work_ms"):
+            v = c.number(v, key, lo=0 if k == "think_ms" else 1, integer=True)
         setattr(lab, k, v)
+    given = set(raw or {})
+    if lab.kind == "lease":
+        worker_only = sorted(given - {"kind", *LEASE_KEYS})
+        if worker_only:
+            c.fail(f"lab.{worker_only[0]}", "a lease lab has no worker to set it for; "
+                                           f"a lease lab takes {', '.join(LEASE_KEYS)}")
+        if lab.think_ms >= lab.ttl_ms:
+            c.fail("lab.think_ms", f"must be less than lab.ttl_ms ({lab.ttl_ms}): a holder that thinks longer "
+                                   "than its lease loses it every time, paused or not")
+    else:
+        lease_only = sorted(given & set(LEASE_KEYS))
+        if lease_only:
+            c.fail(f"lab.{lease_only[0]}", "only a lease lab takes it (lab.kind: lease)")
     if lab.timeout_ms <= lab.interval_ms:
         c.fail("lab.timeout_ms", f"must exceed lab.interval_ms ({lab.interval_ms})")
     if lab.heartbeat_only_timeout_ms and lab.heartbeat_only_timeout_ms <= lab.interval_ms:
@@ -263,17 +325,30 @@ def parse_lab(c: _Ctx, raw: Any) -> LabParams:
     return lab
 
 
-def parse_timeline(c: _Ctx, raw: Any) -> list[Step]:
+def parse_timeline(c: _Ctx, raw: Any, kind: str = "worker") -> list[Step]:
     timeline = []
+    lease = kind == "lease"
     for i, s in enumerate(c.listing(raw, "timeline", "a list of steps")):
         key = f"timeline[{i}]"
         if isinstance(s, dict) and isinstance(s.get("do"), str) and s["do"] in faults.FAULTS:
             settable = tuple(p.name for p in faults.FAULTS[s["do"]].params)
         else:
             settable = ()
-        s = c.mapping(s, key, ("at", "do", "target", "for", *settable), ("at", "do"))
-        step = Step(at=c.number(s["at"], f"{key}.at"), do=c.string(s["do"], f"{key}.do", tuple(faults.FAULTS)),
-                    target=c.string(s.get("target", "worker"), f"{key}.target", TARGETS))
+        s = c.mapping(s, key, ("at", "do", "target", "for", "on_event", *settable), ("at", "do"))
+        if lease and "target" not in s:
+            c.fail(f"{key}.target", "is required in a lease lab: one of " + ", ".join(labels.LEASE_SERVICES))
+        step = Step(at=c.number(s["at"], f"{key}.at"),
+                    do=c.string(s["do"], f"{key}.do", LEASE_FAULTS if lease else tuple(faults.FAULTS)),
+                    target=c.string(s.get("target", "worker"), f"{key}.target",
+                                    labels.LEASE_SERVICES if lease else TARGETS))
+        if "on_event" in s:
+            if not lease:
+                c.fail(f"{key}.on_event", "only a lease lab's steps wait for an event (lab.kind: lease)")
+            svc, dot, ev_kind = c.string(s["on_event"], f"{key}.on_event").partition(".")
+            if not dot or svc not in labels.LEASE_SERVICES or not ev_kind:
+                c.fail(f"{key}.on_event", f"expected SERVICE.KIND (e.g. alice.read), SERVICE one of "
+                                          f"{', '.join(labels.LEASE_SERVICES)}, got {s['on_event']!r}")
+            step.on_event = (svc, ev_kind)
         try:
             step.params = faults.get(step.do).settings({k: s[k] for k in settable if k in s}, f"{key}.")
         except LabError as e:
@@ -290,9 +365,23 @@ def parse_timeline(c: _Ctx, raw: Any) -> list[Step]:
     return timeline
 
 
-def parse_expect(c: _Ctx, raw: Any, steps: int) -> Expect:
-    raw = c.mapping(raw, "expect", ("windows", "sees", "never", "job"))
+def parse_expect(c: _Ctx, raw: Any, steps: int, kind: str = "worker") -> Expect:
+    raw = c.mapping(raw, "expect", ("windows", "sees", "never", "job", "lease"))
     exp = Expect()
+    if kind == "lease":
+        other = sorted(set(raw) - {"lease"})
+        if other:
+            c.fail(f"expect.{other[0]}", "a lease lab is judged by expect.lease (safe, zombie, min_fenced)")
+        exp.lease = LeaseExpect()
+        for k, v in c.mapping(raw.get("lease", {}) or {}, "expect.lease", ("safe", "zombie", "min_fenced")).items():
+            if k == "min_fenced":
+                v = c.number(v, f"expect.lease.{k}", lo=0, integer=True)
+            elif not isinstance(v, bool):
+                c.fail(f"expect.lease.{k}", f"expected true or false, got {v!r}")
+            setattr(exp.lease, k, v)
+        return exp
+    if "lease" in raw:
+        c.fail("expect.lease", "only a lease lab is judged by it (lab.kind: lease)")
     for i, w in enumerate(c.listing(raw.get("windows", []) or [], "expect.windows")):
         exp.windows.append(parse_window(c, w, f"expect.windows[{i}]", steps))
     for part in ("sees", "never"):

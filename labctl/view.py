@@ -7,7 +7,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from labctl import states
+from labctl import lease, states
 from labctl.lab import RunResult
 from labctl.observe import Live
 
@@ -59,9 +59,31 @@ def table(lives: list[Live]) -> Table:
     for lv in lives:
         elapsed = time.time() - lv.started
         t.add_column(f"{lv.scenario}\n[dim]{lv.lab_id} · {elapsed:4.0f}s[/dim]", no_wrap=True, min_width=18)
-    for key, label in ROWS:
-        t.add_row(label, *[cell(lv, key) for lv in lives])
+    leases = [isinstance(lv, lease.LeaseLive) for lv in lives]
+    # A lease lab has rows of its own; beside worker labs, each column fills the rows of its kind.
+    rows = ([r for r in ROWS if not all(leases) or r[0] in ("step", "phase")]
+            + [r for r in lease.ROWS if any(leases) and r[0] not in ("step", "phase")])
+    for key, label in rows:
+        t.add_row(label, *[lease_cell(lv, key) if isinstance(lv, lease.LeaseLive) else
+                           (cell(lv, key) if key in WORKER_KEYS else Text("")) for lv in lives])
     return t
+
+
+WORKER_KEYS = {k for k, _ in ROWS}
+
+
+def lease_cell(lv: lease.LeaseLive, key: str) -> Text:
+    if key in ("step", "phase") or key not in WORKER_KEYS:
+        text = lease.cell(lv, key) if key not in WORKER_KEYS else str(getattr(lv, key) or "-")
+        return Text(text, style=STYLE.get(text, ""))
+    return Text("")
+
+
+def lease_line(lv: lease.LeaseLive) -> str:
+    """One line of a lease lab's state, for a view that is not a terminal."""
+    return (f"{lv.scenario:<22} {lv.phase:<10} step={lv.step or '-':<24} lease={lease.cell(lv, 'lease'):<12} "
+            f"alice={lease.cell(lv, 'alice'):<20} bob={lease.cell(lv, 'bob'):<20} "
+            f"store={lease.cell(lv, 'store')} counter={lease.cell(lv, 'counter')}")
 
 
 def final_table(results: list[RunResult]) -> Table:

@@ -552,22 +552,21 @@ def test_a_late_tick_holds_the_verdict_and_says_so(tmp_path):
         m.verdict, m.heartbeat_only = "HEALTHY", "ALIVE"
         assert m.judge_late("PAUSED", "DEAD", late_ms=150) == ("PAUSED", "DEAD")  # on time: judged
         m.verdict, m.heartbeat_only = "HEALTHY", "ALIVE"
-        assert m.judge_late("PAUSED", "DEAD", late_ms=900) == ("HEALTHY", "ALIVE")
-        assert m.judge_late("PARTITIONED", "DEAD", late_ms=900) == ("HEALTHY", "ALIVE")
+        # The monitor's verdict of silence is held; the naive heartbeat-only detector's is not.
+        assert m.judge_late("PAUSED", "DEAD", late_ms=900) == ("HEALTHY", "DEAD")
+        assert m.judge_late("PARTITIONED", "DEAD", late_ms=900) == ("HEALTHY", "DEAD")
         assert m.judge_late("PAUSED", "DEAD", late_ms=900) == ("PAUSED", "DEAD")  # starved for good: judged
         assert [k for k, _ in emitted] == ["late", "late"]
-        assert emitted[0][1] == {"late_ms": 900, "held": "HEALTHY", "would_be": "PAUSED",
-                                 "held_heartbeat_only": "ALIVE", "would_be_heartbeat_only": "DEAD"}
-        # What a late tick sees as well as any (a free lock, a new incarnation) is not held,
-        # though the heartbeat-only DEAD beside it, a verdict of silence, is.
+        assert emitted[0][1] == {"late_ms": 900, "held": "HEALTHY", "would_be": "PAUSED"}
+        # What a late tick sees as well as any (a free lock, a new incarnation) is not held.
         m.verdict, m.heartbeat_only, m.held = "HEALTHY", "ALIVE", 0
-        assert m.judge_late("CRASHED", "DEAD", late_ms=900) == ("CRASHED", "ALIVE")
+        assert m.judge_late("CRASHED", "DEAD", late_ms=900) == ("CRASHED", "DEAD")
         assert m.judge_late("RESTARTED", "ALIVE", late_ms=900) == ("RESTARTED", "ALIVE")
         # No change, nothing held; and the first verdict of all is never held.
         assert m.judge_late("HEALTHY", "ALIVE", late_ms=900) == ("HEALTHY", "ALIVE")
         m.verdict = ""
         assert m.judge_late("PAUSED", "DEAD", late_ms=900) == ("PAUSED", "DEAD")
-        assert len(emitted) == 3
+        assert len(emitted) == 2  # the CRASHED beside a DEAD is no longer held
     finally:
         m.sock.close()
 

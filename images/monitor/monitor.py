@@ -421,6 +421,12 @@ class Observation:
     mean_gap_ms: float | None = None  # between the recent window's beats
     gap_std_ms: float | None = None  # how irregular those gaps are
     disorder: float | None = None  # the share of the window's beats that came twice or out of order
+    # Since the last beat as the heartbeat-only detector saw it, before this
+    # tick read its socket. The same as net_age_ms, the loop reading each beat
+    # as it lands, except after the monitor's own pause: then the beats that
+    # waited are still unread, and the naive detector blames the worker for
+    # its own silence (the lesson of scenario-observer-pause). None: net_age_ms.
+    naive_age_ms: float | None = None
 
 
 class Classifier:
@@ -456,7 +462,8 @@ class Classifier:
         """(verdict, heartbeat-only verdict)."""
         net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
         # The heartbeat-only detector: a fixed timeout alone, flapping under loss as it must.
-        heartbeat_only = DEAD if o.net_age_ms is None or o.net_age_ms > self.heartbeat_only_after_ms else ALIVE
+        naive_age = o.naive_age_ms if o.naive_age_ms is not None else o.net_age_ms
+        heartbeat_only = DEAD if naive_age is None or naive_age > self.heartbeat_only_after_ms else ALIVE
         if self.held_wall_ms is None:
             self.held_wall_ms = o.now_wall_ms
         if o.lock.state != "held":
@@ -641,18 +648,17 @@ class Monitor:
         starved for good still reaches a verdict, only later."""
         # Only what silence concludes is held: a new incarnation (RESTARTED)
         # or a free lock (CRASHED) are facts a late tick sees as well as any.
+        # The heartbeat-only detector holds nothing: it is the naive one,
+        # which does not notice its own pause (the lesson beside this hold).
         hold_v = verdict != self.verdict and verdict in (PAUSED, PARTITIONED)
-        hold_h = heartbeat_only != self.heartbeat_only and heartbeat_only == DEAD
-        if not ((hold_v or hold_h) and self.verdict and late_ms > self.args.interval_ms and self.held < MAX_HELD):
+        if not (hold_v and self.verdict and late_ms > self.args.interval_ms and self.held < MAX_HELD):
             self.held = 0
             return verdict, heartbeat_only
         self.held += 1
-        kept = (self.verdict if hold_v else verdict, self.heartbeat_only if hold_h else heartbeat_only)
-        self.events.emit("late", late_ms=round(late_ms), held=kept[0], would_be=verdict,
-                         held_heartbeat_only=kept[1], would_be_heartbeat_only=heartbeat_only)
-        return kept
+        self.events.emit("late", late_ms=round(late_ms), held=self.verdict, would_be=verdict)
+        return self.verdict, heartbeat_only
 
-    def tick(self, late_ms: float = 0.0) -> None:
+    def tick(self, late_ms: float = 0.0, naive_ref: float | None = None) -> None:
         now = time.monotonic()
         # Before the probe: a "stopped" beat stamped after this was written
         # after the lock was seen held (see the module's "A clean exit").
@@ -664,10 +670,11 @@ class Monitor:
             self.net.forget()  # what waited in our socket while we were frozen is no measure of the link
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
+        naive_age_ms = (now - naive_ref) * 1000 if naive_ref is not None else None
         loss, mean_gap_ms, gap_std_ms = self.net.loss(), self.net.mean_gap_ms(), self.net.gap_std_ms()
         disorder = self.net.disorder()
         obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat,
-                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder)
+                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder, naive_age_ms)
         verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
         phi = self.net.phi_value(now * 1000)
         fields = {
@@ -720,8 +727,12 @@ class Monitor:
             else:
                 since = None
             if now >= next_tick:
+                # The heartbeat-only detector judges by the last beat it had
+                # read before this tick: after its own pause, before the beats
+                # that waited in its socket (see Observation.naive_age_ms).
+                naive_ref = self.last_udp
                 self.drain_udp()
-                self.tick((now - next_tick) * 1000)
+                self.tick((now - next_tick) * 1000, naive_ref)
                 next_tick += self.interval
                 if next_tick <= now:  # fell behind: skip, don't burst
                     next_tick = now + self.interval

@@ -91,6 +91,8 @@ class Run:
     events: list[Event]
     lab_dir: Path
     end: float
+    # When the lab started: what people read is seconds since then, never a Unix time.
+    start: float = 0.0
 
     @property
     def lab(self) -> LabParams:
@@ -115,14 +117,20 @@ class Run:
 # ----------------------------------------------------------------------- judging
 
 
-def judge(sc: Scenario, events: list[Event], lab_dir: Path, run_end: float) -> tuple[list[Check], list[Latency]]:
-    run = Run(sc, events, lab_dir, run_end)
+def judge(sc: Scenario, events: list[Event], lab_dir: Path, run_end: float,
+          run_start: float | None = None) -> tuple[list[Check], list[Latency]]:
+    if sc.lab.kind == "lease":
+        from labctl import lease  # it builds on this module's Check
+
+        return lease.judge(sc, events, run_end, run_start), []
+    start = run_start if run_start is not None else (float(events[0]["ts"]) if events else 0.0)
+    run = Run(sc, events, lab_dir, run_end, start)
     checks = judge_windows(run) + judge_sees(run) + judge_never(run)
     latencies = detection_latencies(run)
     if sc.lab.worker_mode == "robust" and sc.lab.program == "supervisor":
         checks += judge_latencies(run, latencies)
         checks.append(agreement(run.seen(states.MONITOR), run.seen(states.TRUTH), run.interval, run.timeout,
-                                run.lab.heartbeat_ms / 1000))
+                                run.lab.heartbeat_ms / 1000, t0=run.start))
     checks += judge_job(run)
     return checks, latencies
 
@@ -282,13 +290,15 @@ def judge_latencies(run: Run, latencies: list[Latency]) -> list[Check]:
         if lat.monitor_s is None and lat.truth in SILENT and lat.lasted_s < run.timeout:
             continue  # silence shorter than the timeout is, by design, not yet a failure
         ok = lat.monitor_s is not None and lat.monitor_s <= limit
-        checks.append(Check(f"monitor saw {lat.truth.lower()} at {lat.at:.1f} as {lat.want}", ok,
+        checks.append(Check(f"monitor saw {lat.truth.lower()} at +{lat.at - run.start:.1f} s as {lat.want}", ok,
                             "never" if lat.monitor_s is None else f"after {lat.monitor_s:.2f} s (limit {limit:.2f} s)"))
     return checks
 
 
-def agreement(mon: Seen, truth: Seen, interval: float, timeout: float, beat: float | None = None) -> Check:
-    """No monitor verdict contradicts the truth once detection has had its time."""
+def agreement(mon: Seen, truth: Seen, interval: float, timeout: float, beat: float | None = None,
+              t0: float | None = None) -> Check:
+    """No monitor verdict contradicts the truth once detection has had its time.
+    t0, the lab's start, makes the time named seconds since it."""
     grace = timeout + interval + SLACK_S
     # SLOW judges a window of recent beats (the monitor's RECENT_BEATS and
     # RECENT_MS, then its SLOW_HOLD_S): after a gray fault it lingers that
@@ -320,7 +330,8 @@ def agreement(mon: Seen, truth: Seen, interval: float, timeout: float, beat: flo
         return Check("no monitor verdict contradicts the truth", True, f"{len(mon)} verdicts checked")
     t, v, s = bad[0]
     return Check("no monitor verdict contradicts the truth", False,
-                 f"{len(bad)} tick(s) disagree; first: {v} while the worker was {s} (at {t:.1f})")
+                 f"{len(bad)} tick(s) disagree; first: {v} while the worker was {s} "
+                 + (f"(at {t:.1f})" if t0 is None else f"(at +{t - t0:.1f} s)"))
 
 
 def judge_job(run: Run) -> list[Check]:
@@ -398,8 +409,9 @@ def check_run(run_dir: Path) -> Verdict:
     events = runlog.read_events(run_dir / rundir.EVENTS)
     summary = rundir.read_summary(run_dir)
     run_end = summary.get("ended") or (events[-1]["ts"] if events else 0)
+    run_start = summary.get("started") or (events[0]["ts"] if events else 0)
     v = Verdict(run_dir, sc.name, error=summary.get("error"))
-    v.checks, v.latencies = judge(sc, events, run_dir / rundir.VOLUME, run_end)
+    v.checks, v.latencies = judge(sc, events, run_dir / rundir.VOLUME, run_end, run_start)
     rundir.write_json(run_dir / rundir.VERDICT, v.to_json())
-    report.write(run_dir, sc, v, summary)
+    report.write(run_dir, sc, v, summary, events)
     return v

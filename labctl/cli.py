@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -29,8 +30,10 @@ from labctl import (
     faults,
     images,
     journal,
+    junit,
     lab,
     labels,
+    lease,
     observe,
     rundir,
     runlog,
@@ -132,9 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a blind scenario only: the seed that picks the fault (same seed, same fault and timing)")
     p.add_argument("--answer", metavar="FAULT",
                    help="a blind scenario only: your answer, instead of being asked at the end")
-    p = sub.add_parser("demo", help="crash, pause and partition side by side")
-    p.add_argument("--keep", action="store_true")
-    p.add_argument("--base")
+    add_junit_option(p)
+    add_demo_parser(sub)
     p = sub.add_parser("down", help="revert faults and remove a lab (or all)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lab", type=lab_name)
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("recover", help="restore a clean engine: every labctl fault reverted, every lab removed")
     sub.add_parser("status", help="the labs and their containers")
     p = sub.add_parser("logs", help="a lab's logs")
-    p.add_argument("service", nargs="?", choices=labels.SERVICES)
+    p.add_argument("service", nargs="?", choices=labels.ALL_SERVICES)
     p.add_argument("--lab", type=lab_name)
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("scenarios", help="list scenarios with their lessons")
@@ -153,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", choices=("md", "json"), default="md")
     sub.add_parser("runs", help="the recorded runs, newest first")
+    add_serve_parser(sub)
     add_fault_parser(sub)
     p = sub.add_parser("grade", help="grade students' answers, each in a locked-down container",
                        description="Grades each SUBMISSION (a directory, .zip or .tar.gz of the exercise files). "
@@ -170,6 +173,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="crash, pause and partition side by side")
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--base")
+    add_junit_option(p)
+
+
+def add_junit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="also write the expectations as JUnit XML (one testcase each; for CI), "
+                        "even when a lab fails, errors or is interrupted")
+
+
+def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="a web page with every running lab live, fault buttons and the finished runs",
+                       description="Serves a page (for a projector) with every running lab's lanes growing live, "
+                                   "buttons for the live faults, and the finished runs. Binds to 127.0.0.1; another "
+                                   "address needs --public, and then every request needs the token it prints.")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any free one)")
+    p.add_argument("--public", action="store_true",
+                   help="allow a non-loopback --host; a token in the URL then guards every request")
+
+
 def add_fault_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("fault", help="inject a fault into a running lab", epilog=fault_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,7 +205,7 @@ def add_fault_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="the fault's settings: in order (`loss 0.4`, `oneway worker monitor`, `slow 80`), "
                         "or as KEY=VALUE (`period_ms=500`)")
     p.add_argument("--lab", type=lab_name)
-    p.add_argument("--target", default="worker", choices=scenario.TARGETS)
+    p.add_argument("--target", default="worker", choices=(*scenario.TARGETS, *labels.LEASE_SERVICES))
     p.add_argument("--for", dest="for_s", type=parse_duration, metavar="DURATION",
                    help="revert after this long (30s, 2m); Ctrl-C reverts too")
 
@@ -392,7 +419,10 @@ def provision(engs: list[Engine], base: str | None) -> list[tuple[Engine, dict[s
 
 
 def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
-             engs: list[Engine] | None = None, blind_run: bool = False) -> tuple[int, list[lab.RunResult]]:
+             engs: list[Engine] | None = None, blind_run: bool = False,
+             sink: list[lab.RunResult] | None = None) -> tuple[int, list[lab.RunResult]]:
+    """Runs the labs side by side. `sink` gets every lab's result, a lab that
+    raised as a result with its error, before anything is raised (--junit)."""
     timeline.preload()
     ready = provision(engs or [Engine.open()], base)
     if any(faults.get(st.do).needs_tools for sc in scenarios for st in sc.timeline):
@@ -403,7 +433,7 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
         for sc, lid, (eng, _) in zip(scenarios, lab_ids, placed, strict=True):
             say(f"lab {lid}: {sc.name} on engine {eng.name}")
     cancel = threading.Event()
-    runs = [lab.LabRun(eng.clone(), sc, lid, refs, keep, cancel)
+    runs = [(lease.LeaseLabRun if sc.lab.kind == "lease" else lab.LabRun)(eng.clone(), sc, lid, refs, keep, cancel)
             for sc, lid, (eng, refs) in zip(scenarios, lab_ids, placed, strict=True)]
     results: list[lab.RunResult | None] = [None] * len(runs)
     errors: list[LabError | None] = [None] * len(runs)
@@ -438,6 +468,9 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
         for t in threads:
             t.join(120)
         signal.signal(signal.SIGINT, old)
+    if sink is not None:
+        sink.extend(r if r is not None else lab.RunResult(lid, sc.name, run.run_dir, error=e.message() if e else None)
+                    for r, e, lid, sc, run in zip(results, errors, lab_ids, scenarios, runs, strict=True))
     for e in errors:
         if e is not None:
             raise e
@@ -473,6 +506,12 @@ def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: 
     last: dict[str, tuple[str, ...]] = {}
     while any(t.is_alive() for t in threads):
         for lv in lives:
+            if isinstance(lv, lease.LeaseLive):
+                text = view.lease_line(lv)
+                if last.get(lv.lab_id) != (text,):
+                    last[lv.lab_id] = (text,)
+                    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+                continue
             key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.heartbeat_only, lv.supervisor)
             if last.get(lv.lab_id) != key:
                 last[lv.lab_id] = key
@@ -518,7 +557,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.lab and len(scs) > 1:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
                        "drop --lab (names are derived per scenario) or run one scenario")
-    engs = open_engines(args)
+    engs = engines_for_labs(args, scs)
     if args.lab and len(engs) > 1:
         for eng in engs:
             if args.lab in lab.lab_ids(eng):
@@ -526,8 +565,60 @@ def cmd_up(args: argparse.Namespace) -> int:
                                f"pick another --lab name, or remove it with `labctl down --lab {args.lab}`")
     ids = [args.lab] if args.lab else fresh_ids(scs, engs)
     if scs[0].blind is not None:
-        return play_blind(args, scs[0], ids[0], engs)
-    return run_labs(scs, ids, args.keep, args.base, engs)[0]
+        return with_junit(args.junit, scs, ids, lambda sink: play_blind(args, scs[0], ids[0], engs, sink))
+    return with_junit(args.junit, scs, ids, lambda sink: run_labs(scs, ids, args.keep, args.base, engs, sink=sink)[0])
+
+
+def engines_for_labs(args: argparse.Namespace, scs: list[scenario.Scenario]) -> list[Engine]:
+    """open_engines(); with --junit, no engine at all is each lab's failed `run`
+    too: a CI job's report then says why nothing ran."""
+    if args.junit is not None:
+        check_writable(args.junit)
+    try:
+        return open_engines(args)
+    except LabError as e:
+        if args.junit is not None:
+            lid = getattr(args, "lab", None) or "-"  # demo names no lab
+            junit.write(args.junit, [lab.RunResult(lid, sc.name, rundir.runs_root(), error=e.message()) for sc in scs])
+        raise
+
+
+def check_writable(path: Path) -> None:
+    """Before the labs run, not after: a typo in --junit should not cost a run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LabError(ExitCode.USAGE, f"--junit {path}: cannot create its directory ({e.strerror})",
+                       "name a file in a writable directory") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise LabError(ExitCode.USAGE, f"--junit {path}: not a writable file", "name a file in a writable directory")
+
+
+def with_junit(path: Path | None, scs: list[scenario.Scenario], ids: list[str],
+               go: Callable[[list[lab.RunResult]], int]) -> int:
+    """Runs `go` and, with --junit, writes what it got whatever happens: a lab
+    that never got as far as a result is a failed `run` saying why."""
+    if path is not None:
+        check_writable(path)
+    got: list[lab.RunResult] = []
+    why = "did not run"
+    try:
+        return go(got)
+    except LabError as e:
+        why = e.message()
+        raise
+    except KeyboardInterrupt:
+        why = "labctl: error: interrupted"
+        raise
+    except Exception as e:
+        why = f"labctl: error: {type(e).__name__}: {e}"
+        raise
+    finally:
+        if path is not None:
+            seen = {r.lab_id for r in got}
+            got += [lab.RunResult(lid, sc.name, rundir.lab_dir(lid), error=why)
+                    for sc, lid in zip(scs, ids, strict=True) if lid not in seen]
+            junit.write(path, got)
 
 
 # ----------------------------------------------------------------------- blind triage (scenario-blind)
@@ -558,7 +649,8 @@ def _bad_answer(given: str, choices: list[str]) -> NoReturn:
                    "name the fault you think it was")
 
 
-def play_blind(args: argparse.Namespace, sc: scenario.Scenario, lab_id: str, engs: list[Engine]) -> int:
+def play_blind(args: argparse.Namespace, sc: scenario.Scenario, lab_id: str, engs: list[Engine],
+               sink: list[lab.RunResult] | None = None) -> int:
     """Runs the fault the seed picks with the supervisor's view alone, takes the
     answer, then reveals the truth, records the game and shows the checks."""
     assert sc.blind is not None
@@ -570,7 +662,7 @@ def play_blind(args: argparse.Namespace, sc: scenario.Scenario, lab_id: str, eng
             images.ensure_tools(eng, say)
     with tempfile.TemporaryDirectory(prefix="labctl-blind-") as d:
         concrete = blind.write_concrete(sc, game, Path(d))
-        code, done = run_labs([concrete], [lab_id], args.keep, args.base, engs, blind_run=True)
+        code, done = run_labs([concrete], [lab_id], args.keep, args.base, engs, blind_run=True, sink=sink)
     answer, how = blind_answer(args, game, interrupted=code == ExitCode.INTERRUPTED)
     for r in done:
         reveal(r, game, answer, how)
@@ -641,8 +733,16 @@ def fresh_ids(scs: list[scenario.Scenario], engs: list[Engine] | None = None) ->
 
 def cmd_demo(args: argparse.Namespace) -> int:
     scs = [scenario.resolve(s) for s in DEMO]
-    engs = open_engines(args)
-    code, results = run_labs(scs, fresh_ids(scs, engs), args.keep, args.base, engs)
+    engs = engines_for_labs(args, scs)
+    ids = fresh_ids(scs, engs)
+    results: list[lab.RunResult] = []
+
+    def go(sink: list[lab.RunResult]) -> int:
+        code, done = run_labs(scs, ids, args.keep, args.base, engs, sink=sink)
+        results.extend(done)
+        return code
+
+    code = with_junit(args.junit, scs, ids, go)
     dirs = [r.run_dir for r in results if (r.run_dir / "events.jsonl").exists()]
     if dirs:
         out = rundir.runs_root() / f"demo-{rundir.utc_stamp()}"
@@ -695,9 +795,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     t = Table(title="labs")
     for col in (("engine",) if many else ()) + ("lab", "service", "scenario", "status", "exit", "restarts"):
         t.add_column(col)
-    for eng, c in sorted(cs, key=lambda ec: (ec[1].labels.get(labels.LAB, ""), ec[1].labels.get(labels.SERVICE, ""))):
-        t.add_row(*([eng.name] if many else []), c.labels.get(labels.LAB, "?"), c.labels.get(labels.SERVICE, "?"),
-                  c.labels.get(labels.SCENARIO, "?"), c.status,
+    for eng, c in sorted(cs, key=lambda ec: labels.describe(ec[1].labels)[:2]):
+        t.add_row(*([eng.name] if many else []), *labels.describe(c.labels), c.status,
                   "" if c.status == "running" else str(c.exit_code), str(c.restart_count))
     console.print(t)
     return ExitCode.OK
@@ -721,7 +820,9 @@ def pick_lab(engs: list[Engine], given: str | None) -> tuple[Engine, str]:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     engine, lid = pick_lab(open_engines(args), args.lab)
-    services = [args.service] if args.service else list(labels.SERVICES)
+    # A lease lab has containers of its own: every service the lab has.
+    services = [args.service] if args.service else [
+        s for s in labels.ALL_SERVICES if engine.inspect(labels.container_name(lid, s)) is not None]
     if args.follow:
         if len(services) != 1:
             raise LabError(ExitCode.USAGE, "-f follows one service", "name it: labctl logs worker -f")
@@ -782,6 +883,9 @@ def cmd_fault(args: argparse.Namespace) -> int:
     inverse = f.inverse
     args.target, params = fault_settings(f, args.values, args.target)
     f.settings(params)  # a bad value is a usage error before the lab is touched
+    if args.target in labels.LEASE_SERVICES and kind not in scenario.LEASE_FAULTS:
+        raise LabError(ExitCode.USAGE, f"{kind} does not apply to the lease lab's {args.target}",
+                       "a lease lab takes " + ", ".join(scenario.LEASE_FAULTS))
     if f.needs_tools:
         images.ensure_tools(engine, say)
     if args.for_s and not inverse:
@@ -793,6 +897,10 @@ def cmd_fault(args: argparse.Namespace) -> int:
             say(f"lab {lid}: {kind} {args.target} (reverts the {intent['fault']} of "
                 f"{time.strftime('%H:%M:%S', time.localtime(intent['ts']))})")
             return ExitCode.OK
+    idle = faults.nothing_to_undo(engine, lid, kind, args.target)
+    if idle is not None:
+        say(f"lab {lid}: {idle}; {kind} has nothing to undo")
+        return ExitCode.OK
     intent = faults.apply(engine, lid, kind, args.target, params=params)
     shown = "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
                     for k, v in (intent.get("params") or {}).items())
@@ -877,6 +985,22 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return run.exit_code
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from labctl import serve  # imported here: only this command needs it
+
+    serve.check_bind(args.host, args.public)
+    srv = serve.make_server(Engine.open(), args.host, args.port, args.public)
+    say(f"labctl serve: {srv.url()}" + ("  (the token is printed only this once)" if args.public else ""))
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        say("labctl serve: stopped")
+    finally:
+        srv.hub.stop.set()
+        srv.server_close()
+    return ExitCode.OK
+
+
 def cmd_handout(args: argparse.Namespace) -> int:
     from labctl import handout  # imported here: only this command needs it
 
@@ -921,5 +1045,5 @@ COMMANDS = {
     "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
     "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
     "scenarios": cmd_scenarios, "fault": cmd_fault, "check": cmd_check, "report": cmd_report, "runs": cmd_runs,
-    "grade": cmd_grade, "handout": cmd_handout, "pack": cmd_pack, "unpack": cmd_unpack,
+    "grade": cmd_grade, "handout": cmd_handout, "pack": cmd_pack, "unpack": cmd_unpack, "serve": cmd_serve,
 }

@@ -488,7 +488,9 @@ class Engine:
         try:
             self._call(self.api.unpause, name)
         except docker.errors.APIError as e:
-            if e.status_code not in (404, 409):  # gone, or not paused: already reverted
+            # Gone, or not paused: already reverted. Docker 20.10 says "is not
+            # paused" with a 500, which is not worth the retries a 500 gets.
+            if e.status_code not in (404, 409) and "is not paused" not in (e.explanation or ""):
                 raise self._refused(f"unpausing {name}", e) from None
 
     def exec(self, name: str, cmd: list[str], user: str | None = None) -> tuple[int, str]:

@@ -478,6 +478,22 @@ def undoes(name: str) -> list[Fault]:
     return [f for f in FAULTS.values() if f.inverse == name]
 
 
+def nothing_to_undo(engine: Engine, lab_id: str, name: str, service: str) -> str | None:
+    """Why the inverse `name`, given by hand, would change nothing: no fault
+    it undoes is journaled as on, and the engine already shows what it would
+    bring about (for a signal, a rule or a toxic the engine shows nothing:
+    the journal alone knows). None when it may undo something, or undoes nothing."""
+    undone = undoes(name)
+    if not undone or any(r.get("inverse") == name and r.get("target") == service for r in journal.pending(lab_id)):
+        return None
+    t = Target(lab_id, service)
+    if get(name).reached(engine, t) is not None:
+        return None  # on without labctl's journal (a `docker pause` by hand), or gone: let it act, or say why not
+    st = engine.inspect(t.container)
+    return f"no {' or '.join(f.name for f in undone)} of the {service} is on" + (
+        f" ({t.container} is {st.status})" if st else "")
+
+
 # ----------------------------------------------------------------------- journaled application
 
 

@@ -494,22 +494,7 @@ def render(col: Column, path: Path) -> dict[str, str]:
         ax.set_ylim(0, 1)
         ax.set_yticks([])
     f = Facts.of(col.events, col.t1)
-    store = lanes[-1]
-    for w in f.accepted:
-        store.scatter([w.ts - col.t0], [w.token], s=22, color=colors.get(w.client, "#757575"),
-                      marker="X" if w.stale else "o", edgecolors="black" if w.stale else "none", zorder=3)
-    for w in f.fenced:
-        store.scatter([w.ts - col.t0], [w.token], s=60, color="black", marker="x", zorder=3)
-        store.annotate(f"fenced: {w.client}'s token {w.token}", (w.ts - col.t0, w.token), xytext=(6, -12),
-                       textcoords="offset points", fontsize=8)
-    for w, over, n in f.lost_updates():
-        store.annotate(f"{w.client}'s stale write accepted: counter {over} -> {w.value}, {n} update(s) lost",
-                       (w.ts - col.t0, w.token), xytext=(6, -12), textcoords="offset points", fontsize=8,
-                       color="#c62828", fontweight="bold")
-    toks = [w.token for w in f.accepted + f.fenced]
-    if toks:
-        store.set_ylim(min(toks) - 0.8, max(toks) + 0.8)
-        store.set_yticks(sorted(set(toks)))
+    draw_store(lanes[-1], f, col, colors)
     overlaps = f.overlaps()
     for s, e in overlaps:
         for ax in lanes[1:5]:
@@ -534,6 +519,21 @@ def render(col: Column, path: Path) -> dict[str, str]:
     return meta
 
 
-def lease_lab(sc: Scenario) -> bool:
-    return sc.lab.kind == "lease"
-
+def draw_store(store: Any, f: Facts, col: Column, colors: dict[str, str]) -> None:
+    """The store's lane: each write at its token's height, coloured by writer;
+    a stale accepted one marked, a fenced one crossed, the lost update named."""
+    for w in f.accepted:
+        store.scatter([w.ts - col.t0], [w.token], s=22, color=colors.get(w.client, "#757575"),
+                      marker="X" if w.stale else "o", edgecolors="black" if w.stale else "none", zorder=3)
+    for w in f.fenced:
+        store.scatter([w.ts - col.t0], [w.token], s=60, color="black", marker="x", zorder=3)
+        store.annotate(f"fenced: {w.client}'s token {w.token}", (w.ts - col.t0, w.token), xytext=(6, -12),
+                       textcoords="offset points", fontsize=8)
+    for w, over, n in f.lost_updates():
+        store.annotate(f"{w.client}'s stale write accepted: counter {over} -> {w.value}, {n} update(s) lost",
+                       (w.ts - col.t0, w.token), xytext=(6, -12), textcoords="offset points", fontsize=8,
+                       color="#c62828", fontweight="bold")
+    toks = [w.token for w in f.accepted + f.fenced]
+    if toks:
+        store.set_ylim(min(toks) - 0.8, max(toks) + 0.8)
+        store.set_yticks(sorted(set(toks)))

@@ -15,9 +15,14 @@ def fmt_s(x: float | None) -> str:
     return "never" if x is None else f"{x:.2f} s"
 
 
-def write(run_dir: Path, sc: Scenario, v: Verdict, summary: dict[str, Any]) -> None:
-    lines = _head(run_dir, sc, v, summary) + _blind(run_dir) + _checks(v) + _latencies(v, summary.get("started") or 0)
+def write(run_dir: Path, sc: Scenario, v: Verdict, summary: dict[str, Any],
+          events: list[dict[str, Any]] | None = None) -> None:
+    events = events or []
+    t0 = float(summary.get("started") or (events[0]["ts"] if events else 0))
+    lines = _head(run_dir, sc, v, summary) + _blind(run_dir) + _checks(v) + _latencies(v, t0)
     lines += _job(summary.get("job") or {}) + _timeline(sc)
+    if sc.lab.program == "process-data":
+        lines += program_log(events, t0)
     (run_dir / rundir.REPORT).write_text("\n".join(lines) + "\n")
 
 
@@ -79,3 +84,45 @@ def _timeline(sc: Scenario) -> list[str]:
         return []
     return ["", "## Timeline", ""] + [f"- at {s.at:g} s: `{s.do}` {s.target}"
                                       + (f" for {s.for_s:g} s" if s.for_s else "") for s in sc.timeline]
+
+
+# The program's log in the report: runs of INFO lines longer than this are
+# cut to their first few and last, so that the WARNINGs and the CRITICAL, the
+# point of exercise 1, stay in sight among 200 readings.
+INFO_RUN_MAX = 6
+INFO_RUN_KEEP = 3
+
+
+def program_log(events: list[dict[str, Any]], t0: float) -> list[str]:
+    """Exercise 1's program (process_data.py) logs each reading at its level:
+    its log lines, with seconds since the lab started, and a count per level."""
+    logged = [e for e in events if e.get("source") == "supervisor" and e.get("kind") == "log"]
+    lines = ["", "## The program's log", ""]
+    if not logged:
+        return lines + ["The program logged nothing."]
+    counts: dict[str, int] = {}
+    for e in logged:
+        level = str(e.get("level", "info")).upper()
+        counts[level] = counts.get(level, 0) + 1
+    lines += ["| level | lines |", "|---|---|"] + [f"| {lv} | {n} |" for lv, n in counts.items()] + ["", "```"]
+    run: list[str] = []
+
+    def flush() -> None:
+        if len(run) > INFO_RUN_MAX:
+            lines.extend(run[:INFO_RUN_KEEP] + [f"... {len(run) - INFO_RUN_KEEP - 1} more INFO lines ..."]
+                         + run[-1:])
+        else:
+            lines.extend(run)
+        run.clear()
+
+    for e in logged:
+        level = str(e.get("level", "info")).upper()
+        at = f"+{float(e['ts']) - t0:.2f} s"
+        text = f"{at:>9}  {level:<8} {e.get('message', '')}"
+        if level == "INFO":
+            run.append(text)
+            continue
+        flush()
+        lines.append(text)
+    flush()
+    return lines + ["```"]

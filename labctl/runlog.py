@@ -76,6 +76,35 @@ def fault_names(events: list[Event]) -> dict[int, str]:
             for e in _fault_records(events) if e.get("phase") == journal.INTENT and e.get("step") is not None}
 
 
+def every_fault_window(events: list[Event], run_end: float) -> list[tuple[float, float, str]]:
+    """(start, end, name) of every journaled fault that was applied, a step
+    or not (one given live with `labctl fault` has none), oldest first; the
+    windows as fault_windows() times them. An inverse given on its own (an
+    `unpause` by hand) ends a fault and is none itself. For the picture: the
+    checker judges the scenario's steps, through fault_windows()."""
+    inverses = {f.inverse for f in faults.FAULTS.values() if f.inverse}
+    intent: dict[str, tuple[float, str]] = {}
+    applied: set[str] = set()
+    reverted: dict[str, float] = {}
+    for e in _fault_records(events):
+        fid, phase = str(e.get("id")), e.get("phase")
+        if phase == journal.INTENT and e.get("fault") not in inverses:
+            intent.setdefault(fid, (float(e["ts"]), _fault_name(e)))
+        elif phase == journal.APPLIED and fid in intent:
+            applied.add(fid)
+            if e.get("from_ts"):
+                ts, name = intent[fid]
+                intent[fid] = (max(ts, float(e["from_ts"])), name)
+        elif phase == journal.REVERTED and e.get("of"):
+            reverted.setdefault(str(e["of"]), float(e["ts"]))
+    return sorted((t, reverted.get(fid, run_end), name) for fid, (t, name) in intent.items() if fid in applied)
+
+
+def _fault_name(e: Event) -> str:
+    return " ".join([str(e["fault"]), *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in (e.get("params") or {}).items())])
+
+
 def observed(events: list[Event], who: str) -> Seen:
     """What one observer (states.OBSERVERS) said, and when."""
     if who == states.MONITOR:

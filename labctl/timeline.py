@@ -110,7 +110,10 @@ def render(columns: list[Column], path: Path) -> dict[str, str]:
                         bottom=0.1 + 0.035 * rows)
     meta = {"Lanes": "|".join(n.replace("\n", " ") for n in LANES), "Columns": str(n),
             "FaultWindows": str(windows_drawn)}
-    fig.savefig(path, dpi=110, metadata=meta)
+    # The figure grows to hold every label and the legend: lane names, tick
+    # labels and the p99 axis vary in width with the numbers a run reached,
+    # and fixed margins alone clipped them on a single column.
+    fig.savefig(path, dpi=110, metadata=meta, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return meta
 
@@ -177,10 +180,9 @@ def max_stacked_names(col: Column) -> int:
 
 def fault_spans(col: Column) -> list[tuple[float, float, list[str]]]:
     """The fault windows, overlapping ones merged: (start, end, the faults' names)."""
-    names = runlog.fault_names(col.events)
     spans: list[tuple[float, float, list[str]]] = []
-    for step, (ws, we) in sorted(runlog.fault_windows(col.events, col.t1).items(), key=lambda kv: kv[1][0]):
-        name = names.get(step, "fault")
+    # Every journaled fault, a step or one given live (`labctl fault` on the lab meanwhile).
+    for ws, we, name in runlog.every_fault_window(col.events, col.t1):
         if spans and ws <= spans[-1][1]:
             s0, e0, ns = spans[-1]
             spans[-1] = (s0, max(e0, we), [*ns, name])
@@ -200,7 +202,7 @@ def draw_fault_windows(lanes: list[Axes], col: Column) -> int:
             ax.axvspan(ws - col.t0, we - col.t0, color=FAULT_SHADE, alpha=0.35, zorder=0, lw=0)
         lanes[0].text((ws - col.t0 + we - col.t0) / 2, 1.04, "\n".join(ns),
                       ha="center", va="bottom", fontsize=8, transform=lanes[0].get_xaxis_transform())
-    return len(runlog.fault_windows(col.events, col.t1))
+    return len(runlog.every_fault_window(col.events, col.t1))
 
 
 def render_runs(run_dirs: list[Path], path: Path) -> dict[str, str]:

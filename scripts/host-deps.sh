@@ -13,6 +13,8 @@ if [ "${1:-}" != images ]; then
   command -v shellcheck >/dev/null || need+=(shellcheck)
   command -v readelf >/dev/null || need+=(binutils)
   command -v zstd >/dev/null || need+=(zstd)  # measuring the pack of images (README)
+  command -v chromium >/dev/null || need+=(chromium)  # tests/test_serve.py: the page in a real browser
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -321,6 +321,56 @@ def test_blackhole_drops_bytes_and_keeps_the_connection(pair):
     assert recv_exactly(s, 5) == b"heard"
 
 
+def test_toxics_take_over_a_relayed_connection_and_hand_it_back(pair):
+    """With no toxic on, a connection is relayed off the loop (a relay thread):
+    a toxic switched on mid-stream still takes effect at once, bytes it held
+    are released when it is switched off, and the connection then goes on
+    relaying, its bytes counted throughout."""
+    proxy, c, s = pair
+    big = os.urandom(300_000)
+    threading.Thread(target=lambda: c.sendall(big), daemon=True).start()
+    assert recv_exactly(s, len(big)) == big
+    s.sendall(b"fast down")
+    assert recv_exactly(c, 9) == b"fast down"
+    # switched on mid-stream: held back, then released when switched off
+    proxy.set(id="lat", toxic="latency", direction="up", latency=60_000)
+    c.sendall(b"held")
+    s.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        s.recv(100)
+    s.settimeout(5)
+    s.sendall(b"down unaffected")
+    assert recv_exactly(c, 15) == b"down unaffected"
+    t0 = time.monotonic()
+    proxy.clear("lat")
+    assert recv_exactly(s, 4) == b"held"
+    assert time.monotonic() - t0 < 2.0
+    # the healthy path again, then a blackhole on it: dropped, counted
+    c.sendall(b"again")
+    assert recv_exactly(s, 5) == b"again"
+    proxy.set(id="bh", toxic="blackhole", direction="down")
+    s.sendall(b"lost")
+    c.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        c.recv(100)
+    c.settimeout(5)
+    st = proxy.wait_event("stats", down_dropped=4)
+    assert st["toxics"] == ["bh"]
+    proxy.clear("bh")
+    s.sendall(b"back")
+    assert recv_exactly(c, 4) == b"back"
+    # EOF after the hand-backs is still mirrored
+    s.shutdown(socket.SHUT_WR)
+    assert c.recv(100) == b""
+    c.sendall(b"half open")
+    assert recv_exactly(s, 9) == b"half open"
+    totals = wait_until(lambda: (t := proxy.ctl({"op": "list"})["totals"]).get("up_bytes", 0)
+                        >= len(big) + 4 + 5 + 9 and t, 5, what="totals")
+    assert totals["up_bytes"] == len(big) + 4 + 5 + 9
+    assert totals["down_bytes"] == 9 + 15 + 4
+    assert totals["down_dropped"] == 4
+
+
 def test_slice_delivers_small_pieces(pair):
     proxy, c, s = pair
     proxy.set(id="sl", toxic="slice", direction="down", size=10, delay_ms=20)

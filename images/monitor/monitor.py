@@ -424,9 +424,9 @@ class Observation:
     # Since the last beat as the heartbeat-only detector saw it, before this
     # tick read its socket. The same as net_age_ms, the loop reading each beat
     # as it lands, except after the monitor's own pause: then the beats that
-    # waited are still unread, and the naive detector blames the worker for
+    # waited are still unread, and the heartbeat-only detector blames the worker for
     # its own silence (the lesson of scenario-observer-pause). None: net_age_ms.
-    naive_age_ms: float | None = None
+    heartbeat_only_age_ms: float | None = None
 
 
 class Classifier:
@@ -462,8 +462,8 @@ class Classifier:
         """(verdict, heartbeat-only verdict)."""
         net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
         # The heartbeat-only detector: a fixed timeout alone, flapping under loss as it must.
-        naive_age = o.naive_age_ms if o.naive_age_ms is not None else o.net_age_ms
-        heartbeat_only = DEAD if naive_age is None or naive_age > self.heartbeat_only_after_ms else ALIVE
+        hb_age = o.heartbeat_only_age_ms if o.heartbeat_only_age_ms is not None else o.net_age_ms
+        heartbeat_only = DEAD if hb_age is None or hb_age > self.heartbeat_only_after_ms else ALIVE
         if self.held_wall_ms is None:
             self.held_wall_ms = o.now_wall_ms
         if o.lock.state != "held":
@@ -648,7 +648,7 @@ class Monitor:
         starved for good still reaches a verdict, only later."""
         # Only what silence concludes is held: a new incarnation (RESTARTED)
         # or a free lock (CRASHED) are facts a late tick sees as well as any.
-        # The heartbeat-only detector holds nothing: it is the naive one,
+        # The heartbeat-only detector holds nothing: it is the simple one,
         # which does not notice its own pause (the lesson beside this hold).
         hold_v = verdict != self.verdict and verdict in (PAUSED, PARTITIONED)
         if not (hold_v and self.verdict and late_ms > self.args.interval_ms and self.held < MAX_HELD):
@@ -658,7 +658,7 @@ class Monitor:
         self.events.emit("late", late_ms=round(late_ms), held=self.verdict, would_be=verdict)
         return self.verdict, heartbeat_only
 
-    def tick(self, late_ms: float = 0.0, naive_ref: float | None = None) -> None:
+    def tick(self, late_ms: float = 0.0, heartbeat_only_ref: float | None = None) -> None:
         now = time.monotonic()
         # Before the probe: a "stopped" beat stamped after this was written
         # after the lock was seen held (see the module's "A clean exit").
@@ -670,11 +670,11 @@ class Monitor:
             self.net.forget()  # what waited in our socket while we were frozen is no measure of the link
         ref = self.last_udp if self.last_udp is not None else self.started
         net_age_ms = (now - ref) * 1000
-        naive_age_ms = (now - naive_ref) * 1000 if naive_ref is not None else None
+        heartbeat_only_age_ms = (now - heartbeat_only_ref) * 1000 if heartbeat_only_ref is not None else None
         loss, mean_gap_ms, gap_std_ms = self.net.loss(), self.net.mean_gap_ms(), self.net.gap_std_ms()
         disorder = self.net.disorder()
         obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat,
-                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder, naive_age_ms)
+                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder, heartbeat_only_age_ms)
         verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
         phi = self.net.phi_value(now * 1000)
         fields = {
@@ -729,10 +729,10 @@ class Monitor:
             if now >= next_tick:
                 # The heartbeat-only detector judges by the last beat it had
                 # read before this tick: after its own pause, before the beats
-                # that waited in its socket (see Observation.naive_age_ms).
-                naive_ref = self.last_udp
+                # that waited in its socket (see Observation.heartbeat_only_age_ms).
+                heartbeat_only_ref = self.last_udp
                 self.drain_udp()
-                self.tick((now - next_tick) * 1000, naive_ref)
+                self.tick((now - next_tick) * 1000, heartbeat_only_ref)
                 next_tick += self.interval
                 if next_tick <= now:  # fell behind: skip, don't burst
                     next_tick = now + self.interval

@@ -172,7 +172,7 @@ def test_a_setting_on_a_fault_that_takes_none_is_an_unknown_key(tmp_path):
     assert what == "s.yaml: timeline[0].p: unknown key; expected one of at, do, target, for, on_event"
     # A setting of another fault is unknown too, and the error lists the step's own.
     what = bad_scenario(tmp_path, GRAY.replace("p: 0.4", "p: 0.4, percent: 5"))
-    assert what == "s.yaml: timeline[0].percent: unknown key; expected one of at, do, target, for, p, to"
+    assert what == "s.yaml: timeline[0].percent: unknown key; expected one of at, do, target, for, on_event, p, to"
 
 
 @pytest.mark.parametrize("old, new, what", [

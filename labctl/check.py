@@ -47,6 +47,8 @@ GRAY = (states.DEGRADED, states.ONEWAY)
 SLOW_BEATS = 25  # the monitor's RECENT_BEATS: the beats SLOW is judged over
 SLOW_WINDOW_S = 5.0  # the monitor's RECENT_MS: and at least this long a window of them
 SLOW_HOLD_S = 1.0  # the monitor's SLOW_HOLD_S
+# After a fault by hand ends, what it brought may last this long past the timeout (a restart, a reconnect).
+HAND_SETTLE_S = 3.0
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Run:
     end: float
     # When the lab started: what people read is seconds since then, never a Unix time.
     start: float = 0.0
+    # Run live (labctl/live.py): the job was stopped, not finished; judged up to its checkpoint.
+    live: bool = False
 
     @property
     def lab(self) -> LabParams:
@@ -118,14 +122,14 @@ class Run:
 
 
 def judge(sc: Scenario, events: list[Event], lab_dir: Path, run_end: float,
-          run_start: float | None = None) -> tuple[list[Check], list[Latency]]:
+          run_start: float | None = None, live: bool = False) -> tuple[list[Check], list[Latency]]:
     if sc.lab.kind == "lease":
         from labctl import lease  # it builds on this module's Check
 
         return lease.judge(sc, events, run_end, run_start), []
     start = run_start if run_start is not None else (float(events[0]["ts"]) if events else 0.0)
-    run = Run(sc, events, lab_dir, run_end, start)
-    checks = judge_windows(run) + judge_sees(run) + judge_never(run)
+    run = Run(sc, events, lab_dir, run_end, start, live)
+    checks = judge_windows(run) + judge_hand_faults(run) + judge_sees(run) + judge_never(run)
     latencies = detection_latencies(run)
     if sc.lab.worker_mode == "robust" and sc.lab.program == "supervisor":
         checks += judge_latencies(run, latencies)
@@ -238,12 +242,18 @@ def judge_sees(run: Run) -> list[Check]:
 
 
 def judge_never(run: Run) -> list[Check]:
+    """What the scenario says must never be said, outside the faults given by
+    hand (a live lab's): those bring what the scenario did not plan for."""
+    from labctl import live
+
+    by_hand = [(h.start, h.end + run.timeout + HAND_SETTLE_S) for h in live.hand_faults(run.events, run.end)]
     checks = []
     for who, bad in run.sc.expect.never.items():
-        values = run.seen(who)
+        values = [(t, v) for t, v in run.seen(who) if not any(a <= t <= b for a, b in by_hand)]
         for b in bad:
             hits = [t for t, v in values if v == b]
-            checks.append(Check(f"{who} never says {b}", not hits, "never" if not hits else f"{len(hits)} time(s)"))
+            checks.append(Check(f"{who} never says {b}" + (" (outside faults by hand)" if by_hand else ""),
+                                not hits, "never" if not hits else f"{len(hits)} time(s)"))
     return checks
 
 
@@ -353,8 +363,43 @@ def judge_job(run: Run) -> list[Check]:
     return checks
 
 
+def judge_hand_faults(run: Run) -> list[Check]:
+    """Each fault given by hand (`labctl fault` on a live or kept lab) judged
+    like a scripted step: the monitor's verdict within its time."""
+    from labctl import live
+
+    checks = []
+    within = run.timeout + SLACK_S
+    for h in live.hand_faults(run.events, run.end):
+        want = live.EXPECT.get(h.fault)
+        if want is None or h.target != "worker":
+            continue
+        name = f"{h.fault} {h.target} by hand at +{h.start - run.start:.1f} s: monitor says {want}"
+        checks.append(_window_check(run, name, states.MONITOR, want, (h.start, h.end), within))
+    return checks
+
+
+def judge_live_outputs(run: Run) -> list[Check]:
+    """A live lab's job, stopped: what it acked, exactly once up to its checkpoint."""
+    from labctl import live
+
+    outdir = run.lab_dir / "out"
+    ck = live.checkpoint(outdir)
+    acked = int(ck["progress"]["next"]) if ck else 0
+    checks = [Check("the job ran live until stopped", acked > 0,
+                    f"{acked:,} items acked when it was stopped" if ck else "no checkpoint on the volume")]
+    if ck and run.sc.expect.job.exactly_once:
+        trigger = None if run.lab.bug_trigger == "none" else int(run.lab.bug_trigger)
+        problems = oracle.compare(outdir, run.lab_dir / "input.dat", trigger, upto=acked, sizes=ck.get("sizes"))
+        checks.append(Check(f"every item acked ({acked:,}) exactly once, squares right", not problems,
+                            "; ".join(problems[:3]) if problems else "matches the oracle up to the checkpoint"))
+    return checks
+
+
 def judge_outputs(run: Run, sup_exit: int | None) -> list[Check]:
     """The supervisor's job: completed (or not) as expected, exactly once against the oracle."""
+    if run.live:
+        return judge_live_outputs(run)
     job, lab = run.sc.expect.job, run.lab
     outdir = run.lab_dir / "out"
     summary = _job_summary(outdir / "summary.json")
@@ -411,7 +456,8 @@ def check_run(run_dir: Path) -> Verdict:
     run_end = summary.get("ended") or (events[-1]["ts"] if events else 0)
     run_start = summary.get("started") or (events[0]["ts"] if events else 0)
     v = Verdict(run_dir, sc.name, error=summary.get("error"))
-    v.checks, v.latencies = judge(sc, events, run_dir / rundir.VOLUME, run_end, run_start)
+    v.checks, v.latencies = judge(sc, events, run_dir / rundir.VOLUME, run_end, run_start,
+                                  live=bool(summary.get("live")))
     rundir.write_json(run_dir / rundir.VERDICT, v.to_json())
     report.write(run_dir, sc, v, summary, events)
     return v

@@ -34,6 +34,7 @@ from labctl import (
     lab,
     labels,
     lease,
+    live,
     observe,
     rundir,
     runlog,
@@ -126,29 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build the lab's images (cached by source hash)")
     p.add_argument("--base", help="base image (default: upstream if present, else the local base)")
     p.add_argument("--force", action="store_true")
-    p = sub.add_parser("up", help="run scenarios, each in its own lab, side by side")
-    p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
-    p.add_argument("--lab", type=lab_name, help="lab name (one scenario only)")
-    p.add_argument("--keep", action="store_true", help="leave the labs running afterwards")
-    p.add_argument("--base")
-    p.add_argument("--seed", type=int, metavar="N",
-                   help="a blind scenario only: the seed that picks the fault (same seed, same fault and timing)")
-    p.add_argument("--answer", metavar="FAULT",
-                   help="a blind scenario only: your answer, instead of being asked at the end")
-    add_junit_option(p)
+    add_up_parser(sub)
     add_demo_parser(sub)
     p = sub.add_parser("down", help="revert faults and remove a lab (or all)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lab", type=lab_name)
     g.add_argument("--all", action="store_true")
     sub.add_parser("recover", help="restore a clean engine: every labctl fault reverted, every lab removed")
-    sub.add_parser("status", help="the labs and their containers")
+    sub.add_parser("status", help="each lab's truth and monitor verdict now, and its containers")
+    p = sub.add_parser("watch", help="the live view of labs already running (Ctrl-C detaches, the labs go on)")
+    p.add_argument("labs", nargs="*", metavar="LAB", help="default: every lab")
     p = sub.add_parser("logs", help="a lab's logs")
     p.add_argument("service", nargs="?", choices=labels.ALL_SERVICES)
     p.add_argument("--lab", type=lab_name)
     p.add_argument("-f", "--follow", action="store_true")
     p = sub.add_parser("scenarios", help="list scenarios with their lessons")
-    p.add_argument("--validate", metavar="FILE", help="check a scenario file and exit")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--validate", metavar="FILE", help="check a scenario file, print every problem, and exit")
+    g.add_argument("--schema", action="store_true", help="print every key a scenario file takes (markdown; "
+                                                         "docs/scenarios.md)")
     p = sub.add_parser("check", help="judge a run from its files alone (exit 0 or 1, like a test)")
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("report", help="a run's report")
@@ -195,6 +192,22 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--port", type=int, default=8080, help="the port (default 8080; 0: any free one)")
     p.add_argument("--public", action="store_true",
                    help="allow a non-loopback --host; a token in the URL then guards every request")
+
+
+def add_up_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("up", help="run scenarios, each in its own lab, side by side")
+    p.add_argument("scenarios", nargs="+", metavar="SCENARIO")
+    p.add_argument("--lab", type=lab_name, help="lab name (one scenario only)")
+    p.add_argument("--keep", action="store_true", help="leave the labs running afterwards")
+    p.add_argument("--live", action="store_true",
+                   help=f"play the timeline, then keep the job streaming ({live.LIVE_RATE:g} items/s at most) for "
+                        "faults by hand until Ctrl-C or `labctl down`; then judge the run")
+    p.add_argument("--base")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="a blind scenario only: the seed that picks the fault (same seed, same fault and timing)")
+    p.add_argument("--answer", metavar="FAULT",
+                   help="a blind scenario only: your answer, instead of being asked at the end")
+    add_junit_option(p)
 
 
 def add_fault_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -420,7 +433,7 @@ def provision(engs: list[Engine], base: str | None) -> list[tuple[Engine, dict[s
 
 def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
              engs: list[Engine] | None = None, blind_run: bool = False,
-             sink: list[lab.RunResult] | None = None) -> tuple[int, list[lab.RunResult]]:
+             sink: list[lab.RunResult] | None = None, live_mode: bool = False) -> tuple[int, list[lab.RunResult]]:
     """Runs the labs side by side. `sink` gets every lab's result, a lab that
     raised as a result with its error, before anything is raised (--junit)."""
     timeline.preload()
@@ -435,6 +448,10 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     cancel = threading.Event()
     runs = [(lease.LeaseLabRun if sc.lab.kind == "lease" else lab.LabRun)(eng.clone(), sc, lid, refs, keep, cancel)
             for sc, lid, (eng, refs) in zip(scenarios, lab_ids, placed, strict=True)]
+    for r in runs:
+        r.live_mode = live_mode
+        if live_mode:
+            live.claim(r.lab_id)
     results: list[lab.RunResult | None] = [None] * len(runs)
     errors: list[LabError | None] = [None] * len(runs)
 
@@ -460,14 +477,20 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     try:
         watch(threads, [r.live for r in runs], all_done, blind_run)
     except KeyboardInterrupt:
-        interrupted = True
+        # A live lab's Ctrl-C is its end, not an interruption: it is judged.
+        interrupted = not live_mode
         cancel.set()
         # Cleanup must finish: a second Ctrl-C is ignored until it has.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        error("labctl: interrupted; reverting faults and removing the labs...")
+        error("labctl: stopping the live labs; judging what they did..." if live_mode else
+              "labctl: interrupted; reverting faults and removing the labs...")
         for t in threads:
             t.join(120)
         signal.signal(signal.SIGINT, old)
+    finally:
+        if live_mode:
+            for r in runs:
+                live.release(r.lab_id)
     if sink is not None:
         sink.extend(r if r is not None else lab.RunResult(lid, sc.name, run.run_dir, error=e.message() if e else None)
                     for r, e, lid, sc, run in zip(results, errors, lab_ids, scenarios, runs, strict=True))
@@ -485,6 +508,7 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
 # landing inside it can leave the thread looking finished (a CPython bug
 # before 3.13), and the cleanup's own join then waits for nothing.
 FRAME_S = 0.25
+WATCH_PRINT_S = 5.0  # `labctl watch` into a file or a pipe: a table this often
 
 
 def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: threading.Event,
@@ -554,6 +578,11 @@ def outcome(done: list[lab.RunResult], interrupted: bool) -> ExitCode:
 def cmd_up(args: argparse.Namespace) -> int:
     scs = [scenario.resolve(s) for s in args.scenarios]
     check_blind_args(args, scs)
+    if args.live and scs[0].blind is not None:
+        raise LabError(ExitCode.USAGE, "a blind game ends with its answer; it cannot run live", "drop --live")
+    if args.live and args.keep:
+        raise LabError(ExitCode.USAGE, "--live runs the lab until it is stopped, then judges and removes it",
+                       "drop --keep")
     if args.lab and len(scs) > 1:
         raise LabError(ExitCode.USAGE, "--lab names one lab, but several scenarios were given",
                        "drop --lab (names are derived per scenario) or run one scenario")
@@ -566,7 +595,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     ids = [args.lab] if args.lab else fresh_ids(scs, engs)
     if scs[0].blind is not None:
         return with_junit(args.junit, scs, ids, lambda sink: play_blind(args, scs[0], ids[0], engs, sink))
-    return with_junit(args.junit, scs, ids, lambda sink: run_labs(scs, ids, args.keep, args.base, engs, sink=sink)[0])
+    if args.live:
+        scs = [live.make_live(sc) for sc in scs]
+    return with_junit(args.junit, scs, ids, lambda sink: run_labs(scs, ids, args.keep, args.base, engs, sink=sink,
+                                                                  live_mode=args.live)[0])
 
 
 def engines_for_labs(args: argparse.Namespace, scs: list[scenario.Scenario]) -> list[Engine]:
@@ -771,6 +803,12 @@ def cmd_down(args: argparse.Namespace) -> int:
         ids = [lid for _, lid in on]
         raise LabError(ExitCode.USAGE, f"{len(ids)} labs exist ({', '.join(ids)})", "name one with --lab, or --all")
     for eng, lid in on:
+        # A live lab's `up` stops it, judges it and removes it itself; a
+        # teardown under its feet would lose the run.
+        if live.owner(lid) is not None:
+            say(f"lab {lid}: asking its live `labctl up` to stop it and judge the run...")
+            if live.request_stop(lid):
+                say(f"lab {lid}: stopped and judged by its `labctl up`; its run is in {rundir.lab_dir(lid)}")
         n = lab.teardown(eng, lid)
         where = f" on engine {eng.name}" if len(engs) > 1 else ""
         say(f"lab {lid}{where}: reverted {n['reverted']} fault(s), removed {n['containers']} container(s), "
@@ -792,6 +830,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         say("no labs")
         return ExitCode.OK
     many = len(engs) > 1
+    now = Table(title="labs now")
+    for col in (("engine",) if many else ()) + ("lab", "ground truth (engine)", "monitor verdict",
+                                                "heartbeat-only", "live"):
+        now.add_column(col)
+    for eng in engs:
+        for lid in lab.lab_ids(eng):
+            if lid.startswith(labels.GRADE_LAB_PREFIX):
+                continue
+            n = live.now_of(eng, lid)
+            now.add_row(*([eng.name] if many else []), lid, n["truth"], n["monitor"], n["heartbeat_only"], n["live"])
+    if now.row_count:
+        console.print(now)
     t = Table(title="labs")
     for col in (("engine",) if many else ()) + ("lab", "service", "scenario", "status", "exit", "restarts"):
         t.add_column(col)
@@ -800,6 +850,38 @@ def cmd_status(args: argparse.Namespace) -> int:
                   "" if c.status == "running" else str(c.exit_code), str(c.restart_count))
     console.print(t)
     return ExitCode.OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """The side-by-side view of labs already running; Ctrl-C detaches."""
+    engine = open_engines(args)[0]
+    running = [lid for lid in lab.lab_ids(engine) if not lid.startswith(labels.GRADE_LAB_PREFIX)]
+    unknown = [lid for lid in args.labs if lid not in running]
+    if unknown:
+        raise LabError(ExitCode.NOT_FOUND, f"no lab named {unknown[0]!r}",
+                       "`labctl status` lists the labs" if running else "start one with `labctl up SCENARIO --live`")
+    ids = args.labs or running
+    if not ids:
+        raise LabError(ExitCode.NOT_FOUND, "no lab is running", "start one with `labctl up SCENARIO --live`")
+    w = live.Watcher(engine, ids)
+    w.start()
+    try:
+        if console.is_terminal:
+            with RichLive(view.table(w.lives), console=console, refresh_per_second=4) as rl:
+                while True:
+                    w.poll()
+                    rl.update(view.table(w.lives))
+                    w.stop.wait(FRAME_S)
+        else:
+            while True:  # a log, not a terminal: a table every few seconds
+                w.poll()
+                console.print(view.table(w.lives))
+                w.stop.wait(WATCH_PRINT_S)
+    except KeyboardInterrupt:
+        say(f"detached from {', '.join(ids)}; the lab(s) go on (`labctl down` removes them)")
+        return ExitCode.OK
+    finally:
+        w.close()
 
 
 def pick_lab(engs: list[Engine], given: str | None) -> tuple[Engine, str]:
@@ -838,11 +920,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
+    if args.schema:
+        from labctl import schema  # only this command needs the table
+
+        sys.stdout.write(schema.markdown())  # not rich: it would wrap the tables' lines
+        return ExitCode.OK
     if args.validate:
+        problems = scenario.validate(Path(args.validate))
+        if problems:
+            # One `labctl: error:` line per problem, all at once, so one edit can fix them all.
+            raise LabError(ExitCode.BAD_SCENARIO, "\nlabctl: error: ".join(problems),
+                           "fix the scenario file; docs/scenarios.md (`labctl scenarios --schema`) has every key")
         sc = scenario.load(Path(args.validate))
         say(f"{args.validate}: ok ({sc.name}: {len(sc.timeline)} step(s), "
             f"{len(sc.expect.windows)} window expectation(s)"
-            + (f"; blind, one of {', '.join(sc.blind.choices)} by the seed" if sc.blind else "") + ")")
+            + (f"; blind, one of {', '.join(sc.blind.choices)} by the seed" if sc.blind else "")
+            + f"; duration_s {sc.duration_s:g} s{'' if sc.duration_given else ', derived'})")
         return ExitCode.OK
     t = Table(title="scenarios (labctl up NAME)", show_lines=False)
     t.add_column("name", no_wrap=True)
@@ -1043,7 +1136,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "doctor": cmd_doctor, "base": cmd_base, "build": cmd_build, "up": cmd_up, "demo": cmd_demo,
-    "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs,
+    "down": cmd_down, "recover": cmd_recover, "status": cmd_status, "logs": cmd_logs, "watch": cmd_watch,
     "scenarios": cmd_scenarios, "fault": cmd_fault, "check": cmd_check, "report": cmd_report, "runs": cmd_runs,
     "grade": cmd_grade, "handout": cmd_handout, "pack": cmd_pack, "unpack": cmd_unpack, "serve": cmd_serve,
 }

@@ -109,6 +109,9 @@ class LabRun:
         self.result = RunResult(lab_id, sc.name, self.run_dir)
         self._stop_follow = threading.Event()
         self.recorder: observe.EngineRecorder | None = None
+        # Run live (labctl/live.py): the job streams until a Ctrl-C (the
+        # cancel) or `labctl down` asks it to stop; neither is an interruption.
+        self.live_mode = False
 
     # -- the lab's containers
 
@@ -242,8 +245,32 @@ class LabRun:
                 self.live.step = f"{i}: {step.do} {step.target}" + (f" for {step.for_s:g}s" if step.for_s else "")
                 applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i,
                                           params=step.params)
+        if self.live_mode:
+            self.live.step = "live: until stopped"
+            self.wait_live()
+            return
         self.live.step = "job running"
         self.wait_for_job(t0 + self.sc.duration_s)
+
+    def wait_live(self) -> None:
+        """Until Ctrl-C, `labctl down`'s stop request, or the job's end."""
+        from labctl import live  # the live lab's owner file and stop request
+
+        sup = labels.container_name(self.lab_id, "supervisor")
+        while not self.cancel.is_set() and not live.stop_requested(self.lab_id):
+            observe.poll_truth(self.engine, self.lab_id, self.live)
+            st = self.engine.inspect(sup)
+            if st is None or st.status == "exited":
+                return
+            self.cancel.wait(POLL_S)
+
+    def stop_job(self) -> None:
+        """A live lab's end: SIGTERM to the supervisor, whose outputs are
+        consistent up to its last checkpoint (the checker judges that much)."""
+        try:
+            self.engine.stop(labels.container_name(self.lab_id, "supervisor"), 5)
+        except Exception:
+            pass  # gone already: its volume is read through another container
 
     def wait_for_job(self, deadline: float) -> None:
         """Until the supervisor exits (then a little longer, so the monitor sees
@@ -260,11 +287,16 @@ class LabRun:
                 return
             self.cancel.wait(POLL_S)
         if not self.cancel.is_set():
-            self.result.error = f"labctl: error: the job did not end within {self.sc.duration_s:g} s"
+            sc = self.sc
+            self.result.error = (f"labctl: error: the job did not end within duration_s ({sc.duration_s:g} s"
+                                 f"{'' if sc.duration_given else ', derived'}) of {sc.path.name}; give a longer "
+                                 f"duration_s in {sc.path} (docs/scenarios.md)")
 
     def finish(self, t_start: float) -> None:
         live = self.live
         live.phase = "collecting"
+        if self.live_mode:
+            self.stop_job()
         try:
             faults.revert_pending(self.engine, self.lab_id)
         except Exception:
@@ -324,7 +356,7 @@ class LabRun:
             for e in events:
                 f.write(json.dumps(e, separators=(",", ":")) + "\n")
         self.copy_volume(self.volume_container(), rd / rundir.VOLUME)
-        if self.cancel.is_set():
+        if self.cancel.is_set() and not self.live_mode:
             self.result.error = self.result.error or "labctl: error: interrupted"
         rundir.write_json(rd / rundir.SUMMARY, self.summary(events, t_start, t_end))
         return events
@@ -356,6 +388,7 @@ class LabRun:
             "worker_restarts": runlog.policy_restarts(events),
             "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s} for s in self.sc.timeline],
             "params": self.sc.lab.__dict__,
+            "live": self.live_mode,
         }
 
     def copy_volume(self, container: str, dest: Path) -> None:

@@ -171,6 +171,8 @@ class LeaseLabRun(LabRun):
             when, i, is_revert = heapq.heappop(agenda)
             step = self.sc.timeline[i - 1]
             if not self._until(when):
+                if self.live_mode:
+                    self.wait_for_job(time.time())  # stopped early: the holders still leave cleanly
                 return
             if is_revert:
                 self.live.step = f"{i}: {step.inverse}"
@@ -182,13 +184,18 @@ class LeaseLabRun(LabRun):
             applied[i] = faults.apply(self.engine, self.lab_id, step.do, step.target, step=i, params=step.params)
             if step.for_s:
                 heapq.heappush(agenda, (time.time() + step.for_s, i, True))
-        self.live.step = "lab running"
+        self.live.step = "live: until stopped" if self.live_mode else "lab running"
         self.wait_for_job(t0 + self.sc.duration_s)
 
     def _until(self, when: float) -> bool:
-        """Waits until `when`, keeping the view's truth fresh; False on a cancel."""
+        """Waits until `when`, keeping the view's truth fresh; False on a
+        cancel, or a live lab's stop request (`labctl down`)."""
+        from labctl import live
+
         while time.time() < when:
             if self.cancel.wait(min(POLL_S, max(0.0, when - time.time()))):
+                return False
+            if self.live_mode and live.stop_requested(self.lab_id):
                 return False
             poll_holders(self.engine, self.lab_id, self.live)
         return True
@@ -211,7 +218,7 @@ class LeaseLabRun(LabRun):
     def wait_for_job(self, deadline: float) -> None:
         """A lease lab has no job: it runs to the scenario's duration, then the
         holders are stopped (SIGTERM: they release and say `stop`), then the rest."""
-        if not self._until(deadline):
+        if not self._until(deadline) and not self.live_mode:
             return
         self.live.step = "stopping"
         for names in (labels.LEASE_HOLDERS, ("lease", "store")):

@@ -66,16 +66,26 @@ class Outputs:
     problems: list[str]
 
 
-def read_outputs(outdir: Path) -> Outputs:
+# The supervisor's checkpoint keys (its `sizes`) for each output file.
+FILE_KEYS = {"results.csv": "results", "corrupted.csv": "corrupted", "rejected.csv": "rejected",
+             "dead-letter.csv": "dead"}
+
+
+def read_outputs(outdir: Path, sizes: dict[str, int] | None = None) -> Outputs:
+    """The outputs as written; with `sizes` (a checkpoint's), only the part the
+    checkpoint vouches for: rows past it belong to items it will send again."""
     problems: list[str] = []
 
     def rows(name: str, width: int) -> list[list[str]]:
         path = outdir / name
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except FileNotFoundError:
             problems.append(f"{name} is missing")
             return []
+        if sizes is not None and FILE_KEYS[name] in sizes:
+            data = data[:sizes[FILE_KEYS[name]]]
+        text = data.decode("utf-8", "replace")
         out = []
         for lineno, row in enumerate(csv.reader(io.StringIO(text)), 1):
             if lineno == 1:
@@ -100,14 +110,19 @@ def read_outputs(outdir: Path) -> Outputs:
     return Outputs(results, corrupted, rejected, dead, problems)
 
 
-def compare(outdir: Path, input_path: Path, trigger: int | None) -> list[str]:
-    """Every way the outputs differ from the oracle; empty when exactly once and right."""
+def compare(outdir: Path, input_path: Path, trigger: int | None, upto: int | None = None,
+            sizes: dict[str, int] | None = None) -> list[str]:
+    """Every way the outputs differ from the oracle; empty when exactly once
+    and right. `upto`: only the first items (a job stopped at a checkpoint,
+    whose `sizes` bound the outputs)."""
     try:
         lines = input_lines(input_path.read_bytes())
     except FileNotFoundError:
         return [f"input {input_path} is missing"]
+    if upto is not None:
+        lines = lines[:upto]
     want = expected(lines, trigger)
-    got = read_outputs(outdir)
+    got = read_outputs(outdir, sizes)
     problems = list(got.problems)
     seen: dict[int, int] = {}
     for idx, n, sq in got.results:

@@ -431,12 +431,9 @@ def provision(engs: list[Engine], base: str | None) -> list[tuple[Engine, dict[s
     return sorted(out, key=lambda er: engs.index(er[0]))  # as named: a tie in placement goes to the first
 
 
-def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
-             engs: list[Engine] | None = None, blind_run: bool = False,
-             sink: list[lab.RunResult] | None = None, live_mode: bool = False) -> tuple[int, list[lab.RunResult]]:
-    """Runs the labs side by side. `sink` gets every lab's result, a lab that
-    raised as a result with its error, before anything is raised (--junit)."""
-    timeline.preload()
+def make_runs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
+              engs: list[Engine] | None, cancel: threading.Event, live_mode: bool) -> list[lab.LabRun]:
+    """One run per scenario, placed on the engines, its images ready."""
     ready = provision(engs or [Engine.open()], base)
     if any(faults.get(st.do).needs_tools for sc in scenarios for st in sc.timeline):
         for eng, _ in ready:
@@ -445,13 +442,23 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
     if len(ready) > 1:
         for sc, lid, (eng, _) in zip(scenarios, lab_ids, placed, strict=True):
             say(f"lab {lid}: {sc.name} on engine {eng.name}")
-    cancel = threading.Event()
     runs = [(lease.LeaseLabRun if sc.lab.kind == "lease" else lab.LabRun)(eng.clone(), sc, lid, refs, keep, cancel)
             for sc, lid, (eng, refs) in zip(scenarios, lab_ids, placed, strict=True)]
     for r in runs:
         r.live_mode = live_mode
         if live_mode:
             live.claim(r.lab_id)
+    return runs
+
+
+def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,
+             engs: list[Engine] | None = None, blind_run: bool = False,
+             sink: list[lab.RunResult] | None = None, live_mode: bool = False) -> tuple[int, list[lab.RunResult]]:
+    """Runs the labs side by side. `sink` gets every lab's result, a lab that
+    raised as a result with its error, before anything is raised (--junit)."""
+    timeline.preload()
+    cancel = threading.Event()
+    runs = make_runs(scenarios, lab_ids, keep, base, engs, cancel, live_mode)
     results: list[lab.RunResult | None] = [None] * len(runs)
     errors: list[LabError | None] = [None] * len(runs)
 

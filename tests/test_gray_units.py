@@ -109,7 +109,7 @@ def write(tmp_path: Path, text: str) -> Path:
 GRAY = """
 name: t
 lesson: a lesson
-lab: {items: 10, rate: 5}
+lab: {items: 200, rate: 5}
 timeline:
   - {at: 2, do: loss, p: 0.4, for: 10}
   - {at: 14, do: slow, percent: 80, period_ms: 200, for: 3}

@@ -321,15 +321,32 @@ def test_blackhole_drops_bytes_and_keeps_the_connection(pair):
     assert recv_exactly(s, 5) == b"heard"
 
 
-def test_toxics_take_over_a_relayed_connection_and_hand_it_back(pair):
+def test_toxics_take_over_a_relayed_connection_and_hand_it_back(proxy, procs):
     """With no toxic on, a connection is relayed off the loop (a relay thread):
     a toxic switched on mid-stream still takes effect at once, bytes it held
     are released when it is switched off, and the connection then goes on
     relaying, its bytes counted throughout."""
-    proxy, c, s = pair
+
+    def pipes() -> int:
+        fds = f"/proc/{proxy.p.pid}/fd"
+        n = 0
+        for fd in os.listdir(fds):
+            try:
+                n += os.readlink(f"{fds}/{fd}").startswith("pipe:")
+            except OSError:
+                pass
+        return n
+
+    up = procs.add(Upstream(proxy.up_port))
+    proxy.wait_event("listening")
+    base = pipes()
+    c = procs.add(socket.create_connection(("127.0.0.1", proxy.port), timeout=5))
+    s = procs.add(up.accept())
     big = os.urandom(300_000)
     threading.Thread(target=lambda: c.sendall(big), daemon=True).start()
     assert recv_exactly(s, len(big)) == big
+    # the relay's two kernel pipes (splice(2)) and the pipe that wakes it
+    assert pipes() == base + 6, "the connection is not on a relay thread"
     s.sendall(b"fast down")
     assert recv_exactly(c, 9) == b"fast down"
     # switched on mid-stream: held back, then released when switched off

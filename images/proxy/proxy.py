@@ -24,13 +24,20 @@ reorder. They are set and cleared through a unix stream socket (--control),
 one JSON object per line, one JSON reply line each; `proxy.py ctl --control
 PATH JSON` is the client (exit 0 ok, 1 refused, 2 unreachable).
 
-One thread, one selectors loop. Standard library only: the image builds
-offline. Events as JSON lines on stdout (docs/events.md, `## proxy`).
+One selectors loop, and the healthy path off it: while no TCP toxic is on,
+each connection is relayed by its own thread (a Relay: poll(2) on its two
+sockets, bytes moved socket -> kernel pipe -> socket by splice(2), never
+through Python), which hands the connection back to the loop as soon as a
+toxic is switched on (what the kernel pipes hold joins the loop's queues)
+or the connection ends (EOF, reset); the loop hands it over again once the
+toxics are off and its queues are empty. Standard library only: the image
+builds offline. Events as JSON lines on stdout (docs/events.md, `## proxy`).
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import heapq
 import itertools
 import json
@@ -38,6 +45,7 @@ import math
 import os
 import random
 import re
+import select
 import selectors
 import signal
 import socket
@@ -56,6 +64,11 @@ RESOLVE_EVERY_S = 3.0
 MAX_LINE = 64 * 1024  # control request line
 BW_PIECE_S = 0.020  # bandwidth releases bytes in pieces of this much time
 LINGER0 = struct.pack("ii", 1, 0)
+# The healthy path's relay threads need splice(2) (Linux, Python >= 3.10);
+# without it every connection stays on the selectors loop.
+FAST = hasattr(os, "splice") and hasattr(os, "pipe2")
+SPLICE_MAX = 1 << 20  # bytes asked of one splice: the kernel pipe's size bounds it
+KPIPE_SIZE = 256 * 1024  # kernel pipe size asked for (F_SETPIPE_SZ; the default 64 KiB if refused)
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 64
 
 # --------------------------------------------------------------------------- events
@@ -402,6 +415,154 @@ class Pipe:
         self.bw_next = 0.0
 
 
+class Relay(threading.Thread):
+    """The healthy path of one connection, both directions, off the loop.
+
+    Bytes go src -> kernel pipe -> dst by splice(2), the sockets non-blocking,
+    poll(2) waiting on both and on the connection's wake pipe. The thread
+    touches only its sockets, its pipes and its own counters; it ends when
+    the loop asks (stop(): a toxic went on, the proxy stops) or, by itself,
+    on a source's EOF, an error or a hang-up, which the loop then handles
+    (handback). Bytes still in a kernel pipe are the loop's to send."""
+
+    def __init__(self, conn: Conn):
+        super().__init__(daemon=True, name="relay")
+        self.conn = conn
+        self.n = [0, 0]  # bytes written to dst: up, down (only this thread writes them)
+        self.seen = [0, 0]  # of which counted in the proxy's stats (only the loop writes them)
+        self.inpipe = [0, 0]  # bytes in each kernel pipe
+        self.eof = [False, False]  # src said EOF
+        self.error: str | None = None  # why the connection must be reset
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        try:
+            os.write(self.conn.wake[1], b"x")
+        except OSError:
+            pass
+        self.join()
+        try:
+            while os.read(self.conn.wake[0], 4096):
+                pass
+        except OSError:
+            pass
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # a bug must not kill the connection silently: the loop resets it
+            self.error = self.error or f"relay: {e!r}"
+        if not self.stopping:
+            proxy = self.conn.proxy
+            proxy.handback.append(self)
+            try:
+                os.write(proxy.notify[1], b"x")
+            except OSError:
+                pass
+
+    def _run(self) -> None:
+        conn = self.conn
+        cf, uf = conn.client.fileno(), conn.upstream.fileno()
+        assert conn.kpipes is not None
+        (ur, uw), (dr, dw) = conn.kpipes
+        wake = conn.wake[0]
+        IN, OUT = select.POLLIN, select.POLLOUT
+        BAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
+        NB = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
+        splice = os.splice
+        n, inpipe = self.n, self.inpipe
+        po = select.poll()
+        po.register(wake, IN)
+        cmask = umask = IN
+        po.register(cf, cmask)
+        po.register(uf, umask)
+        up_in = down_in = 0  # bytes in the up / down kernel pipe
+        while True:
+            cev = uev = 0
+            for fd, ev in po.poll():
+                if fd == cf:
+                    cev = ev
+                elif fd == uf:
+                    uev = ev
+                else:
+                    return  # wake: the loop takes over
+            if (cev | uev) & BAD:
+                return  # an error or a hang-up: the loop sorts it out
+            # up: client -> upstream
+            if cev & IN:
+                try:
+                    k = splice(cf, uw, SPLICE_MAX, flags=NB)
+                except BlockingIOError:
+                    k = -1
+                except OSError as e:
+                    self.error = f"up: {errno.errorcode.get(e.errno, e)} from source"
+                    return
+                if k == 0:
+                    self.eof[0] = True
+                    return
+                if k > 0:
+                    up_in += k
+                    inpipe[0] = up_in
+                    uev |= OUT
+            if up_in and uev & OUT:
+                try:
+                    k = splice(ur, uf, up_in, flags=NB)
+                except BlockingIOError:
+                    k = 0
+                except OSError:
+                    self.error = "up: write failed"
+                    return
+                up_in -= k
+                inpipe[0] = up_in
+                n[0] += k
+            # down: upstream -> client
+            if uev & IN:
+                try:
+                    k = splice(uf, dw, SPLICE_MAX, flags=NB)
+                except BlockingIOError:
+                    k = -1
+                except OSError as e:
+                    self.error = f"down: {errno.errorcode.get(e.errno, e)} from source"
+                    return
+                if k == 0:
+                    self.eof[1] = True
+                    return
+                if k > 0:
+                    down_in += k
+                    inpipe[1] = down_in
+                    cev |= OUT
+            if down_in and cev & OUT:
+                try:
+                    k = splice(dr, cf, down_in, flags=NB)
+                except BlockingIOError:
+                    k = 0
+                except OSError:
+                    self.error = "down: write failed"
+                    return
+                down_in -= k
+                inpipe[1] = down_in
+                n[1] += k
+            # A full kernel pipe stops its source's reads; bytes in it wait for dst's room.
+            m = (0 if up_in else IN) | (OUT if down_in else 0)
+            if m != cmask:
+                cmask = m
+                po.modify(cf, m)
+            m = (0 if down_in else IN) | (OUT if up_in else 0)
+            if m != umask:
+                umask = m
+                po.modify(uf, m)
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, KPIPE_SIZE)
+    except (OSError, AttributeError):
+        pass
+    return r, w
+
+
 class Conn:
     def __init__(self, proxy: Proxy, client: socket.socket, upstream: socket.socket):
         self.proxy = proxy
@@ -411,10 +572,91 @@ class Conn:
         self.connected = False
         self.closed = False
         self.masks = {client: 0, upstream: 0}
+        self.fast: Relay | None = None  # the relay thread while on the healthy path
+        self.fast_ok = FAST  # cleared once a relay ends by itself (the connection is ending)
+        self.kpipes: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self.wake: tuple[int, int] = (-1, -1)
+
+    # -- the healthy path, off the loop
+
+    def maybe_fast(self) -> None:
+        """Hand the connection to a relay thread if nothing but plain relaying is left to do."""
+        if not self.fast_ok or self.fast is not None or self.closed or not self.connected:
+            return
+        up, down, toxics = self.up, self.down, self.proxy.toxics
+        if up.q or down.q or up.eof or down.eof or toxics.reset or toxics.tcp["up"] or toxics.tcp["down"]:
+            return
+        try:
+            if self.kpipes is None:
+                self.kpipes = (_pipe(), _pipe())
+                self.wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:  # EMFILE...: this connection stays on the loop
+            self.fast_ok = False
+            self.proxy.events.log("warn", f"relay thread: no pipe ({e}): the connection stays on the loop")
+            return
+        self._set(self.client, 0)
+        self._set(self.upstream, 0)
+        up.blocked = down.blocked = False
+        self.fast = r = Relay(self)
+        try:
+            r.start()
+        except RuntimeError as e:  # can't start new thread
+            self.fast, self.fast_ok = None, False
+            self.proxy.events.log("warn", f"relay thread: {e}: the connection stays on the loop")
+            self.update()
+
+    def harvest(self, r: Relay) -> None:
+        """Count what the relay has written since last asked."""
+        for i, d in ((0, "up_bytes"), (1, "down_bytes")):
+            k = r.n[i] - r.seen[i]
+            if k:
+                r.seen[i] += k
+                self.proxy.count(d, k)
+
+    def take_back(self) -> None:
+        """The loop takes the connection back from its relay thread (stopped now if still running)."""
+        r = self.fast
+        if r is None:
+            return
+        self.fast = None
+        if r.is_alive():
+            r.stop()
+        else:
+            r.join()
+            self.fast_ok = False  # it ended by itself: EOF, error or hang-up
+        self.harvest(r)
+        now = time.monotonic()
+        assert self.kpipes is not None
+        for i, p in enumerate((self.up, self.down)):
+            rfd = self.kpipes[i][0]
+            if r.inpipe[i]:
+                chunks = []
+                try:
+                    while True:
+                        b = os.read(rfd, SPLICE_MAX)
+                        if not b:
+                            break
+                        chunks.append(b)
+                except BlockingIOError:
+                    pass
+                data = b"".join(chunks)
+                if data:
+                    p.q.append([now, memoryview(data)])
+                    p.pending += len(data)
+                    p.last = max(p.last, now)
+            if r.eof[i]:
+                p.eof = True
+        if r.error:
+            self.reset(r.error)
+            return
+        for p in (self.up, self.down):
+            if not self.closed:
+                p.flush()  # what the pipes held goes now; an EOF becomes a shutdown once it is out
+        self.update()
 
     def update(self) -> None:
         """(Re)register both sockets for what their pipes want now."""
-        if self.closed:
+        if self.closed or self.fast is not None:
             return
         if not self.connected:
             self._set(self.client, 0)
@@ -438,7 +680,7 @@ class Conn:
         self.masks[sock] = mask
 
     def event(self, sock: socket.socket, mask: int) -> None:
-        if self.closed:
+        if self.closed or self.fast is not None:
             return
         if not self.connected:
             err = self.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -447,6 +689,7 @@ class Conn:
                 return
             self.connected = True
             self.update()
+            self.maybe_fast()
             return
         up, down = (self.up, self.down) if sock is self.client else (self.down, self.up)
         # up: the pipe this socket feeds; down: the pipe that writes to it
@@ -454,6 +697,7 @@ class Conn:
             down.flush()
         if mask & selectors.EVENT_READ and not self.closed:
             up.readable()
+        self.maybe_fast()
 
     def write_failed(self, pipe: Pipe) -> None:
         """dst refused our bytes (reset, or its read side is gone): the source learns it by a reset."""
@@ -471,6 +715,10 @@ class Conn:
         if self.closed:
             return
         self.closed = True
+        r, self.fast = self.fast, None
+        if r is not None:  # its sockets are closed below: the thread ends first
+            r.stop()
+            self.harvest(r)
         for s in (self.client, self.upstream):
             if self.masks[s]:
                 self.proxy.sel.unregister(s)
@@ -479,6 +727,10 @@ class Conn:
                 reset_close(s)
             else:
                 s.close()
+        if self.kpipes is not None:
+            for fd in (*self.kpipes[0], *self.kpipes[1], *self.wake):
+                os.close(fd)
+            self.kpipes = None
         self.proxy.conns.discard(self)
 
 
@@ -811,8 +1063,28 @@ class Proxy:
         self.upstream = args.upstream
         up = socket.getaddrinfo(self.upstream[0], self.upstream[1], socket.AF_UNSPEC, socket.SOCK_STREAM)[0]
         self.up_family, self.up_addr = up[0], up[4]
+        # Relay threads that ended by themselves, and the pipe that wakes the loop for them.
+        self.handback: deque[Relay] = deque()
+        self.notify = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self.notify[0], selectors.EVENT_READ, (self.on_handback, self.notify[0]))
         self.udp = Udp(self, args.udp_listen, args.udp_upstream) if args.udp_listen else None
         self.control = Control(self, args.control) if args.control else None
+
+    def on_handback(self, _fd, _mask) -> None:
+        try:
+            while os.read(self.notify[0], 4096):
+                pass
+        except OSError:
+            pass
+        while self.handback:
+            r = self.handback.popleft()
+            if r.conn.fast is r:
+                r.conn.take_back()
+
+    def harvest(self) -> None:
+        for c in self.conns:
+            if c.fast is not None:
+                c.harvest(c.fast)
 
     # -- timers and counters
 
@@ -895,6 +1167,7 @@ class Proxy:
             if err == 0:
                 conn.connected = True
                 conn.update()
+                conn.maybe_fast()
             elif err in (errno.EINPROGRESS, errno.EAGAIN):
                 conn.update()
             else:
@@ -935,6 +1208,9 @@ class Proxy:
         old = self.toxics.by_id.get(t["id"])
         self.toxics.by_id[t["id"]] = t
         self.toxics.recompute()
+        if t["direction"] != "udp":  # the loop applies TCP toxics: it takes every connection back
+            for c in list(self.conns):
+                c.take_back()
         if old is not None:
             self.rebase([old])
         self.events.emit("toxic", **self.describe(t), on=True)
@@ -955,9 +1231,10 @@ class Proxy:
         now = time.monotonic()
         for c in list(self.conns):
             for p in (c.up, c.down):
-                if p.direction in dirs:
+                if p.direction in dirs and not c.closed:
                     p.rebase(now)
                     p.flush()
+            c.maybe_fast()  # back to the healthy path if the toxics are all off and nothing is held
 
     @staticmethod
     def describe(t: dict) -> dict:
@@ -998,6 +1275,7 @@ class Proxy:
         return EXIT_OK
 
     def flush_stats(self) -> None:
+        self.harvest()
         s, self.stats = self.stats, {}
         for k, v in s.items():
             self.totals[k] = self.totals.get(k, 0) + v
@@ -1014,6 +1292,9 @@ class Proxy:
             self.udp.close()
         if self.control:
             self.control.close()
+        self.sel.unregister(self.notify[0])
+        for fd in self.notify:
+            os.close(fd)
         self.events.emit("stop", reason=self.stop_reason)
 
 

@@ -294,8 +294,11 @@ class Engine:
                 break
             try:
                 return self._create_network(name, labels, str(subnet))
-            except docker.errors.APIError as e:  # taken meanwhile by another network: look again
-                last = e
+            except docker.errors.APIError as e:
+                if not subnets.own_subnet_needed(str(e.explanation or e)):
+                    # Not the subnet (a name taken, an engine error): another subnet would not help.
+                    raise self._engine_error(e, f"creating network {name}") from None
+                last = e  # taken meanwhile by another network: look again
         raise self._engine_error(last, f"creating network {name}") from None
 
     def _subnets_in_use(self) -> list[subnets.IPv4Net]:

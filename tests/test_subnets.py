@@ -23,6 +23,43 @@ def test_the_engines_refusals_about_pools_are_recognised_and_nothing_else():
     assert not subnets.own_subnet_needed("could not find bridge docker0")
 
 
+def test_creating_a_network_tries_other_subnets_only_when_the_subnet_was_the_problem():
+    """A refusal about pools: labctl's own subnets, each taken one tried once
+    more; any other refusal (a name taken) is the answer at once."""
+    import docker
+
+    from labctl.engine import Engine
+    from labctl.errors import LabError
+
+    def refusal(msg: str) -> docker.errors.APIError:
+        return docker.errors.APIError(msg, explanation=msg)
+
+    tried: list[str | None] = []
+
+    def make(answers):
+        eng = object.__new__(Engine)
+        eng._subnets_in_use = lambda: []
+
+        def create(name, labels_, subnet):
+            tried.append(subnet)
+            a = answers.pop(0)
+            if isinstance(a, Exception):
+                raise a
+            return a
+
+        eng._create_network = create
+        return eng
+
+    ok = make([refusal(REFUSAL), refusal("Pool overlaps with other one on this address space"), "net-id"])
+    assert ok.create_network("labctl-x-net", {}) == "net-id"
+    assert tried[0] is None and len(tried) == 3 and all(t and t.endswith("/24") for t in tried[1:])
+    tried.clear()
+    taken = make([refusal(REFUSAL), refusal("network with name labctl-x-net already exists"), "never"])
+    with pytest.raises(LabError) as ei:
+        taken.create_network("labctl-x-net", {})
+    assert len(tried) == 2 and "already exists" in ei.value.what
+
+
 def test_host_routes_are_read_from_proc_net_route_without_the_default_route(tmp_path):
     table = tmp_path / "route"
     table.write_text(

@@ -112,3 +112,31 @@ def test_a_thawing_worker_is_not_called_partitioned():
     assert "PAUSED" in {v for t, v in verdicts if 3000 < t <= 4000}
     assert "PARTITIONED" not in {v for _, v in verdicts}
     assert verdicts[-1][1] == "HEALTHY"
+
+
+def test_a_starved_monitor_rests_the_fast_path_and_waits_for_the_timeout():
+    """30 labs on two cores: the proxy held off the CPU stops the network beats
+    for 700 ms while the worker writes its volume. A monitor that saw itself
+    late does not call that a partition at once."""
+    wall0 = 1_700_000_000_000.0
+
+    def lab():
+        c = mon.Classifier(200, 2000, beat_ms=BEAT)
+        stats = mon.BeatStats(c.silent_after_ms, 8.0, mon.recent_window(BEAT))
+        for seq, t in enumerate(range(BEAT, 3000, BEAT), 1):
+            stats.beat(t, mon.Beat("a", 1, seq, 0, int(wall0 + t)))
+
+        def at(now, late_ms=0.0):
+            o = mon.Observation(now / 1000, wall0 + now, mon.LockState("held", 1, "a"), now - 2950,
+                                mon.Beat("a", 1, 1, 0, int(wall0 + now - 20)), None, stats.phi(now), stats.loss(),
+                                stats.mean_gap_ms(), stats.gap_std_ms(), stats.disorder(), None, late_ms)
+            return c.classify(o)[0]
+        return at
+
+    starved = lab()
+    assert starved(3000) == "HEALTHY"
+    assert starved(3200, late_ms=175) == "HEALTHY"  # a late tick: the fast path rests
+    assert starved(3650) == "HEALTHY"  # 700 ms of silence, the volume fresh: not yet a partition
+    assert starved(3650 + mon.FAST_LOAD_HOLD_S * 1000) == "PARTITIONED"  # the timeout's verdict, much later
+    on_time = lab()
+    assert on_time(3000) == "HEALTHY" and on_time(3650) == "PARTITIONED"  # on time: at once

@@ -78,7 +78,8 @@ reordered or doubled, not SLOW) over the recent window:
       and clearly younger than it
 
 Anything else (a lossy or jittery link, phi still learning, a volume beat
-that has only just come back) waits for the fixed timeout as above. About
+that has only just come back, a monitor that came late to one of its last
+ticks: a starved machine) waits for the fixed timeout as above. About
 0.6 to 0.8 s instead of 1.8 to 2 s; the price is that a link which drops
 everything for over half a second and then recovers, or delays beats by
 that much all at once, is called partitioned for that while.
@@ -181,6 +182,12 @@ FAST_MAX_LOSS = 0.05
 # a local file rename, no network in between, so a tight bound is safe.
 VOL_STALE_BEATS = 8
 VOL_STALE_MIN_MS = 400.0
+# A monitor that came this late to a tick is on a starved machine, where a
+# proxy or a worker held off the CPU for half a second is ordinary (30 labs
+# on two cores): the fast path then rests for FAST_LOAD_HOLD_S, and silence
+# waits for the fixed timeout, as before it.
+FAST_MAX_LATE_MS = 60.0
+FAST_LOAD_HOLD_S = 5.0
 
 HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED, UNKNOWN, SLOW = (
     "HEALTHY", "CRASHED", "PAUSED", "PARTITIONED", "RESTARTED", "STOPPED", "UNKNOWN", "SLOW")
@@ -427,6 +434,7 @@ class Observation:
     # waited are still unread, and the heartbeat-only detector blames the worker for
     # its own silence (the lesson of scenario-observer-pause). None: net_age_ms.
     heartbeat_only_age_ms: float | None = None
+    late_ms: float = 0.0  # how late the monitor itself came to this tick: a starved machine
 
 
 class Classifier:
@@ -457,9 +465,12 @@ class Classifier:
         self.last = UNKNOWN
         self.fresh_since: float | None = None  # since when the volume beat has been fresh, without a break
         self.held_wall_ms: float | None = None  # the last tick that saw the lock held, or the first tick
+        self.fast_rest_until = 0.0  # the fast path rests until then: the monitor saw itself starved
 
     def classify(self, o: Observation) -> tuple[str, str]:
         """(verdict, heartbeat-only verdict)."""
+        if o.late_ms > FAST_MAX_LATE_MS:
+            self.fast_rest_until = o.now + FAST_LOAD_HOLD_S
         net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
         # The heartbeat-only detector: a fixed timeout alone, flapping under loss as it must.
         hb_age = o.heartbeat_only_age_ms if o.heartbeat_only_age_ms is not None else o.net_age_ms
@@ -534,7 +545,8 @@ class Classifier:
     def fast_verdict(self, o: Observation, file_age_ms: float | None, fresh: bool) -> str | None:
         """PAUSED or PARTITIONED before the fixed timeout ("Fast silence" in
         the module docstring), or None: not silent yet, or not sure."""
-        if self.fast_after_ms is None or o.phi is None or o.phi < self.phi_threshold or o.net_age_ms is None:
+        if (self.fast_after_ms is None or o.phi is None or o.phi < self.phi_threshold or o.net_age_ms is None
+                or o.now < self.fast_rest_until):
             return None
         silence_ms = o.net_age_ms
         if self.inc_seen_at is not None:
@@ -674,7 +686,8 @@ class Monitor:
         loss, mean_gap_ms, gap_std_ms = self.net.loss(), self.net.mean_gap_ms(), self.net.gap_std_ms()
         disorder = self.net.disorder()
         obs = Observation(now, wall_ms, lock, net_age_ms, file_beat, self.last_udp_beat,
-                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder, heartbeat_only_age_ms)
+                          self.net.phi(now * 1000), loss, mean_gap_ms, gap_std_ms, disorder, heartbeat_only_age_ms,
+                          late_ms)
         verdict, heartbeat_only = self.judge_late(*self.cls.classify(obs), late_ms)
         phi = self.net.phi_value(now * 1000)
         fields = {

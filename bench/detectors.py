@@ -447,12 +447,12 @@ def scenario_yaml(fault: str, window_s: float, tail_s: float) -> str:
     doc = {
         "name": f"detectors-{fault}",
         "lesson": "bench/detectors.py: every detector on the same fault",
-        # The job outlives the fault: unhindered it would end 10 s before the run
-        # (labctl refuses a job longer than the run), but every fault here stalls
-        # it or slows it fivefold for 130 s, so it is still going when the fault ends.
-        "lab": {"items": int(RATE * (duration - 10)), "rate": RATE, "give_up_s": int(duration + 120)},
+        # The job outlives the run on purpose (at 250 items/s it would take
+        # longer than the whole run): no worker ends its job inside a window.
+        "lab": {"items": int(RATE * (duration + 60)), "rate": RATE, "give_up_s": int(duration + 120)},
         "timeline": [step],
         "duration_s": duration,
+        "expect": {"job": {"completes": False}},
     }
     return json.dumps(doc)  # JSON is YAML
 

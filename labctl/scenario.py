@@ -363,7 +363,7 @@ def _parse(c: _Ctx, doc: Any) -> Scenario:
     _check_stacking(c, steps)
     # The job's length and the limit, from defaults in place of what the file got wrong, would mislead.
     if not c.failed & {"lab", "lab.items", "lab.rate", "lab.kind", "duration_s"}:
-        _check_timing(c, lab, steps, duration, given)
+        _check_timing(c, lab, steps, duration, given, expect.job.completes)
     return Scenario(name, lesson, description, lab, timeline, expect, c.path, duration, blind, given)
 
 
@@ -619,11 +619,12 @@ def _check_stacking(c: _Ctx, steps: list[tuple[int, Step, bool]]) -> None:
 
 
 def _check_timing(c: _Ctx, lab: LabParams, steps: list[tuple[int, Step, bool]], duration: float,
-                  given: bool) -> None:
-    """Steps after the job's end and faults that outlast the run: each would fail the run, not the file."""
+                  given: bool, completes: bool = True) -> None:
+    """Steps after the job's end and faults that outlast the run: each would fail the run, not the file.
+    A scenario that expects its job not to complete (expect.job.completes: false) may cut it off."""
     job = job_seconds(lab)
     limit = f"duration_s ({duration:g} s" + ("" if given else ", derived") + ")"
-    if given and job is not None and duration < job:
+    if given and completes and job is not None and duration < job:
         c.note("duration_s", f"{duration:g} s is less than the job's expected length ({_job_said(lab, job)}): "
                              "the run would cut it off", "give a longer duration_s, or drop it and labctl derives "
                                                         "one from the job and the timeline")

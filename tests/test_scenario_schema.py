@@ -259,6 +259,13 @@ def test_what_only_failed_at_run_time_is_refused_by_load_and_validate(tmp_path, 
     assert ei.value.code == ExitCode.BAD_SCENARIO and ei.value.what == f"s.yaml: {what}"
 
 
+def test_a_job_expected_not_to_complete_may_be_cut_off_by_duration_s(tmp_path):
+    """A bench that measures detectors, not jobs, runs a job longer than its run on purpose."""
+    text = BASE + "lab: {items: 5000, rate: 250}\nduration_s: 15\nexpect:\n  job: {completes: false}\n"
+    assert scenario.validate(write(tmp_path, text)) == []
+
+
+
 @pytest.mark.parametrize("text", [
     steps("{at: 3, do: pause, for: 2}", "{at: 5, do: pause, for: 2}"),  # back to back: the first is undone
     steps("{at: 3, do: pause}", "{at: 6, do: unpause}", "{at: 8, do: pause, for: 1}"),

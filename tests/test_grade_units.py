@@ -1238,3 +1238,30 @@ def test_the_drivers_seccomp_filter_refuses_ptrace_even_from_the_start():
 
     assert traceme(filtered=False) == 0
     assert traceme(filtered=True) == 1  # EPERM
+
+
+def test_a_run_whose_output_the_engine_lost_runs_once_more():
+    """moby/moby#27289: the engine can lose an exec's output; the driver's exit
+    0 with no result line is that, not the program: the case runs again."""
+    from labctl.grade.sandbox import RunResult, RunSpec, Sandbox
+
+    calls = []
+
+    def fake_run(answers):
+        box = object.__new__(Sandbox)
+
+        def _run(spec, host_actions, reset):
+            calls.append(reset)
+            return answers.pop(0)
+
+        box._run = _run
+        return box
+
+    spec = RunSpec(argv=["./prog"])
+    lost, good = RunResult(error="the run gave no result (driver exit 0 ...)", output_lost=True), RunResult(exit_code=0)
+    assert fake_run([lost, good]).run(spec) is good and calls == [True, True]
+    calls.clear()
+    killed = RunResult(error="the run gave no result (driver exit 137 ...)")
+    assert fake_run([killed, good]).run(spec) is killed and calls == [True]
+    calls.clear()
+    assert fake_run([lost, lost, good]).run(spec).output_lost and calls == [True, True]  # once more, not forever

@@ -308,6 +308,7 @@ class RunResult:
 
     error: str | None = None
     host_timed_out: bool = False
+    output_lost: bool = False  # the engine lost the driver's output (see _Exec): run() tries once more
     pid: int | None = None
     exit_code: int | None = None
     signal: int | None = None
@@ -657,7 +658,11 @@ class Sandbox:
         seconds; the events come back in RunResult.host_events, timed from
         the program's start (and the pauses count toward the deadline). The
         program's own timeout runs on while it is frozen: leave it room."""
-        return self._run(spec, host_actions, reset=True)
+        result = self._run(spec, host_actions, reset=True)
+        if result.output_lost:
+            # The engine, not the program: the case runs once more from a clean sandbox.
+            result = self._run(spec, host_actions, reset=True)
+        return result
 
     def run_many(self, specs: Sequence[RunSpec]) -> list[RunResult]:
         """Runs several cases at once in the same case directory (e.g. two
@@ -705,7 +710,8 @@ class Sandbox:
             payload["kill_after"] = True
         ex = self._exec(payload, spec.host_deadline(sum(h[2] for h in host_actions)), host_actions)
         if ex.doc is None:
-            return RunResult(error=ex.why, host_timed_out=ex.timed_out, host_events=ex.events)
+            return RunResult(error=ex.why, host_timed_out=ex.timed_out, host_events=ex.events,
+                             output_lost=ex.output_lost)
         result = RunResult.from_driver(ex.doc)
         result.host_events = ex.events
         result.memory_limit = self.limits.memory
@@ -789,7 +795,7 @@ class Sandbox:
         if line is None:
             self._discard_container()
             return _Exec(f"the run gave no result (driver exit {code}; killed, or out of memory?): "
-                         f"{decode(err[-300:]).strip() or 'no message'}", None, host.events)
+                         f"{decode(err[-300:]).strip() or 'no message'}", None, host.events, output_lost=code == 0)
         return _Exec("", json.loads(line[len(prefix):]), host.events)
 
     def _exec_failed(self, e: Exception) -> str:
@@ -821,6 +827,9 @@ class _Exec:
     doc: dict[str, Any] | None
     events: list[FaultEvent]
     timed_out: bool = False
+    # The driver exited 0 and its result line never came: the engine lost the
+    # exec's output (moby/moby#27289, seen about once in a thousand runs under load).
+    output_lost: bool = False
 
 
 class _HostActions(threading.Thread):

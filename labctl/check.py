@@ -34,6 +34,8 @@ AGREES = {
     # verdict that sees it. One way cut to the monitor is a partition to it.
     states.DEGRADED: {states.HEALTHY, states.SLOW, states.RESTARTED},
     states.ONEWAY: {states.HEALTHY, states.SLOW, states.PARTITIONED},
+    # Its clock is off, nothing else: a monitor that times what it receives sees it alive.
+    states.SKEWED: {states.HEALTHY, states.RESTARTED},
 }
 # Each truth the monitor should detect, and the verdict that detects it.
 DETECTABLE = {states.CRASHED: states.CRASHED, states.OOM: states.CRASHED, states.PAUSED: states.PAUSED,
@@ -76,6 +78,8 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)
     latencies: list[Latency] = field(default_factory=list)
     error: str | None = None
+    # Silent data corruption (scenario-bitflip): injected, detected, undetected, coverage; None without any.
+    corruption: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,7 +87,8 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "scenario": self.scenario, "error": self.error,
-                "checks": [asdict(c) for c in self.checks], "latencies": [asdict(lat) for lat in self.latencies]}
+                "checks": [asdict(c) for c in self.checks], "latencies": [asdict(lat) for lat in self.latencies],
+                **({"corruption": self.corruption} if self.corruption else {})}
 
 
 @dataclass
@@ -226,7 +231,7 @@ def _window_check(run: Run, name: str, who: str, want: str, window: tuple[float,
     if hit is None:
         got = sorted({v for _, v in in_win}) or ["nothing"]
         return Check(name, False, f"never in the window; saw {', '.join(got)}")
-    if who in (states.MONITOR, states.HEARTBEAT_ONLY) and hit - start > within:
+    if who in (states.MONITOR, states.HEARTBEAT_ONLY, states.SENDER_CLOCK) and hit - start > within:
         return Check(name, False, f"after {hit - start:.2f} s, later than {within:.2f} s")
     return Check(name, True, f"after {max(hit - start, 0):.2f} s")
 
@@ -417,10 +422,58 @@ def judge_outputs(run: Run, sup_exit: int | None) -> list[Check]:
         if want is not None:
             got = (summary or {}).get(key)
             checks.append(Check(f"{key.replace('_', '-')}: {want}", got == want, f"got {got}"))
+    checks += judge_corruption(run, summary)
     if lab.worker_mode == "robust" and job.completes:
         stale = (run.lab_dir / "cworker.lock").exists()
         checks.append(Check("no stale lock left", not stale,
                             "lock file still on the volume" if stale else "the lock file is gone"))
+    return checks
+
+
+def corruption(events: list[Event], lab_dir: Path) -> dict[str, Any] | None:
+    """The bitflip fault's numbers: results the worker corrupted (its own
+    count, its `bitflip` events), those the supervisor detected (its
+    summary's corrupt_results), those the oracle finds wrong in results.csv,
+    and the coverage, detected / injected. None when nothing was injected or detected."""
+    injected = sum(int(e.get("flipped", 0)) for e in events if e.get("source") == "worker"
+                   and e.get("kind") == "bitflip")
+    detected = int((_job_summary(lab_dir / "out" / "summary.json") or {}).get("corrupt_results") or 0)
+    if not injected and not detected:
+        return None
+    wrong = oracle.wrong_squares(lab_dir / "out") if (lab_dir / "out" / "results.csv").exists() else []
+    return {"injected": injected, "detected": detected, "undetected": len(wrong), "undetected_items": wrong[:10],
+            "coverage": round(detected / injected, 4) if injected else None}
+
+
+def judge_corruption(run: Run, summary: dict[str, Any] | None) -> list[Check]:
+    """scenario-bitflip's expectations: the corruption the oracle finds, and
+    the share of the injected flips the supervisor detected."""
+    job = run.sc.expect.job
+    if job.undetected_corruption_min is None and job.undetected_corruption_max is None \
+            and job.detection_coverage_min is None:
+        return []
+    c = corruption(run.events, run.lab_dir) or {"injected": 0, "detected": 0, "undetected": 0,
+                                                   "undetected_items": [], "coverage": None}
+    said = f"undetected corruption: {c['undetected']} results" + (
+        f", first items {c['undetected_items']}" if c["undetected"] else "") + f" ({c['injected']} injected)"
+    checks = []
+    if job.undetected_corruption_min is not None:
+        checks.append(Check(f"the oracle finds at least {job.undetected_corruption_min} corrupt result(s)",
+                            c["undetected"] >= job.undetected_corruption_min, said))
+        if job.completes and not job.exactly_once:
+            trigger = None if run.lab.bug_trigger == "none" else int(run.lab.bug_trigger)
+            problems = oracle.compare(run.lab_dir / "out", run.lab_dir / "input.dat", trigger, squares=False)
+            checks.append(Check("apart from the wrong squares, every valid item exactly once", not problems,
+                                "; ".join(problems[:3]) if problems else "matches the oracle"))
+    if job.undetected_corruption_max is not None:
+        checks.append(Check(f"the oracle finds at most {job.undetected_corruption_max} corrupt result(s)",
+                            c["undetected"] <= job.undetected_corruption_max, said))
+    if job.detection_coverage_min is not None:
+        cov = c["coverage"]
+        checks.append(Check(f"detection coverage at least {job.detection_coverage_min:g}",
+                            cov is not None and cov >= job.detection_coverage_min,
+                            f"{c['detected']} detected / {c['injected']} injected" + (
+                                f" = {cov:g}" if cov is not None else ": nothing injected")))
     return checks
 
 
@@ -458,6 +511,8 @@ def check_run(run_dir: Path) -> Verdict:
     v = Verdict(run_dir, sc.name, error=summary.get("error"))
     v.checks, v.latencies = judge(sc, events, run_dir / rundir.VOLUME, run_end, run_start,
                                   live=bool(summary.get("live")))
+    if sc.lab.kind != "lease":
+        v.corruption = corruption(events, run_dir / rundir.VOLUME)
     rundir.write_json(run_dir / rundir.VERDICT, v.to_json())
     report.write(run_dir, sc, v, summary, events)
     return v

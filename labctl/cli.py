@@ -543,13 +543,13 @@ def watch(threads: list[threading.Thread], lives: list[observe.Live], all_done: 
                     last[lv.lab_id] = (text,)
                     print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
                 continue
-            key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.heartbeat_only, lv.supervisor)
+            key = (lv.phase, lv.step, lv.truth, lv.monitor, lv.heartbeat_only, lv.supervisor, lv.sender_clock)
             if last.get(lv.lab_id) != key:
                 last[lv.lab_id] = key
                 print(f"{time.strftime('%H:%M:%S')} {lv.scenario:<22} {lv.phase:<10} "
                       f"step={lv.step or '-':<24} truth={lv.truth:<11} monitor={lv.monitor:<11} "
                       f"heartbeat-only={lv.heartbeat_only:<5} supervisor={lv.supervisor:<12} "
-                      f"acked={lv.acked}/{lv.total}", flush=True)
+                      f"acked={lv.acked}/{lv.total} sender-clock={lv.sender_clock}", flush=True)
         all_done.wait(FRAME_S)
     console.print(view.table(lives))
 

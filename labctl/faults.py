@@ -224,6 +224,35 @@ class ProcessSignal(Fault):
             raise LabError(ExitCode.ENGINE_ERROR, f"kill -{self.signal} in {t.container} failed: {out.strip()[:200]}")
 
 
+# The bitflip fault's control file, in the worker container's own /tmp (a
+# tmpfs: nothing from the host, gone with the container); compose.yaml passes
+# it to the worker as --bitflip-control.
+BITFLIP_CONTROL = "/tmp/bitflip"
+
+
+@dataclass(frozen=True)
+class BitFlip(Fault):
+    """Silent data corruption (issue 15): the worker flips one bit of a share
+    p of the squares it sends. On: p into its control file, then SIGUSR1 by
+    kill inside the container, as sigstop is sent; off: SIGUSR2. No
+    capability and no mount; it lives in the worker's process, so a restart
+    clears it (survives_restart False, as the other signal faults)."""
+    on: bool = True
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        if t.service != "worker":
+            raise LabError(ExitCode.USAGE, f"{self.name} acts on the worker's answers; {t.service} sends none",
+                           "drop --target (the worker is the default)")
+        if self.on:
+            script = f"printf %s {float(t.params['p']):.6f} > {BITFLIP_CONTROL} && kill -USR1 -1"
+        else:
+            script = f"rm -f {BITFLIP_CONTROL}; kill -USR2 -1"
+        code, out = engine.exec(t.container, ["sh", "-c", script])
+        # Off on a worker that is gone or restarting: nothing flips there any more.
+        if code != 0 and (self.on or "no such process" not in out.lower()):
+            raise LabError(ExitCode.ENGINE_ERROR, f"{self.name} in {t.container} failed: {out.strip()[:200]}")
+
+
 @dataclass(frozen=True)
 class NetworkLink(Fault):
     """The container's link to the lab network (`docker network disconnect` / `connect`)."""
@@ -436,6 +465,84 @@ _PROXY_FAULTS = [
     *_proxy("reorder", "reorder", "the proxy holds a share p of the heartbeats back past the next one",
             (Param("p", "the share, 0 to 1", lo=0, hi=1),), ("p",)),
 ]
+# The file libfaketime reads the process's clock setting from, at every
+# clock call (FAKETIME_NO_CACHE): the worker's and the lease lab's images
+# preload it and name this file (their Dockerfiles). It lives in the target's
+# own /tmp, a tmpfs: nothing on the host, gone with a restart.
+CLOCK_FILE = "/tmp/labctl-clock"
+# Written as the target's own user (`docker exec`, no capability): to a
+# temporary file, then renamed, so libfaketime never reads half of one.
+# $1 the file, $2 libfaketime's rate, $3 the rate's ppm off 1. The offset
+# keeps the clock from jumping when the rate changes: libfaketime reports
+# start + offset + (now - start) * rate, with `start` the program's own start
+# (its constructor runs as the program starts), so offset = age * (1 - rate).
+# The program is tini's child (ppid 1); /proc/uptime and its start time
+# (field 22 of /proc/PID/stat) are both in the kernel's ticks since boot,
+# USER_HZ = 100 on Linux.
+CLOCK_SCRIPT = (
+    'f=$1; rate=$2; ppm=$3; start=;'
+    ' for d in /proc/[0-9]*; do s=$(cat "$d/stat" 2>/dev/null) || continue; s=${s##*) };'
+    ' set -- $s; if [ "$2" = 1 ]; then start=${20}; break; fi; done;'
+    ' [ -n "$start" ] || { echo "no program runs under tini"; exit 3; };'
+    ' read -r up _ < /proc/uptime; up=${up%.*}${up#*.};'
+    ' off=$(( -(up - start) * ppm / 100 )); sign=+; [ "$off" -lt 0 ] && sign=- && off=$(( -off ));'
+    ' printf "%s%d.%06d x%s\\n" "$sign" $((off / 1000000)) $((off % 1000000)) "$rate" > "$f.new"'
+    ' && mv -f "$f.new" "$f" && cat "$f"')
+SKEW_SCRIPT = 'printf "%s\\n" "$2" > "$1.new" && mv -f "$1.new" "$1" && cat "$1"'
+CLOCK_TARGETS = labels.CLOCK_SERVICES
+
+
+@dataclass(frozen=True)
+class Clock(Fault):
+    """A process's own view of the time, through libfaketime: its wall clock
+    jumps by `seconds` (skew), or its clocks run `ppm` fast or slow from now
+    on (drift), or (off) both back to the true time. The worker's monotonic
+    clock is never faked (FAKETIME_DONT_FAKE_MONOTONIC in its image: its beat
+    schedule stays true); a lease holder's is (Python's time.sleep fails with
+    EINVAL under libfaketime 0.9.10's DONT_FAKE_MONOTONIC), and its lease
+    belief runs on it. The host's clock and every other process's are untouched."""
+    kind: str = "off"  # skew, drift or off
+    survives_restart: bool = False  # a restarted container starts with an empty /tmp
+
+    def setting(self, t: Target) -> list[str]:
+        """The script and its arguments after the file."""
+        if self.kind == "skew":
+            return [SKEW_SCRIPT, f"{float(t.params['seconds']):+.3f} x1"]
+        ppm = float(t.params["ppm"]) if self.kind == "drift" else 0.0
+        return [CLOCK_SCRIPT, f"{1 + ppm / 1e6:.6f}", str(int(round(ppm)))]
+
+    def apply(self, engine: Engine, t: Target) -> None:
+        if t.service not in CLOCK_TARGETS:
+            raise LabError(ExitCode.USAGE, f"{self.name}: {t.service}'s image does not preload libfaketime",
+                           "target the worker or a lease lab's service")
+        if self.kind != "off":
+            clash = [r["fault"] for r in journal.pending(t.lab_id) if r.get("target") == t.service
+                     and r.get("fault") in ("skew", "drift") and r.get("id") != t.fault_id]
+            if clash:
+                raise LabError(ExitCode.USAGE, f"cannot {self.name} {t.container}: a {clash[0]} of its clock is "
+                               "still on", f"undo it first (`labctl fault {clash[0]}-off`)")
+        script, *args = self.setting(t)
+        code, out = engine.exec(t.container, ["sh", "-c", script, "sh", CLOCK_FILE, *args])
+        if code != 0:
+            raise LabError(ExitCode.ENGINE_ERROR, f"{self.name}: writing {CLOCK_FILE} in {t.container} failed "
+                           f"(exit {code}): {out.strip()[-200:]}")
+
+
+_CLOCK_FAULTS = [
+    Clock("skew", "the target's wall clock jumps by seconds (libfaketime); its monotonic clock too on a lease "
+          "lab's service", inverse="skew-off", journal_truth=states.SKEWED, kind="skew", cli_args=("seconds",),
+          params=(Param("seconds", "the jump, in seconds: ahead if positive, behind if negative",
+                        lo=-86400, hi=86400),)),
+    Clock("skew-off", "the target's clock back to the true time", journal_truth=states.RUNNING),
+    Clock("drift", "the target's clocks run ppm fast (positive) or slow (negative) from now on (libfaketime); "
+          "the worker's wall clock only", inverse="drift-off", journal_truth=states.SKEWED, kind="drift",
+          cli_args=("ppm",),
+          params=(Param("ppm", "parts per million: -500000 is half speed, 1000 is 3.6 s an hour fast",
+                        lo=-990000, hi=1000000),)),
+    Clock("drift-off", "the target's clocks back to the true time and rate", journal_truth=states.RUNNING),
+]
+
+
 _TO = Param("to", "the service whose traffic from the target is dropped", choices=SERVICES)
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     ProcessKill("crash", "SIGKILL to the process inside the container: no cleanup, restart by policy"),
@@ -445,6 +552,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     ProcessSignal("sigstop", "kill -STOP inside the container", inverse="sigcont",
                   journal_truth=states.SIGSTOPPED),
     ProcessSignal("sigcont", "kill -CONT inside the container", signal="CONT", journal_truth=states.RUNNING),
+    BitFlip("bitflip", "the worker flips one random bit of a share p of the squares it sends; nothing dies, "
+            "nothing is logged", inverse="bitflip-off", journal_truth=states.DEGRADED, cli_args=("p",),
+            params=(Param("p", "the share of results corrupted, 0 to 1", lo=0, hi=1, default=0.05),)),
+    BitFlip("bitflip-off", "the worker stops flipping bits", on=False, journal_truth=states.RUNNING),
     NetworkLink("partition", "docker network disconnect", inverse="heal"),
     NetworkLink("heal", "docker network connect", connect=True),
     Lifecycle("stop", "docker stop: SIGTERM, then SIGKILL after the grace period", inverse="start"),
@@ -463,6 +574,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
                   Param("period_ms", "the period, in ms", lo=20, hi=1000, default=100.0))),
     DutyCycleOff("slow-off", "stops a slow's duty cycle and resumes the target", journal_truth=states.RUNNING),
     *_PROXY_FAULTS,
+    *_CLOCK_FAULTS,
 )}
 
 

@@ -73,9 +73,10 @@ class BaseRecipe:
 
 # The run-time base: libc for the worker, python3 (the standard library: the
 # supervisor, the monitor and the grader's driver.py use ctypes, select,
-# socket, subprocess, json, base64...) and tini as init. No compiler, no apt,
-# no dpkg.
-RUNTIME = BaseRecipe("run-time base", LOCAL_BASE_REPO, (*COMMON_PACKAGES, "python3", "tini"), (
+# socket, subprocess, json, base64...) and tini as init; libfaketime (150 kB),
+# which the worker's and the lease lab's images preload for the clock faults
+# (faults.Clock). No compiler, no apt, no dpkg.
+RUNTIME = BaseRecipe("run-time base", LOCAL_BASE_REPO, (*COMMON_PACKAGES, "python3", "tini", "libfaketime"), (
     *COMMON_HOOKS,
     'rm -f "$1"/usr/bin/tini-static "$1"/usr/bin/dpkg* "$1"/usr/bin/update-alternatives'
     ' "$1"/usr/sbin/start-stop-daemon',

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labctl import check, compose, faults, labels, observe, rundir, runlog, states, timeline
+from labctl import check, compose, dependability, faults, labels, observe, rundir, runlog, states, timeline
 from labctl.engine import DEFAULT, ContainerSpec, Engine, is_engine_gone, wait_for
 from labctl.errors import ExitCode, LabError
 from labctl.scenario import Scenario, Step
@@ -386,6 +386,7 @@ class LabRun:
             "supervisor_exit": st.exit_code if st and st.status == "exited" else None,
             "job": json.loads(job_path.read_text()) if job_path.exists() else None,
             "worker_restarts": runlog.policy_restarts(events),
+            "dependability": dependability.of_run(events, self.sc.lab.rate, t_end),
             "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s} for s in self.sc.timeline],
             "params": self.sc.lab.__dict__,
             "live": self.live_mode,

@@ -32,6 +32,8 @@ LEASE_HOLDERS = ("alice", "bob")
 # Each kind of lab and its containers (scenario `lab.kind`).
 KIND_SERVICES = {"worker": SERVICES, "lease": LEASE_SERVICES}
 ALL_SERVICES = (*SERVICES, *LEASE_SERVICES)
+# The services whose images preload libfaketime: labctl's clock faults can move their clocks.
+CLOCK_SERVICES = ("worker", *LEASE_SERVICES)
 
 
 def aliases(service: str) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labctl import compose, faults, labels, observe, runlog, states
+from labctl import compose, dependability, faults, labels, observe, runlog, states
 from labctl.check import Check
 from labctl.engine import ContainerSpec, wait_for
 from labctl.errors import ExitCode, LabError
@@ -244,6 +244,7 @@ class LeaseLabRun(LabRun):
             "timeline": [{"at": s.at, "do": s.do, "target": s.target, "for": s.for_s,
                           **({"on_event": ".".join(s.on_event)} if s.on_event else {})} for s in self.sc.timeline],
             "params": self.sc.lab.__dict__,
+            "dependability": dependability.of_holders(events, labels.LEASE_HOLDERS, t_end),
         }
 
     def judge(self, events: list[Event], t_start: float, t_end: float) -> None:

@@ -21,6 +21,8 @@ from labctl.engine import Engine
 from labctl.runlog import Event
 
 _WORKER_LINE = re.compile(r"^worker\[(\d+)\]: (\w+): (.*)$")
+# The worker's count of the results its bitflip fault corrupted (worker.c), an event of its own.
+_BITFLIP_LINE = re.compile(r"^bitflip: (\d+) result\(s\) flipped while on \(p ([0-9.]+)\)$")
 
 
 def parse_docker_ts(text: str) -> float:
@@ -28,6 +30,22 @@ def parse_docker_ts(text: str) -> float:
     base, _, frac = text.rstrip("Z").partition(".")
     ts = datetime.fromisoformat(base + "+00:00").timestamp()
     return ts + (float("0." + frac[:9]) if frac else 0.0)
+
+
+# A process stamps its events with its own clock, which a clock fault moves
+# (faults.Clock, on labels.CLOCK_SERVICES). Such an event whose stamp is this
+# far from the moment the engine received its line is put on the engine's
+# clock, the run's one clock.
+OWN_CLOCK_TRUSTED_S = 0.25
+
+
+def on_engine_clock(ev: Event, received: float) -> Event:
+    """The event, its `ts` the engine's (the process's own kept as `own_ts`)
+    when the process's clock is off by more than OWN_CLOCK_TRUSTED_S."""
+    own = ev.get("ts")
+    if isinstance(own, (int, float)) and abs(own - received) > OWN_CLOCK_TRUSTED_S:
+        return {**ev, "ts": received, "own_ts": own}
+    return ev
 
 
 def parse_log_line(service: str, raw: str) -> Event | None:
@@ -44,11 +62,15 @@ def parse_log_line(service: str, raw: str) -> Event | None:
         try:
             ev = json.loads(text)
             if isinstance(ev, dict) and "kind" in ev and "source" in ev:
-                return ev
+                return on_engine_clock(ev, ts) if service in labels.CLOCK_SERVICES else ev
         except ValueError:
             pass
     if service == "worker":
         m = _WORKER_LINE.match(text)
+        flips = _BITFLIP_LINE.match(m.group(3)) if m else None
+        if m and flips:
+            return {"ts": ts, "source": "worker", "kind": "bitflip", "pid": int(m.group(1)),
+                    "flipped": int(flips.group(1)), "p": float(flips.group(2))}
         if m:
             return {"ts": ts, "source": "worker", "kind": "log", "pid": int(m.group(1)), "level": m.group(2),
                     "message": m.group(3)}
@@ -184,6 +206,7 @@ class Live:
     monitor: str = "-"
     heartbeat_only: str = "-"
     phi: float = 0.0
+    sender_clock: str = "-"
     supervisor: str = "-"
     acked: int = 0
     total: int = 0
@@ -214,6 +237,7 @@ class Live:
                 self.monitor = ev.get("verdict", self.monitor)
                 self.heartbeat_only = runlog.heartbeat_only_of(ev) or self.heartbeat_only
                 self.phi = ev.get("phi", self.phi)
+                self.sender_clock = ev.get("sender_clock", self.sender_clock)
                 self.lock = ev.get("lock", self.lock)
             elif src == "supervisor":
                 if kind == "state":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labctl import blind, rundir
+from labctl import blind, dependability, rundir
 from labctl.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -19,8 +19,8 @@ def write(run_dir: Path, sc: Scenario, v: Verdict, summary: dict[str, Any],
           events: list[dict[str, Any]] | None = None) -> None:
     events = events or []
     t0 = float(summary.get("started") or (events[0]["ts"] if events else 0))
-    lines = _head(run_dir, sc, v, summary) + _blind(run_dir) + _checks(v) + _latencies(v, t0)
-    lines += _job(summary.get("job") or {}) + _timeline(sc)
+    lines = _head(run_dir, sc, v, summary) + _blind(run_dir) + _checks(v) + _latencies(v, t0) + _corruption(v)
+    lines += _job(summary.get("job") or {}) + _dependability(sc, summary, events) + _timeline(sc)
     if sc.lab.program == "process-data":
         lines += program_log(events, t0)
     (run_dir / rundir.REPORT).write_text("\n".join(lines) + "\n")
@@ -69,6 +69,19 @@ def _latencies(v: Verdict, t0: float) -> list[str]:
     return lines
 
 
+def _corruption(v: Verdict) -> list[str]:
+    """The bitflip fault's detection coverage: detected / injected (scenario-bitflip)."""
+    c = v.corruption
+    if not c:
+        return []
+    cov = "-" if c["coverage"] is None else f"{c['coverage']:.0%}"
+    return ["", "## Silent data corruption", "",
+            "Results the worker's bitflip corrupted (its own count), those the supervisor's end-to-end check "
+            "detected, and those the oracle finds wrong in results.csv (undetected).", "",
+            "| injected | detected | undetected | detection coverage |", "|---|---|---|---|",
+            f"| {c['injected']} | {c['detected']} | {c['undetected']} | {cov} |"]
+
+
 def _job(job: dict[str, Any]) -> list[str]:
     if not job:
         return []
@@ -77,6 +90,14 @@ def _job(job: dict[str, Any]) -> list[str]:
             f"| {job.get('read')} | {job.get('processed')} | {job.get('corrupted')} | {job.get('rejected')} | "
             f"{job.get('dead_lettered')} | {job.get('worker_crashes')} | {job.get('timeouts')} | "
             f"{job.get('reconnects')} | {job.get('items_per_s')} |"]
+
+
+def _dependability(sc: Scenario, summary: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
+    """The run's dependability numbers; a run from before summary.json carried them gets them from its events."""
+    dep = summary.get("dependability")
+    if dep is None and events and sc.lab.kind == "worker":
+        dep = dependability.of_run(events, sc.lab.rate, float(summary.get("ended") or events[-1]["ts"]))
+    return dependability.report_lines(dep) if dep else []
 
 
 def _timeline(sc: Scenario) -> list[str]:

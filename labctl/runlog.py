@@ -118,6 +118,8 @@ def observed(events: list[Event], who: str) -> Seen:
     if who == states.PHI:
         return [(e["ts"], states.DEAD if e["phi_suspect"] else states.ALIVE) for e in _monitor(events)
                 if "phi_suspect" in e]
+    if who == states.SENDER_CLOCK:
+        return [(e["ts"], e["sender_clock"]) for e in _monitor(events) if "sender_clock" in e]
     raise ValueError(who)
 
 
@@ -206,7 +208,7 @@ class _Truth:
 
     def network(self, ts: float, e: Event) -> None:
         action = e.get("action")
-        alive = (states.RUNNING, states.PAUSED, states.SIGSTOPPED, states.DEGRADED, states.ONEWAY)
+        alive = (states.RUNNING, states.PAUSED, states.SIGSTOPPED, states.DEGRADED, states.ONEWAY, states.SKEWED)
         if action == "disconnect" and self.state in alive:
             self.partitioned = True
             self.put(ts, states.PARTITIONED)

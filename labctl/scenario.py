@@ -25,7 +25,7 @@ KINDS = tuple(labels.KIND_SERVICES)
 # (the proxy's faults and the worker's bug have no place there).
 LEASE_KEYS = ("fencing", "ttl_ms", "think_ms", "work_ms")
 LEASE_FAULTS = ("crash", "kill", "start", "pause", "unpause", "sigstop", "sigcont", "partition", "heal",
-                "stop")
+                "stop", "skew", "skew-off", "drift", "drift-off")
 # A step that waits for a service's event before it acts (`on_event: alice.read`)
 # gives up after this long: the event never came.
 ON_EVENT_TIMEOUT_S = 10.0
@@ -38,7 +38,7 @@ TOP_KEYS = ("name", "lesson", "description", "lab", "timeline", "expect", "durat
 STEP_KEYS = ("at", "do", "target", "for", "on_event")  # and the settings of the step's fault (faults.Param)
 EXPECT_KEYS = ("windows", "sees", "never", "job", "lease")
 WINDOW_KEYS = ("step", *states.OBSERVERS, "within_ms", "holds", "p99_ms_min", "flaps")
-FLAP_OBSERVERS = (states.HEARTBEAT_ONLY, states.PHI)
+FLAP_OBSERVERS = (states.HEARTBEAT_ONLY, states.PHI, states.SENDER_CLOCK)
 FLAP_KEYS = ("min", "max")
 LEASE_EXPECT_KEYS = ("safe", "zombie", "min_fenced")
 BLIND_KEYS = ("choices", "at", "for")
@@ -54,7 +54,7 @@ DURATION_SLACK_S = 30.0
 LEASE_SETTLE_S = 5.0
 LEASE_MIN_DURATION_S = 10.0
 # Faults of which a second, on the same target while the first holds, cannot stack.
-NO_STACK = ("pause", "sigstop", "partition", "slow", "stop", "kill")
+NO_STACK = ("pause", "sigstop", "partition", "slow", "stop", "kill", "skew", "drift")
 # While a fault holds its target: the faults the engine or faults.py then refuses, and why.
 REFUSED_WHILE: dict[str, tuple[tuple[str, ...], str]] = {
     "stop": (("crash", "pause", "sigstop", "slow", "stop", "kill"), "a stopped container runs nothing"),
@@ -62,6 +62,8 @@ REFUSED_WHILE: dict[str, tuple[tuple[str, ...], str]] = {
     "pause": (("crash", "sigstop", "slow"), "the engine says a paused container is not running"),
     "sigstop": (("slow",), "a slow's SIGCONTs would resume what the sigstop holds"),
     "slow": (("sigstop",), "the slow's SIGCONTs would resume what the sigstop holds"),
+    "skew": (("drift",), "one clock setting at a time: the drift would replace the skew"),
+    "drift": (("skew",), "one clock setting at a time: the skew would replace the drift"),
 }
 
 
@@ -81,10 +83,16 @@ class LabParams:
     window: int = 64
     bug_trigger: str = "none"
     bug_kind: str = "segv"  # or oom: the trigger allocates until the kernel's OOM killer ends the worker
+    # scenario-crash-loop: the worker segfaults after this many lines per
+    # incarnation (0: never), and each start waits this long before it serves.
+    crash_every: int = 0
+    start_delay_ms: int = 0
     worker_mode: str = "robust"
     restart_limit: int = 10
     give_up_s: int = 90
     program: str = "supervisor"  # or process-data
+    # The supervisor's end-to-end check of each result's square (scenario-bitflip).
+    verify: bool = False
     kind: str = "worker"  # or lease: compose.lease.yaml's lab
     # The lease lab's settings (LEASE_KEYS): the store's fencing, the lease's
     # time to live, the holders' read-modify-write think time and pace.
@@ -103,9 +111,11 @@ class LabParams:
             "LAB_HEARTBEAT_MS": str(self.heartbeat_ms), "LAB_WINDOW": str(self.window),
             "LAB_BUG_TRIGGER": self.bug_trigger, "LAB_BUG_KIND": self.bug_kind, "LAB_WORKER_MODE": self.worker_mode,
             "LAB_RESTART_LIMIT": str(self.restart_limit), "LAB_GIVE_UP_S": str(self.give_up_s),
+            "LAB_CRASH_EVERY": str(self.crash_every), "LAB_START_DELAY_MS": str(self.start_delay_ms),
             "LAB_MONITOR_LINGER_S": "0", "LAB_MONITOR_CRASH_LINGER_S": "0",
             "LAB_FENCING": "on" if self.fencing else "off", "LAB_TTL_MS": str(self.ttl_ms),
             "LAB_THINK_MS": str(self.think_ms), "LAB_WORK_MS": str(self.work_ms),
+            "LAB_VERIFY": "on" if self.verify else "off",
         }
 
     @property
@@ -137,6 +147,7 @@ class Window:
     heartbeat_only: str | None = None
     supervisor: str | None = None
     phi: str | None = None
+    sender_clock: str | None = None
     within_ms: int | None = None
     # Observer -> what it may say, and nothing else, all through the window
     # (after `within_ms`, the time an observer may take to notice).
@@ -158,6 +169,11 @@ class Job:
     worker_exit_codes: list[int] = field(default_factory=list)
     exit_code: int | None = None
     log_contains: list[str] = field(default_factory=list)
+    # Silent data corruption (scenario-bitflip): wrong squares the oracle finds
+    # in the results, and the share of injected flips the supervisor detected.
+    undetected_corruption_min: int | None = None
+    undetected_corruption_max: int | None = None
+    detection_coverage_min: float | None = None
 
 
 @dataclass
@@ -397,9 +413,10 @@ def parse_blind(c: _Ctx, top: dict[str, Any]) -> Blind:
 def _lab_value(c: _Ctx, k: str, v: Any) -> Any:
     key = f"lab.{k}"
     if k in ("items", "seed", "timeout_ms", "interval_ms", "heartbeat_ms", "window", "restart_limit", "give_up_s",
-             "heartbeat_only_timeout_ms", "supervisor_timeout_ms"):
+             "heartbeat_only_timeout_ms", "supervisor_timeout_ms", "crash_every", "start_delay_ms"):
         return c.number(v, key, lo=0 if k in ("seed", "restart_limit", "heartbeat_only_timeout_ms",
-                                              "supervisor_timeout_ms") else 1, integer=True)
+                                              "supervisor_timeout_ms", "crash_every", "start_delay_ms") else 1,
+                        integer=True, hi=600000 if k == "start_delay_ms" else None)
     if k == "rate":
         return c.number(v, key)
     if k == "bug_trigger":
@@ -407,7 +424,7 @@ def _lab_value(c: _Ctx, k: str, v: Any) -> Any:
         if v != "none" and not v.lstrip("-").isdigit():
             c.fail(key, f"expected a number or 'none', got {v!r}")
         return v
-    if k in ("log_beats", "fencing"):
+    if k in ("log_beats", "fencing", "verify"):
         return c.boolean(v, key)
     if k in ("bug_kind", "worker_mode", "program", "kind"):
         return c.string(v, key, {"bug_kind": BUG_KINDS, "worker_mode": WORKER_MODES, "program": PROGRAMS,
@@ -482,6 +499,9 @@ def _parse_step(c: _Ctx, s: Any, key: str, lease: bool) -> Step:
         step.params = faults.get(step.do).settings({k: s[k] for k in settable if k in s}, f"{key}.")
     except LabError as e:
         c.note(*e.what.split(": ", 1))
+    if isinstance(faults.FAULTS.get(step.do), faults.Clock) and step.target not in faults.CLOCK_TARGETS:
+        c.note(f"{key}.target", f"{step.do} acts on a clock libfaketime fakes: one of "
+                                f"{', '.join(faults.CLOCK_TARGETS)}, not {step.target}")
     if step.params.get("to") == step.target:
         c.note(f"{key}.to", f"is the target itself ({step.target}); name another service")
     if "for" in s:
@@ -571,6 +591,8 @@ def parse_job(c: _Ctx, raw: Any) -> Job:
                      for j, x in enumerate(c.listing(v, key, "a list of exit codes"))]
             elif k == "log_contains":
                 v = [c.string(x, f"{key}[{j}]") for j, x in enumerate(c.listing(v, key, "a list of strings"))]
+            elif k == "detection_coverage_min":
+                v = c.number(v, key, lo=0, hi=1)
             else:
                 v = c.number(v, key, lo=0, integer=True)
             setattr(job, k, v)

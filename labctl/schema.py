@@ -77,10 +77,17 @@ _LAB_KEYS: dict[str, tuple[str, str]] = {
     "bug_trigger": ("whole number or `none`", "the reading that triggers the worker's bug (bug_kind)"),
     "bug_kind": (_one_of(scenario.BUG_KINDS), "what the bug does: segfault, or allocate until the kernel's OOM "
                                               "killer ends the worker"),
+    "crash_every": ("whole number, 0 or more", "the worker segfaults once an incarnation has answered this many "
+                                               "lines, between lines and after flushing their answers (0: never; "
+                                               "scenario-crash-loop)"),
+    "start_delay_ms": ("whole number, 0 to 600000", "each worker start waits this long before it takes its lock "
+                                                    "and listens: the repair time scenario-crash-loop varies"),
     "worker_mode": (_one_of(scenario.WORKER_MODES), "`naive`: the exercise's worker, a pidfile and no flock"),
     "restart_limit": ("whole number, 0 or more", "how often the engine restarts the worker after a failure"),
     "give_up_s": ("whole number, 1 or more", "the supervisor gives up after this long without a worker"),
     "program": (_one_of(scenario.PROGRAMS), "what runs the job: the supervisor, or the exercise-1 program"),
+    "verify": ("true or false", "the supervisor's end-to-end check: each result's square against its own input; "
+                                "a corrupt one is counted and sent again, not written (scenario-bitflip)"),
     "fencing": ("true or false", "the store refuses a write whose token is below one it has accepted"),
     "ttl_ms": ("whole number, 1 or more", "the lease's time to live"),
     "think_ms": ("whole number, 0 or more", "a holder's think between its read and its write; must be less than "
@@ -94,6 +101,8 @@ _OBSERVER_MEANING = {
     states.HEARTBEAT_ONLY: "the heartbeat-only detector (a fixed timeout)",
     states.SUPERVISOR: "the supervisor's state",
     states.PHI: "the phi accrual detector on the same heartbeats",
+    states.SENDER_CLOCK: "the sender-clock detector: trusts the wall time inside the newest beat against the "
+                         "monitor's own wall clock (wrong when the worker's clock is off)",
 }
 
 SECTIONS: tuple[Section, ...] = (
@@ -106,7 +115,8 @@ SECTIONS: tuple[Section, ...] = (
                                                "none in a blind scenario"),
         Key("expect", "mapping", "{}", "what must hold for the run to pass (`expect.*`); none in a blind scenario"),
         Key("duration_s", "number, 1 or more", "derived", "the run's limit in seconds from the job's start: a "
-            "worker lab's job must end within it, a lease lab runs exactly this long; when absent it is derived "
+            "worker lab's job must end within it (a given one shorter than the job is refused, unless "
+            "`expect.job.completes` is false), a lease lab runs exactly this long; when absent it is derived "
             "(see below)"),
         Key("blind", "mapping", "-", "a blind-triage game (`blind.*`): labctl picks the fault from a seed", WORKER),
     )),
@@ -178,6 +188,14 @@ SECTIONS: tuple[Section, ...] = (
         Key("expect.job.exit_code", "whole number, 0 or more", "-", "the program's (lab.program) exit code",
             WORKER),
         Key("expect.job.log_contains", "list of strings", _said(_JOB.log_contains), "each is in the lab's logs",
+            WORKER),
+        Key("expect.job.undetected_corruption_min", "whole number, 0 or more", "-", "the oracle finds at least "
+            "this many results with a wrong square (silent corruption the job did not catch); give "
+            "exactly_once: false with it", WORKER),
+        Key("expect.job.undetected_corruption_max", "whole number, 0 or more", "-", "at most this many",
+            WORKER),
+        Key("expect.job.detection_coverage_min", "number, 0 to 1", "-", "corrupt results the supervisor "
+            "detected / results the worker's bitflip corrupted (its count), at least this; needs some injected",
             WORKER),
     )),
     Section("expect.lease", "The lease lab's checks (labctl/lease.py).", (

@@ -158,7 +158,8 @@ class Lanes:
         phi = (states.DEAD if ev["phi_suspect"] else states.ALIVE) if "phi_suspect" in ev else None
         out = (self._state(states.MONITOR, ts, ev.get("verdict"))
                + self._state(states.HEARTBEAT_ONLY, ts, runlog.heartbeat_only_of(ev))
-               + self._state(states.PHI, ts, phi))
+               + self._state(states.PHI, ts, phi)
+               + self._state(states.SENDER_CLOCK, ts, ev.get("sender_clock")))
         if ev.get("processed") is not None:
             out.append({"type": "items", "ts": ts, "processed": ev["processed"]})
         beats = ev.get("udp_beats")

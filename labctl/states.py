@@ -21,8 +21,11 @@ STOPPED = "STOPPED"
 # direction of one of its links is cut (ONEWAY).
 DEGRADED = "DEGRADED"
 ONEWAY = "ONEWAY"
+# A clock fault (skew, drift; labctl's journal tells): the process runs, but
+# its clock is off, so what it stamps with the time is.
+SKEWED = "SKEWED"
 GONE = "GONE"  # live view only: the container no longer exists
-TRUTHS = (RUNNING, CRASHED, OOM, RESTARTING, PAUSED, SIGSTOPPED, PARTITIONED, STOPPED, DEGRADED, ONEWAY)
+TRUTHS = (RUNNING, CRASHED, OOM, RESTARTING, PAUSED, SIGSTOPPED, PARTITIONED, STOPPED, DEGRADED, ONEWAY, SKEWED)
 
 # ---------------------------------------------------------------- the monitor's verdict
 UNKNOWN = "UNKNOWN"
@@ -61,6 +64,9 @@ SUPERVISOR = "supervisor"
 # The phi accrual detector on the same heartbeats: ALIVE, or DEAD once phi
 # crosses the monitor's threshold (its `phi_suspect`).
 PHI = "phi"
-OBSERVERS = (TRUTH, MONITOR, HEARTBEAT_ONLY, SUPERVISOR, PHI)
+# A detector that trusts the wall time inside the newest beat against the
+# monitor's own wall clock: ALIVE while that difference is under the timeout.
+SENDER_CLOCK = "sender_clock"
+OBSERVERS = (TRUTH, MONITOR, HEARTBEAT_ONLY, SUPERVISOR, PHI, SENDER_CLOCK)
 SAYS = {TRUTH: TRUTHS, MONITOR: VERDICTS, HEARTBEAT_ONLY: HEARTBEAT_ONLY_VERDICTS, SUPERVISOR: SUPERVISOR_STATES,
-        PHI: HEARTBEAT_ONLY_VERDICTS}
+        PHI: HEARTBEAT_ONLY_VERDICTS, SENDER_CLOCK: HEARTBEAT_ONLY_VERDICTS}

@@ -14,10 +14,11 @@ from labctl.runlog import Event
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-LANES = ("ground truth", "monitor", "heartbeat-only", "phi (accrual)", "supervisor",
+LANES = ("ground truth", "monitor", "heartbeat-only", "phi (accrual)", "sender clock", "supervisor",
          "worker beats\n& items processed")
 # The observers drawn in the first lanes, in LANES' order; the last lane is the worker's beats.
-OBSERVER_LANES = (states.TRUTH, states.MONITOR, states.HEARTBEAT_ONLY, states.PHI, states.SUPERVISOR)
+OBSERVER_LANES = (states.TRUTH, states.MONITOR, states.HEARTBEAT_ONLY, states.PHI, states.SENDER_CLOCK,
+                  states.SUPERVISOR)
 COLORS = {
     states.RUNNING: "#2e7d32", states.HEALTHY: "#2e7d32", states.ALIVE: "#2e7d32", states.STREAMING: "#2e7d32",
     states.DONE: "#1b5e20",
@@ -26,7 +27,7 @@ COLORS = {
     states.PARTITIONED: "#6a1b9a", states.ISOLATING: "#ab47bc",
     states.RESTARTED: "#00838f", states.RECONNECTING: "#fdd835",
     states.STOPPED: "#1565c0", states.UNKNOWN: "#9e9e9e", states.CONNECTING: "#bdbdbd",
-    states.DEGRADED: "#9e9d24", states.SLOW: "#c0ca33", states.ONEWAY: "#8e24aa",
+    states.DEGRADED: "#9e9d24", states.SLOW: "#c0ca33", states.ONEWAY: "#8e24aa", states.SKEWED: "#5d4037",
 }
 FAULT_SHADE = "#90a4ae"  # the fault windows; tests look for this colour
 LATENCY_COLOR = "#d84315"
@@ -79,7 +80,7 @@ def render(columns: list[Column], path: Path) -> dict[str, str]:
     from matplotlib.patches import Patch
 
     n = len(columns)
-    fig, axes = plt.subplots(len(LANES), n, figsize=(6.2 * n + 1.6, 8.0), squeeze=False,
+    fig, axes = plt.subplots(len(LANES), n, figsize=(6.2 * n + 1.6, 8.8), squeeze=False,
                              gridspec_kw={"hspace": 0.35, "wspace": 0.08})
     used: set[str] = set()
     windows_drawn = 0

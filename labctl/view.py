@@ -19,7 +19,7 @@ STYLE = {
     states.RECONNECTING: "yellow",
     states.PARTITIONED: "bold magenta", states.ISOLATING: "magenta",
     states.RESTARTED: "cyan", states.STOPPED: "blue", states.CONNECTING: "dim",
-    states.DEGRADED: "yellow", states.SLOW: "yellow", states.ONEWAY: "magenta",
+    states.DEGRADED: "yellow", states.SLOW: "yellow", states.ONEWAY: "magenta", states.SKEWED: "yellow",
 }
 
 ROWS = [
@@ -28,6 +28,7 @@ ROWS = [
     ("monitor", "monitor verdict"),
     ("heartbeat_only", "heartbeat-only verdict"),
     ("phi", "phi (accrual)"),
+    ("sender_clock", "sender-clock verdict"),
     ("supervisor", "supervisor"),
     ("items", "items acked / total"),
     ("processed", "processed"),

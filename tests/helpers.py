@@ -116,7 +116,7 @@ def assert_timeline_png(path: Path, columns: int, windows: int) -> None:
     w, h = img.size
     assert h >= 700 and w >= 600 * columns, img.size
     lanes = img.text["Lanes"].split("|")
-    assert lanes == ["ground truth", "monitor", "heartbeat-only", "phi (accrual)", "supervisor",
+    assert lanes == ["ground truth", "monitor", "heartbeat-only", "phi (accrual)", "sender clock", "supervisor",
                      "worker beats & items processed"]
     assert int(img.text["Columns"]) == columns and int(img.text["FaultWindows"]) == windows
     # The shade blended over white: (0x90,0xa4,0xae) at alpha .35 -> about (220, 228, 231).

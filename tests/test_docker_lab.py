@@ -46,6 +46,7 @@ def test_every_scenario_meets_its_expectations(built, engine, labs, name):
     # The report and the picture, built from this real run; the checker agrees from the files alone.
     report = (run_dir / "report.md").read_text()
     assert report.startswith(f"# {name}: passed") and "## Checks" in report and "![timeline](timeline.png)" in report
+    assert_dependability(run_dir, report, crash_loop=name == "scenario-crash-loop")
 
     from labctl import scenario
 
@@ -53,6 +54,26 @@ def test_every_scenario_meets_its_expectations(built, engine, labs, name):
     assert_timeline_png(run_dir / "timeline.png", 1, len(scenario.load(run_dir / "scenario.yaml").timeline))
     again = labctl("check", str(run_dir))
     assert again.returncode == 0, again.stdout[-2000:]
+
+
+def assert_dependability(run_dir, report: str, crash_loop: bool) -> None:
+    """Every run's summary and report carry the dependability numbers; scenario-crash-loop's show its failures."""
+    dep = json.loads((run_dir / "summary.json").read_text())["dependability"]
+    assert set(dep["observers"]) == {"truth", "monitor", "heartbeat_only", "supervisor"}, dep
+    assert "## Dependability" in report and "| truth |" in report
+    if not crash_loop:
+        return
+    truth, monitor, sup = (dep["observers"][w] for w in ("truth", "monitor", "supervisor"))
+    restarts = json.loads((run_dir / "summary.json").read_text())["worker_restarts"]
+    assert truth["failures"] == restarts >= 3, (dep, restarts)
+    assert monitor["failures"] >= 3 and sup["failures"] >= 3, dep
+    for n in (truth, monitor, sup):
+        assert n["mttf_s"] > 0 and n["mttr_s"] > 0 and 0 < n["availability"] < 1, n
+        assert abs(n["availability"] - n["mttf_s"] / (n["mttf_s"] + n["mttr_s"])) < 0.01, n
+    # The start delay (0.5 s) is repair time the engine cannot see: the monitor's MTTR includes it.
+    assert monitor["mttr_s"] > truth["mttr_s"], dep
+    assert dep["job"]["stalls"] >= 3 and dep["job"]["downtime_s"] > 0, dep
+    assert "MTTF" in report and "The job's own downtime" in report
 
 
 def test_two_labs_at_once_do_not_see_each_other(built, engine, labs):

@@ -177,7 +177,7 @@ def test_a_setting_on_a_fault_that_takes_none_is_an_unknown_key(tmp_path):
 
 @pytest.mark.parametrize("old, new, what", [
     ("flaps: {heartbeat_only: {min: 2}, phi: {max: 1}}", "flaps: {monitor: {min: 1}}",
-     "s.yaml: expect.windows[0].flaps.monitor: unknown key; expected one of heartbeat_only, phi"),
+     "s.yaml: expect.windows[0].flaps.monitor: unknown key; expected one of heartbeat_only, phi, sender_clock"),
     ("{heartbeat_only: {min: 2}", "{heartbeat_only: {least: 2}",
      "s.yaml: expect.windows[0].flaps.heartbeat_only.least: unknown key; expected one of min, max"),
     ("{heartbeat_only: {min: 2}", "{heartbeat_only: {min: -1}",
@@ -192,7 +192,7 @@ def test_a_setting_on_a_fault_that_takes_none_is_an_unknown_key(tmp_path):
      "s.yaml: expect.windows[0].holds.supervisor: expected a list, got a string"),
     ("supervisor: [streaming]", "lock: [held]",
      "s.yaml: expect.windows[0].holds.lock: unknown key; expected one of truth, monitor, heartbeat_only, "
-     "supervisor, phi"),
+     "supervisor, phi, sender_clock"),
     ("p99_ms_min: 40", "p99_ms_min: -5", "s.yaml: expect.windows[0].p99_ms_min: must be 0 or more, got -5"),
     ("p99_ms_min: 40", "p99_ms_min: fast",
      "s.yaml: expect.windows[0].p99_ms_min: expected a number, got a string 'fast'"),

@@ -68,7 +68,7 @@ def test_written_when_the_labs_never_ran(monkeypatch, tmp_path):
 
 
 def test_a_lab_that_raised_keeps_the_others_results(monkeypatch, tmp_path):
-    def half(scs, ids, keep, base, engs=None, blind_run=False, sink=None):
+    def half(scs, ids, keep, base, engs=None, blind_run=False, sink=None, live_mode=False):
         sink.append(RunResult(ids[0], scs[0].name, tmp_path / "r0", [check.Check("c", True, "fine")]))
         sink.append(RunResult(ids[1], scs[1].name, tmp_path / "r1", error="labctl: error: lab 'l1' already exists"))
         raise LabError(ExitCode.LAB_EXISTS, "lab 'l1' already exists")

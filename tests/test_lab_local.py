@@ -277,6 +277,10 @@ def test_supervisor_killed_mid_job_resumes_from_checkpoint(lab, procs, tmp_path)
 
 def test_heartbeat_path_cut_is_partitioned(lab, tmp_path):
     plat, mev, relay = lab(relay=True)
+    # The volume is judged as received: a beat already in the file when the
+    # monitor started counts as old, so it needs a window of fresh beats
+    # seen before a silent network can read as a partition, not a pause.
+    more_ticks(mev, mev.first("verdict", verdict="HEALTHY")["ts"], TIMEOUT_MS // INTERVAL_MS + 2)
     relay.cut.set()
     t_cut = time.time()
     part = wait_until(lambda: first_verdict(mev, "PARTITIONED", t_cut), 5, what="PARTITIONED verdict")

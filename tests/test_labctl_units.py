@@ -329,8 +329,15 @@ PROXY_FAULTS = tuple(n for t in ("latency", "bandwidth", "blackhole", "slice", "
                                  "reorder") for n in (t, f"{t}-off"))
 
 
+# The worker's silent data corruption, switched by signals (tests/test_bitflip_units.py, test_bitflip_faults.py).
+BITFLIP_FAULTS = ("bitflip", "bitflip-off")
+# The clock faults: libfaketime's file in the target's /tmp (tests/test_clock_units.py, test_clock_faults.py).
+CLOCK_FAULTS = ("skew", "skew-off", "drift", "drift-off")
+
+
 def test_registry_is_the_one_list_of_faults(tmp_path):
-    assert set(faults.FAULTS) == set(MECHANISMS) | set(HELPER_FAULTS) | set(PROXY_FAULTS)
+    assert set(faults.FAULTS) == (set(MECHANISMS) | set(HELPER_FAULTS) | set(PROXY_FAULTS) | set(BITFLIP_FAULTS)
+                                  | set(CLOCK_FAULTS))
     with pytest.raises(LabError) as ei:
         faults.get("explode")
     assert ei.value.code == ExitCode.USAGE and ei.value.todo == "pick one of " + ", ".join(faults.FAULTS)
@@ -340,8 +347,8 @@ def test_registry_is_the_one_list_of_faults(tmp_path):
     assert ei.value.what.endswith("'explode' is not one of " + ", ".join(faults.FAULTS))
     assert scenario.load(write(tmp_path, GOOD)).timeline[0].inverse == "unpause"
     # The checker: only the journal can tell a signal, and only `start` is a start by hand.
-    assert [f.name for f in faults.FAULTS.values() if f.journal_truth] == ["sigstop", "sigcont", *HELPER_FAULTS,
-                                                                           *PROXY_FAULTS]
+    assert [f.name for f in faults.FAULTS.values() if f.journal_truth] == [
+        "sigstop", "sigcont", *BITFLIP_FAULTS, *HELPER_FAULTS, *PROXY_FAULTS, *CLOCK_FAULTS]
     assert [f.name for f in faults.FAULTS.values() if f.starts_container] == ["start"]
     assert [f.name for f in faults.undoes("start")] == ["kill", "stop"] and faults.undoes("crash") == []
 
@@ -628,7 +635,7 @@ def test_builtin_scenarios_use_the_new_name():
         keys += list(expect.get("sees", {})) + list(expect.get("never", {}))
         assert "naive" not in keys, path.name
     windows = [w for sc in scenario.builtin() for w in sc.expect.windows]
-    assert sum(w.heartbeat_only == "DEAD" for w in windows) == 6
+    assert sum(w.heartbeat_only == "DEAD" for w in windows) == 7
 
 
 # ------------------------------------------------------------------ compose fills the engine's record

@@ -59,7 +59,8 @@ def test_the_builtin_lease_scenarios_parse_as_lease_labs():
     (("target: alice", "target: worker"),
      "s.yaml: timeline[0].target: 'worker' is not one of lease, store, alice, bob"),
     (("do: pause", "do: latency"), "s.yaml: timeline[0].do: 'latency' is not one of crash, kill, start, pause, "
-                                  "unpause, sigstop, sigcont, partition, heal, stop"),
+                                  "unpause, sigstop, sigcont, partition, heal, stop, skew, skew-off, drift, "
+                                  "drift-off"),
     (("alice.read", "carol.read"), "s.yaml: timeline[0].on_event: expected SERVICE.KIND (e.g. alice.read), SERVICE "
                                    "one of lease, store, alice, bob, got 'carol.read'"),
     (("alice.read", "alice"), "s.yaml: timeline[0].on_event: expected SERVICE.KIND (e.g. alice.read), SERVICE one "

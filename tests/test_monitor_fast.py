@@ -106,7 +106,8 @@ def test_a_thawing_worker_is_not_called_partitioned():
         last_file = max(t for t in file_at if t <= now) if now >= BEAT else 0
         o = mon.Observation(now / 1000, wall0 + now, mon.LockState("held", 1, "a"), now - last_net,
                             mon.Beat("a", 1, 1, 0, int(wall0 + last_file)), None, stats.phi(now),
-                            stats.loss(), stats.mean_gap_ms(), stats.gap_std_ms(), stats.disorder())
+                            stats.loss(), stats.mean_gap_ms(), stats.gap_std_ms(), stats.disorder(),
+                            file_age_ms=now - last_file)
         verdicts.append((now, c.classify(o)[0]))
     assert [v for t, v in verdicts if t in (6000, 6200)] == ["PAUSED", "PAUSED"]
     assert "PAUSED" in {v for t, v in verdicts if 3000 < t <= 4000}
@@ -129,7 +130,8 @@ def test_a_starved_monitor_rests_the_fast_path_and_waits_for_the_timeout():
         def at(now, late_ms=0.0):
             o = mon.Observation(now / 1000, wall0 + now, mon.LockState("held", 1, "a"), now - 2950,
                                 mon.Beat("a", 1, 1, 0, int(wall0 + now - 20)), None, stats.phi(now), stats.loss(),
-                                stats.mean_gap_ms(), stats.gap_std_ms(), stats.disorder(), None, late_ms)
+                                stats.mean_gap_ms(), stats.gap_std_ms(), stats.disorder(), None, late_ms,
+                                file_age_ms=20)
             return c.classify(o)[0]
         return at
 

@@ -40,7 +40,8 @@ def run(sends, end_ms, timeout_ms=2000, interval_ms=200, file_until_ms=None, net
         o = mon.Observation(now / 1000, WALL0_MS + now, mon.LockState("held", 1, "a"),
                             now - (last_arrival if last_arrival is not None else 0), file_beat, None,
                             *((None, None, None) if before else (stats.phi(now), stats.loss(), stats.mean_gap_ms())),
-                            None if before else stats.gap_std_ms(), None if before else stats.disorder())
+                            None if before else stats.gap_std_ms(), None if before else stats.disorder(),
+                            file_age_ms=now - (file_beat.unix_ms - WALL0_MS) if file_beat else None)
         out.append((now, *c.classify(o), o))
     return out
 
@@ -92,7 +93,7 @@ def test_slow_needs_a_lasting_degradation_and_clears_after_one():
     def at(t, loss):
         return c.classify(mon.Observation(t, WALL0_MS + t * 1000, mon.LockState("held", 1, "a"), 100,
                                           mon.Beat("a", 1, 1, 0, int(WALL0_MS + t * 1000 - 100)), None,
-                                          1.0, loss, 200.0))[0]
+                                          1.0, loss, 200.0, file_age_ms=100))[0]
 
     assert [at(t / 10, 0.3) for t in range(0, 10, 2)] == ["HEALTHY"] * 5  # under SLOW_HOLD_S
     assert at(1.0, 0.3) == "SLOW"
@@ -130,7 +131,8 @@ def test_a_crawling_worker_is_slow_not_paused():
 
 def observe(t, net_age, phi, loss=0.0, mean_gap=200.0, file_age=100):
     return mon.Observation(t, WALL0_MS + t * 1000, mon.LockState("held", 1, "a"), net_age,
-                           mon.Beat("a", 1, 1, 0, int(WALL0_MS + t * 1000 - file_age)), None, phi, loss, mean_gap)
+                           mon.Beat("a", 1, 1, 0, int(WALL0_MS + t * 1000 - file_age)), None, phi, loss, mean_gap,
+                           file_age_ms=file_age)
 
 
 def test_silence_needs_phi_too_unless_phi_is_too_young_to_judge():
@@ -196,7 +198,7 @@ def test_beats_that_come_twice_or_late_are_disorder_and_make_a_live_worker_slow(
     for i in range(15):
         t = i * 0.2
         o = mon.Observation(t, WALL0_MS + t * 1000, lock, 50, mon.Beat("a", 1, i, 0, int(WALL0_MS + t * 1000 - 50)),
-                            None, 1.0, 0.0, 200.0, 20.0, 0.1)
+                            None, 1.0, 0.0, 200.0, 20.0, 0.1, file_age_ms=50)
         verdicts.append(c.classify(o)[0])
     assert verdicts[0] == "HEALTHY" and verdicts[-1] == "SLOW"
 

@@ -109,10 +109,21 @@ class FakeEngine:
         self.found = found or []
 
     def inspect(self, name: str) -> ContainerState:
-        return ContainerState("id", name, self.status, None, 0, 10, {}, ["labctl-l1-net"])
+        return ContainerState("id", name, self.status, None, 0, 10, {},
+                              [labels.network_name(labels.lab_id_of(name) or "l1")])
 
     def containers(self, filters: dict) -> list[ContainerState]:
         return self.found
+
+    def networks(self, filters: dict) -> list[tuple[str, str]]:
+        return []
+
+    def volumes(self, filters: dict) -> list[str]:
+        return []
+
+    def logs_text(self, name: str, tail: int | str = "all", stderr: bool = True) -> str:
+        return ('{"ts": 1, "source": "monitor", "kind": "tick", "verdict": "PAUSED", "heartbeat_only": "DEAD"}\n'
+                if name.endswith("-monitor") else "")
 
 
 def test_status_names_compose_started_containers(monkeypatch, capsys):
@@ -126,6 +137,9 @@ def test_status_names_compose_started_containers(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "?" not in out
     assert "labctl-3fa2 (compose)" in out and "docker compose up" in out and "scenario-crash" in out
+    # Each lab now: its truth and its monitor's last word (the compose project is no lab labctl runs).
+    row = next(ln for ln in out.splitlines() if "crash-1a2b" in ln and "PAUSED" in ln)
+    assert "RUNNING" in row and "DEAD" in row and "no" in row
     assert labels.describe(compose_labels) == ("labctl-3fa2 (compose)", "worker", "docker compose up")
     assert labels.describe(labels.helper_labels("l1", "f1")) == ("l1", "helper", "-")
 

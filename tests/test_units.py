@@ -59,7 +59,7 @@ def obs(now, lock="held", inc="a", net_age=100.0, file_age=100.0, stopped=False,
     beat `file_age` ms old (None: no file), written by `beat_inc` (default inc)."""
     wall = WALL0_MS + now * 1000
     beat = None if file_age is None else mon.Beat(beat_inc or inc or "a", 1, 1, 0, int(wall - file_age), stopped)
-    return mon.Observation(now, wall, mon.LockState(lock, 1, inc), net_age, beat, net_beat)
+    return mon.Observation(now, wall, mon.LockState(lock, 1, inc), net_age, beat, net_beat, file_age_ms=file_age)
 
 
 def test_classification_table_of_the_readme():
@@ -310,7 +310,8 @@ def test_absorb_records_a_mixed_batch_in_order_in_each_file(tmp_path):
     assert (tmp_path / "results.csv").read_text() == "index,n,square\n1,1,1\n4,2,4\n5,3,9\n7,4,16\n"
     assert (tmp_path / "corrupted.csv").read_text() == "index,value\n2,-5\n6,-7\n"
     assert (tmp_path / "rejected.csv").read_text() == "index,reason\n3,Malformed input: abc\n"
-    assert s.p.next == 7 and s.p.counts == {"processed": 4, "corrupted": 2, "rejected": 1, "dead_lettered": 0}
+    assert s.p.next == 7 and s.p.counts == {"processed": 4, "corrupted": 2, "rejected": 1, "dead_lettered": 0,
+                                            "corrupt_results": 0}
 
 
 def test_absorb_keeps_what_was_validated_before_a_misaligned_response(tmp_path):

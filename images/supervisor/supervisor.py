@@ -112,8 +112,9 @@ RESULT, CORRUPTED, REJECTED = "result", "corrupted", "rejected"
 CORRUPTED_PREFIX = b"ERROR: Corrupted data "
 
 
-def parse_response(line: bytes) -> tuple[str, object]:
-    """One response line (no newline) → (RESULT, (n, square)) | (CORRUPTED, v) | (REJECTED, reason)."""
+def parse_response(line: bytes, check: bool = True) -> tuple[str, object]:
+    """One response line (no newline) → (RESULT, (n, square)) | (CORRUPTED, v) | (REJECTED, reason).
+    check=False: a result whose square is wrong is returned as it is (the caller verifies)."""
     if line.startswith(b"ERROR: "):
         rest = line[7:]
         if rest.startswith(b"Corrupted data "):
@@ -128,7 +129,7 @@ def parse_response(line: bytes) -> tuple[str, object]:
     if not sep or not n.isdigit() or not sq.isdigit():
         raise ProtocolError(f"not a result: {line[:80]!r}")
     n_i, sq_i = int(n), int(sq)
-    if sq_i != n_i * n_i:
+    if check and sq_i != n_i * n_i:
         raise ProtocolError(f"wrong square in {line[:80]!r}")
     return RESULT, (n_i, sq_i)
 
@@ -291,7 +292,8 @@ class CheckpointMismatch(Exception):
 @dataclass
 class Progress:
     next: int = 0  # every item before this position is resolved and durable
-    counts: dict = field(default_factory=lambda: {"processed": 0, "corrupted": 0, "rejected": 0, "dead_lettered": 0})
+    counts: dict = field(default_factory=lambda: {"processed": 0, "corrupted": 0, "rejected": 0, "dead_lettered": 0,
+                                                  "corrupt_results": 0})
     crash_counts: dict = field(default_factory=dict)  # position -> crashes it caused
     worker_crashes: int = 0
     timeouts: int = 0
@@ -327,7 +329,7 @@ class Outputs:
             p = ck["progress"]
             self.progress = Progress(
                 next=p["next"],
-                counts=p["counts"],
+                counts={"corrupt_results": 0, **p["counts"]},
                 crash_counts={int(k): v for k, v in p["crash_counts"].items()},
                 worker_crashes=p["worker_crashes"],
                 timeouts=p["timeouts"],
@@ -435,6 +437,10 @@ class Config:
     spawn: tuple[str, ...] = ()  # the worker's command line: exercise 4's pipes instead of TCP
     stop_timeout_s: float = 5.0  # SIGTERM at the end, then SIGKILL after this long
     max_failed_starts: int = 3  # workers in a row that die before answering anything: give up
+    # The end-to-end check (issue 15): every result's square against n*n from
+    # our own input; a wrong one is counted and sent again, not written.
+    verify: bool = False
+    max_corrupt_results: int = 5  # corrupt results for one item before it is dead-lettered
 
 
 class Unavailable(Exception):
@@ -511,6 +517,9 @@ class Supervisor:
         self.corrupted_log = BadLineLog("item %d: corrupted data %d (a hardware fault); reported, skipped",
                                         "corrupted readings", "corrupted.csv")
         self.rejected_log = BadLineLog("item %d: rejected: %s", "rejected lines", "rejected.csv")
+        self.corrupt_log = BadLineLog("item %d: corrupt result %r (the square is wrong): not written, sent again",
+                                      "corrupt results", "the events (corrupt_result)")
+        self.corrupt_counts: dict[int, int] = {}  # position -> corrupt results it got
         self.latencies = Latencies()  # this second's response times (TCP streaming)
         self.latency_since = time.monotonic()
         self.inflight_at_end = 0
@@ -550,8 +559,63 @@ class Supervisor:
 
     # -- responses
 
-    def absorb(self, lines: list[bytes]) -> None:
+    def absorb(self, lines: list[bytes]) -> int | None:
         """Records responses for the items at the head of the window, in order.
+        With --verify: the lines before the first corrupt result, which is
+        counted and not written; its place in `lines` is returned (the caller
+        sends it, and what follows it, again). None when all were recorded."""
+        bad = self.first_corrupt(lines, self.p.next) if self.cfg.verify else None
+        if bad is None:
+            self.absorb_valid(lines)
+            return None
+        self.absorb_valid(lines[:bad])
+        self.corrupt_result(self.p.next, lines[bad])
+        return bad
+
+    def first_corrupt(self, lines: list[bytes], start: int) -> int | None:
+        """The place of the first line that answers its item with a wrong square."""
+        for k, (line, item) in enumerate(zip(lines, self.items[start:start + len(lines)], strict=False)):
+            if self.is_corrupt(line, item):
+                return k
+        return None
+
+    @staticmethod
+    def is_corrupt(line: bytes, item: bytes) -> bool:
+        """A result for this item whose square is not n*n (the supervisor's own n)."""
+        if line.startswith(item + b","):
+            sq = line[len(item) + 1:]
+            return not sq.isdigit() or int(sq) != int(item) ** 2
+        try:
+            kind, value = parse_response(line, check=False)
+        except ProtocolError:
+            return False  # not a result at all: absorb_one says so
+        return kind == RESULT and answers(item, kind, value) and value[1] != value[0] * value[0]
+
+    def corrupt_result(self, pos: int, line: bytes, resent: bool = True) -> None:
+        """Counts and logs a corrupt result for the item at `pos`; the item is
+        sent again, or dead-lettered after --max-corrupt-results of them."""
+        count = self.corrupt_counts.get(pos, 0) + resent  # a dropped one was not the item's own answer
+        self.corrupt_counts[pos] = count
+        self.p.counts["corrupt_results"] += 1
+        self.corrupt_log.note(pos + 1, line[:60].decode("ascii", "replace"))
+        self.corrupt_log.flush(time.monotonic())
+        last = resent and count >= self.cfg.max_corrupt_results
+        self.ev.emit("corrupt_result", index=pos + 1, got=line[:60].decode("ascii", "replace"), attempt=count,
+                     action="dead_lettered" if last else "resent" if resent else "dropped")
+        if last:
+            self.dead_letter(pos, count, f"{count} corrupt results")
+            log.error("item %d dead-lettered after %d corrupt results", pos + 1, count)
+
+    def check_dropped(self, lines: list[bytes], pos: int) -> None:
+        """Responses dropped after a corrupt one (their items go again) are
+        verified too: a corruption among them is detected all the same."""
+        if self.cfg.verify:
+            for k, (line, item) in enumerate(zip(lines, self.items[pos:pos + len(lines)], strict=False)):
+                if self.is_corrupt(line, item):
+                    self.corrupt_result(pos + k, line, resent=False)
+
+    def absorb_valid(self, lines: list[bytes]) -> None:
+        """absorb() for lines with no corrupt result among them.
 
         Bad lines must cost about what good ones do: one pass finds the lines
         that do not echo their item as a result (the ERROR lines, and any
@@ -677,6 +741,7 @@ class Supervisor:
         waiting_since = time.monotonic()
         writing = False
         total = len(self.items)
+        drop, drop_at = 0, 0  # responses still owed for items sent again after a corrupt result, from drop_at
         try:
             while self.p.next < total:
                 window = 1 if self.p.next < self.isolate_until else self.cfg.window
@@ -735,9 +800,13 @@ class Supervisor:
                         if b"\n" in rx:
                             lines = rx.split(b"\n")
                             rx = lines.pop()
+                            if drop:
+                                d = min(drop, len(lines))
+                                self.check_dropped(lines[:d], drop_at)
+                                drop, drop_at, lines = drop - d, drop_at + d, lines[d:]
                             first = self.p.next
                             waiting_since = time.monotonic()  # before the rows are written: the answer's time
-                            self.absorb(lines)
+                            bad = self.absorb(lines)
                             # The answered items [first, next) end now; each
                             # write's items share its time.
                             at, upto = first, self.p.next
@@ -750,6 +819,14 @@ class Supervisor:
                                     lat.add(waiting_since - t_sent, end - at)
                                     at = end
                                 stamps.popleft()
+                            if bad is not None:
+                                # Send from the corrupt one again; the answers owed for
+                                # the items after it are dropped as they come.
+                                after = first + bad + 1
+                                self.check_dropped(lines[bad + 1:], after)
+                                drop, drop_at = sent - after - len(lines[bad + 1:]), after + len(lines[bad + 1:])
+                                written, sent = self.p.next - (sent - written), self.p.next
+                                stamps.clear()
                             self.last_advance = waiting_since
                             self.attempt = 0
                 self.maybe_checkpoint(sent - self.p.next)
@@ -785,15 +862,18 @@ class Supervisor:
             log.warning("isolating: resending %d items one at a time to find the one that crashed the worker", inflight)
         self.out.checkpoint()
 
-    def dead_letter(self, pos: int, count: int) -> None:
-        """Sets aside the item at `pos` that crashed the worker `count` times, so the job can complete."""
+    def dead_letter(self, pos: int, count: int, reason: str = "") -> None:
+        """Sets aside the item at `pos` that crashed the worker `count` times
+        (or, with a reason, got that many corrupt results), so the job can complete."""
         item = self.items[pos]
-        reason = f"crashed the worker {count} times"
+        crashes = 0 if reason else count
+        reason = reason or f"crashed the worker {count} times"
         self.out.write("dead", b"%d,%s,%s,%d\n" % (pos + 1, csv_field(item.decode("ascii", "replace")).encode(),
                                                    reason.encode(), count))
         self.p.counts["dead_lettered"] += 1
         self.p.next += 1
-        self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=count)
+        self.ev.emit("dead_letter", index=pos + 1, item=item[:64].decode("ascii", "replace"), crashes=crashes,
+                     reason=reason)
 
     def backoff(self) -> None:
         delay = min(2.0, 0.05 * (2 ** min(self.attempt, 10))) * random.uniform(0.5, 1.0)
@@ -808,6 +888,7 @@ class Supervisor:
             now = time.monotonic()
             self.corrupted_log.flush(now, force=True)
             self.rejected_log.flush(now, force=True)
+            self.corrupt_log.flush(now, force=True)
 
     def run_job(self) -> dict:
         assert self.cfg.worker is not None
@@ -886,6 +967,7 @@ class Supervisor:
             "corrupted": p.counts["corrupted"],
             "rejected": p.counts["rejected"],
             "dead_lettered": p.counts["dead_lettered"],
+            "corrupt_results": p.counts["corrupt_results"],
             "worker_crashes": p.worker_crashes,
             "timeouts": p.timeouts,
             "reconnects": p.reconnects,
@@ -1414,6 +1496,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="release at most this many items per second (0: as fast as possible)")
+    ap.add_argument("--verify", choices=("on", "off"), default="off",
+                    help="the end-to-end check: verify each result's square against the input, send a corrupt "
+                         "one again (default off; --worker only)")
+    ap.add_argument("--max-corrupt-results", type=positive_int, default=5,
+                    help="corrupt results for one item before it is dead-lettered (default 5)")
     return ap
 
 
@@ -1480,7 +1567,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(worker=args.worker, input=args.input, output=args.output, window=args.window,
                  timeout_s=args.timeout_ms / 1000, max_item_crashes=args.max_item_crashes,
                  worker_lock=args.worker_lock, give_up_s=args.give_up_s, fresh=args.fresh, rate=args.rate,
-                 spawn=tuple(args.spawn or ()), stop_timeout_s=args.stop_timeout_s)
+                 spawn=tuple(args.spawn or ()), stop_timeout_s=args.stop_timeout_s,
+                 verify=args.verify == "on", max_corrupt_results=args.max_corrupt_results)
     try:
         outputs = Outputs(args.output, digest, args.fresh)
     except CheckpointMismatch as e:

@@ -278,6 +278,12 @@ struct config {
     const char *heartbeat_udp;
     bool heartbeat_stdout;
     const char *record;
+    /* scenario-crash-loop: segfault once this incarnation has answered this
+     * many lines (0: never), and wait this long before taking the lock. */
+    long crash_every;
+    long start_delay_ms;
+    /* The bitflip fault's setting: the file SIGUSR1 reads p from. */
+    const char *bitflip_control;
 };
 
 /* The flight recorder's file (--record), or -1. Written from signal handlers
@@ -424,6 +430,16 @@ static void deliver_pending(struct outbuf *o, int64_t deadline)
     }
 }
 
+/* SIGUSR1: the bitflip fault on; SIGUSR2: off. The main loop acts on it. */
+static volatile sig_atomic_t g_bitflip_req; /* 0: nothing new; 1: on; 2: off */
+
+static void on_bitflip(int sig)
+{
+    int saved_errno = errno;
+    g_bitflip_req = sig == SIGUSR1 ? 1 : 2;
+    errno = saved_errno;
+}
+
 static void on_fatal(int sig)
 {
     /* Async-signal-safe only: clock_gettime, poll, write, unlink, sigaction,
@@ -458,6 +474,14 @@ static int install_signals(bool naive)
     sa.sa_handler = SIG_IGN;
     if (sigaction(SIGPIPE, &sa, NULL) != 0)
         return -1;
+    /* The bitflip fault's switch, in both modes: the default action of
+     * SIGUSR1 would end the worker. SA_RESTART: a read or write it lands in
+     * goes on; a wait returns EINTR, which every wait loop retries. */
+    sa.sa_handler = on_bitflip;
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGUSR1, &sa, NULL) != 0 || sigaction(SIGUSR2, &sa, NULL) != 0)
+        return -1;
+    sa.sa_flags = 0;
     if (naive) /* the exercise's naive worker: default actions, no cleanup */
         return sigprocmask(SIG_SETMASK, NULL, &g_wait_mask);
     /* No SA_RESTART: the wait must return EINTR so the loop sees g_stop. */
@@ -1085,6 +1109,97 @@ static char *put(char *o, const char *s, size_t n)
     return o + n;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The bitflip fault: silent data corruption, switched from outside.        */
+
+/*
+ * A memory error, not a crash: while it is on, each result's square has one
+ * random bit (of bits 0..62, so it stays a non-negative number and the line
+ * stays well-formed: nothing downstream notices) flipped with probability p.
+ * labctl's `bitflip` fault writes p into --bitflip-control (a file in the
+ * container's own /tmp) and sends SIGUSR1 with kill inside the container, as
+ * it sends sigstop; SIGUSR2 turns it off. No capability, nothing from the
+ * host; the state lives in this process, so a restart clears it. Nothing is
+ * logged while it is on; when it goes off, and at exit while on, one info
+ * line gives the count the lab needs for detection coverage:
+ * "bitflip: N result(s) flipped while on (p P)".
+ */
+#define BITFLIP_P_DEFAULT 0.05
+
+static struct {
+    bool on;
+    double p;
+    uint64_t threshold; /* flip when 32 random bits are below it: p * 2^32 */
+    uint64_t rng;       /* xorshift64 state, never 0 */
+    uint64_t flipped;   /* since it last went on */
+} g_flip;
+
+static uint64_t flip_random(void)
+{
+    uint64_t x = g_flip.rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    g_flip.rng = x;
+    return x;
+}
+
+/* p from the control file; the default when there is none or it is not 0..1. */
+static double bitflip_p(const char *path)
+{
+    if (!path)
+        return BITFLIP_P_DEFAULT;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return BITFLIP_P_DEFAULT;
+    char buf[32];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return BITFLIP_P_DEFAULT;
+    buf[n] = '\0';
+    char *end;
+    errno = 0;
+    double p = strtod(buf, &end);
+    if (errno || end == buf || !(p >= 0.0 && p <= 1.0))
+        return BITFLIP_P_DEFAULT;
+    return p;
+}
+
+static void bitflip_report(void)
+{
+    logf_("info", "bitflip: %" PRIu64 " result(s) flipped while on (p %.4f)", g_flip.flipped, g_flip.p);
+}
+
+/* Acts on the last switch signal, from the main loop. */
+static void bitflip_switch(const struct config *cfg)
+{
+    int req = g_bitflip_req;
+    g_bitflip_req = 0;
+    if (req == 2 && g_flip.on) {
+        bitflip_report();
+        g_flip.on = false;
+    } else if (req == 1) {
+        if (!g_flip.on)
+            g_flip.flipped = 0;
+        if (!g_flip.rng && getrandom(&g_flip.rng, sizeof g_flip.rng, 0) != (ssize_t)sizeof g_flip.rng)
+            g_flip.rng = (uint64_t)wall_ms() ^ ((uint64_t)getpid() << 32);
+        g_flip.rng |= 1;
+        g_flip.p = bitflip_p(cfg->bitflip_control);
+        g_flip.threshold = (uint64_t)(g_flip.p * 4294967296.0);
+        g_flip.on = true;
+    }
+}
+
+/* The square as sent: with the fault on, now and then one bit flipped. */
+static int64_t bitflip_maybe(int64_t sq)
+{
+    if (!g_flip.on || (flip_random() >> 32) >= g_flip.threshold)
+        return sq;
+    g_flip.flipped++;
+    return sq ^ (INT64_C(1) << (flip_random() % 63));
+}
+
 /* Handles one complete line (without its '\n'). May need to flush first. */
 static enum io_status handle_line(struct worker *w, struct conn *c, const char *s, size_t len)
 {
@@ -1097,6 +1212,8 @@ static enum io_status handle_line(struct worker *w, struct conn *c, const char *
         if (st != IO_OK)
             return st;
     }
+    if (g_bitflip_req)
+        bitflip_switch(w->cfg);
     int64_t v = 0;
     enum parse_result r = parse_line(s, len, &v);
     if (r == PARSE_OK && w->cfg->bug_enabled && v == w->cfg->bug_trigger)
@@ -1108,7 +1225,7 @@ static enum io_status handle_line(struct worker *w, struct conn *c, const char *
         char *o = c->out.buf + c->out.len;
         size_t n = fmt_i64(o, v);
         o[n++] = ',';
-        n += fmt_i64(o + n, v * v);
+        n += fmt_i64(o + n, bitflip_maybe(v * v));
         o[n++] = '\n';
         c->out.len += n;
         out_commit(&c->out);
@@ -1165,6 +1282,19 @@ static enum io_status handle_overlong(struct worker *w, struct conn *c)
     return IO_OK;
 }
 
+/* --crash-every: the crash comes between lines, once this incarnation has
+ * answered N of them, and after those answers are flushed. It is tied to no
+ * item's value, so the line that happens to be next must not look guilty:
+ * it was never handled, and the next incarnation answers it first. */
+static void crash_if_due(struct worker *w, struct conn *c)
+{
+    if (!w->cfg->crash_every || w->processed < (uint64_t)w->cfg->crash_every)
+        return;
+    (void)flush_out(c, &w->beat, w->processed);
+    logf_("error", "crashing on purpose after %" PRIu64 " lines (--crash-every)", w->processed);
+    crash_on_purpose();
+}
+
 /* Consumes every complete line in c->in; keeps a partial tail. */
 static enum io_status drain_lines(struct worker *w, struct conn *c)
 {
@@ -1172,6 +1302,7 @@ static enum io_status drain_lines(struct worker *w, struct conn *c)
     while (pos < c->in_len) {
         if (g_stop)
             break;
+        crash_if_due(w, c);
         char *nl = memchr(c->in + pos, '\n', c->in_len - pos);
         if (c->discarding) {
             size_t take = nl ? (size_t)(nl - (c->in + pos)) : c->in_len - pos;
@@ -1205,6 +1336,8 @@ static enum io_status drain_lines(struct worker *w, struct conn *c)
                 return st;
             continue;
         }
+        if (g_bitflip_req)
+            bitflip_switch(w->cfg);
         /* Fast path for the common line, plain digits: no trigger, no
          * error, room in the buffer. Everything else takes handle_line. */
         if (len > 0 && len <= 9 && (c->in[pos] != '0' || len == 1) && c->out.len < OUT_FLUSH_AT &&
@@ -1218,7 +1351,7 @@ static enum io_status drain_lines(struct worker *w, struct conn *c)
                 char *o = c->out.buf + c->out.len;
                 memcpy(o, d, len);
                 o[len] = ',';
-                size_t n = len + 1 + fmt_u64(o + len + 1, v * v);
+                size_t n = len + 1 + fmt_u64(o + len + 1, (uint64_t)bitflip_maybe((int64_t)(v * v)));
                 o[n++] = '\n';
                 c->out.len += n;
                 out_commit(&c->out);
@@ -1488,12 +1621,14 @@ static void usage(FILE *f)
     fputs("usage: worker [--listen HOST:PORT [--serve-forever] | --idle [--heartbeat-stdout]]\n"
           "              [--lock PATH] [--plain-lock] [--mode robust|naive] [--bug-trigger N|none] [--bug-kind segv|oom]\n"
           "              [--heartbeat-ms MS] [--heartbeat-file PATH] [--heartbeat-udp HOST:PORT]\n"
-          "              [--flush-every-line] [--record PATH]\n"
+          "              [--flush-every-line] [--record PATH] [--crash-every N] [--start-delay-ms MS]\n"
+          "              [--bitflip-control PATH]\n"
           "Reads numbers, one per line, and writes n,n*n for each (stdin to stdout, or\n"
           "over one TCP connection at a time with --listen). --idle reads nothing and\n"
           "only beats; --plain-lock writes the PID alone into the lock file; --record\n"
           "appends what the worker handled and which signals reached it to PATH (or\n"
-          "sends it to the abstract unix socket NAME, for PATH @NAME).\n",
+          "sends it to the abstract unix socket NAME, for PATH @NAME). SIGUSR1 turns the\n"
+          "bitflip fault on (p from --bitflip-control PATH, else 0.05), SIGUSR2 off.\n",
           f);
 }
 
@@ -1511,7 +1646,8 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 static bool is_value_option(const char *a)
 {
     static const char *const opts[] = {"--listen", "--lock", "--heartbeat-file", "--heartbeat-udp",
-                                       "--heartbeat-ms", "--bug-trigger", "--bug-kind", "--mode", "--record"};
+                                       "--heartbeat-ms", "--bug-trigger", "--bug-kind", "--mode", "--record",
+                                       "--crash-every", "--start-delay-ms", "--bitflip-control"};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
         if (!strcmp(a, opts[i]))
             return true;
@@ -1586,9 +1722,21 @@ static int parse_args(int argc, const char *const *argv, struct config *cfg)
             cfg->heartbeat_udp = val;
         } else if (!strcmp(a, "--record")) {
             cfg->record = val;
+        } else if (!strcmp(a, "--bitflip-control")) {
+            cfg->bitflip_control = val;
         } else if (!strcmp(a, "--heartbeat-ms")) {
             if (!parse_long(val, 10, 3600000, &cfg->heartbeat_ms)) {
                 fprintf(stderr, "worker: error: --heartbeat-ms wants 10..3600000, got '%s'\n", val);
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--crash-every")) {
+            if (!parse_long(val, 0, 1000000000, &cfg->crash_every)) {
+                fprintf(stderr, "worker: error: --crash-every wants 0..1000000000, got '%s'\n", val);
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(a, "--start-delay-ms")) {
+            if (!parse_long(val, 0, 600000, &cfg->start_delay_ms)) {
+                fprintf(stderr, "worker: error: --start-delay-ms wants 0..600000, got '%s'\n", val);
                 return EXIT_USAGE;
             }
         } else if (!strcmp(a, "--bug-kind")) {
@@ -1718,6 +1866,22 @@ static int open_record(const char *path)
 
 static int run_worker(const struct config *cfg);
 
+/* --start-delay-ms: a slow start (loading state, warming a cache) before the
+ * worker takes its lock and listens: the repair time scenario-crash-loop
+ * varies. A stop may land in it (the wait mask lets SIGTERM in); true then. */
+static bool start_delay(long ms)
+{
+    if (ms <= 0)
+        return false;
+    logf_("info", "starting slowly: %ld ms before taking the lock (--start-delay-ms)", ms);
+    int64_t end = now_ms() + ms;
+    for (int64_t left = ms; left > 0 && !g_stop; left = end - now_ms()) {
+        struct timespec ts = {.tv_sec = (time_t)(left / 1000), .tv_nsec = (long)(left % 1000) * 1000000L};
+        (void)ppoll(NULL, 0, &ts, &g_wait_mask);
+    }
+    return g_stop != 0;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -1757,6 +1921,8 @@ static int run_worker(const struct config *cfgp)
         return EXIT_OSERR;
     }
     strcpy(g_lock_path, cfg.lock_path);
+    if (start_delay(cfg.start_delay_ms))
+        return EXIT_OK;
     int lock_fd = cfg.naive ? take_lock_naive(cfg.lock_path, cfg.plain_lock, &code)
                             : take_lock_robust(cfg.lock_path, cfg.plain_lock, &code);
     if (lock_fd < 0) {
@@ -1778,6 +1944,10 @@ static int run_worker(const struct config *cfgp)
         return EXIT_USAGE;
     }
     code = cfg.listen ? run_listen(&w, c) : cfg.idle ? run_idle(&w) : run_stdio(&w, c);
+    if (g_bitflip_req)
+        bitflip_switch(&cfg);
+    if (g_flip.on)
+        bitflip_report();
     if (beat_enabled(&w.beat))
         beat_now(&w.beat, w.processed, " stopped");
     beat_close(&w.beat);

@@ -6,7 +6,7 @@ const TOKEN = document.querySelector('meta[name="labctl-token"]').content;
 const URL_TOKEN = new URLSearchParams(location.search).get("token");
 const Q = URL_TOKEN ? "?token=" + encodeURIComponent(URL_TOKEN) : "";
 const LANES = [["truth", "ground truth"], ["monitor", "monitor"], ["heartbeat_only", "heartbeat-only"],
-               ["phi", "phi (accrual)"], ["supervisor", "supervisor"]];
+               ["phi", "phi (accrual)"], ["sender_clock", "sender clock"], ["supervisor", "supervisor"]];
 const MIN_SPAN_S = 20;
 const labs = new Map();
 let clockOffset = 0;  // the server's clock minus ours, in seconds

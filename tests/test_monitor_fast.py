@@ -135,10 +135,15 @@ def test_a_starved_monitor_rests_the_fast_path_and_waits_for_the_timeout():
             return c.classify(o)[0]
         return at
 
+    late = lab()
+    assert late(3000) == "HEALTHY"
+    assert late(3650, late_ms=175) == "HEALTHY"  # the tick that would call it came late itself: no fast verdict
     starved = lab()
-    assert starved(3000) == "HEALTHY"
-    assert starved(3200, late_ms=175) == "HEALTHY"  # a late tick: the fast path rests
-    assert starved(3650) == "HEALTHY"  # 700 ms of silence, the volume fresh: not yet a partition
-    assert starved(3650 + mon.FAST_LOAD_HOLD_S * 1000) == "PARTITIONED"  # the timeout's verdict, much later
+    assert starved(3000, late_ms=150) == "HEALTHY" and starved(3200, late_ms=130) == "HEALTHY"  # two late ticks
+    assert starved(3650) == "HEALTHY"  # 700 ms of silence, the volume fresh, a tick on time: still resting
+    assert starved(3000 + mon.FAST_LOAD_HOLD_S * 1000 + 1000) == "PARTITIONED"  # the timeout's verdict, much later
+    busy = lab()
+    assert busy(2000, late_ms=137) == "HEALTHY"  # one late tick a while ago: a busy moment
+    assert busy(3000) == "HEALTHY" and busy(3650) == "PARTITIONED"
     on_time = lab()
     assert on_time(3000) == "HEALTHY" and on_time(3650) == "PARTITIONED"  # on time: at once

@@ -193,10 +193,13 @@ VOL_STALE_BEATS = 8
 VOL_STALE_MIN_MS = 400.0
 # A monitor that came this late to a tick (half an interval) is on a starved
 # machine, where a proxy or a worker held off the CPU for half a second is
-# ordinary (30 labs on two cores: 175 ms late): the fast path then rests for
-# FAST_LOAD_HOLD_S, and silence waits for the fixed timeout, as before it.
-# Not less: 70 ms late is common on a merely busy machine.
+# ordinary (30 labs on two cores: 175 ms late). Such a tick makes no fast
+# verdict, and after FAST_LATE_TICKS of them within FAST_LOAD_HOLD_S none
+# does: silence waits for the fixed timeout, as before the fast path. One late
+# tick alone a while ago is a busy moment (an exec in the monitor's container),
+# not a starved machine; 70 ms late is common on a merely busy one.
 FAST_MAX_LATE_MS = 100.0
+FAST_LATE_TICKS = 2
 FAST_LOAD_HOLD_S = 3.0
 
 HEALTHY, CRASHED, PAUSED, PARTITIONED, RESTARTED, STOPPED, UNKNOWN, SLOW = (
@@ -502,12 +505,14 @@ class Classifier:
         self.last = UNKNOWN
         self.fresh_since: float | None = None  # since when the volume beat has been fresh, without a break
         self.held_at: float | None = None  # monotonic: the last tick that saw the lock held, or the first tick
-        self.fast_rest_until = 0.0  # the fast path rests until then: the monitor saw itself starved
+        self.late_ticks: deque[float] = deque()  # when the recent late ticks came (monotonic)
 
     def classify(self, o: Observation) -> tuple[str, str]:
         """(verdict, heartbeat-only verdict)."""
         if o.late_ms > FAST_MAX_LATE_MS:
-            self.fast_rest_until = o.now + FAST_LOAD_HOLD_S
+            self.late_ticks.append(o.now)
+        while self.late_ticks and self.late_ticks[0] < o.now - FAST_LOAD_HOLD_S:
+            self.late_ticks.popleft()
         net_silent = o.net_age_ms is None or o.net_age_ms > self.silent_after_ms
         # The heartbeat-only detector: a fixed timeout alone, flapping under loss as it must.
         hb_age = o.heartbeat_only_age_ms if o.heartbeat_only_age_ms is not None else o.net_age_ms
@@ -584,8 +589,9 @@ class Classifier:
     def fast_verdict(self, o: Observation, file_age_ms: float | None, fresh: bool) -> str | None:
         """PAUSED or PARTITIONED before the fixed timeout ("Fast silence" in
         the module docstring), or None: not silent yet, or not sure."""
+        starved = o.late_ms > FAST_MAX_LATE_MS or len(self.late_ticks) >= FAST_LATE_TICKS
         if (self.fast_after_ms is None or o.phi is None or o.phi < self.phi_threshold or o.net_age_ms is None
-                or o.now < self.fast_rest_until):
+                or starved):
             return None
         silence_ms = o.net_age_ms
         if self.inc_seen_at is not None:

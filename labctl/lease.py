@@ -31,6 +31,7 @@ from labctl.errors import ExitCode, LabError
 from labctl.lab import BOOT_POLL_S, BOOT_TIMEOUT_S, POLL_S, LabRun
 from labctl.runlog import Event
 from labctl.scenario import ON_EVENT_TIMEOUT_S, LeaseExpect, Scenario, Step
+from labctl.timeline import Column  # the lease lab's picture takes timeline.png's column
 
 FREE = "free"  # the lease service's lane when no one holds the lease
 HOLDS, WAITS = "holds", "waits"  # a holder's belief
@@ -446,14 +447,6 @@ def judge(sc: Scenario, events: list[Event], run_end: float, run_start: float | 
 # ----------------------------------------------------------------------- the picture
 
 
-@dataclass
-class Column:
-    title: str
-    events: list[Event]
-    t0: float
-    t1: float
-
-
 LANES = ("lease service\n(its holder)", "alice believes", "alice\n(engine)", "bob believes", "bob\n(engine)",
          "store: accepted\nwrites (token)")
 # Holders in colours no engine state uses (Okabe-Ito's reddish purple and sky blue: apart for colour-blind eyes too).
@@ -490,7 +483,6 @@ def render(col: Column, path: Path) -> dict[str, str]:
     lanes = [axes[r][0] for r in range(len(LANES))]
     span = max(col.t1 - col.t0, 1.0)
     colors = {**timeline.COLORS, **HOLDER_COLORS}
-    tcol = timeline.Column(col.title, col.events, col.t0, col.t1)
     used: set[str] = set()
     for ax, changes in zip(lanes, lanes_of(col), strict=False):
         for start, width, state in timeline.segments(changes, col.t0, col.t1):
@@ -507,7 +499,7 @@ def render(col: Column, path: Path) -> dict[str, str]:
     for s, e in overlaps:
         for ax in lanes[1:5]:
             ax.axvspan(s - col.t0, e - col.t0, color=OVERLAP_SHADE, alpha=0.25, zorder=0, lw=0)
-    windows = timeline.draw_fault_windows(lanes, tcol)
+    windows = timeline.draw_fault_windows(lanes, col)
     for r, ax in enumerate(lanes):
         ax.set_xlim(0, span)
         ax.set_ylabel(LANES[r], rotation=0, ha="right", va="center", fontsize=9)

@@ -231,3 +231,30 @@ class SecondEngine:
         from labctl.engine import Connection, Engine
 
         return Engine.open(timeout=60, conn=Connection(self.url, self.url))
+
+
+LONG_LAB = """name: scenario-{stem}-live
+lesson: a long healthy job, for live faults
+lab:
+  items: 200000
+  rate: 250
+duration_s: 900
+timeline: []
+expect:
+  job:
+    completes: true
+"""
+
+
+def start_long_lab(engine, labs, procs, tmp_path: Path, stem: str) -> str:
+    """A running lab whose job outlasts the test: its labctl in the background
+    (procs stops it), the lab taken down by the labs fixture at teardown."""
+    lab = labs.new(stem)
+    sc = tmp_path / "long.yaml"
+    sc.write_text(LONG_LAB.format(stem=stem))
+    env = {**os.environ, "LABCTL_RUNS": str(labs.runs)}
+    procs.popen([sys.executable, "-m", "labctl", "up", str(sc), "--lab", lab], env=env,
+                stdout=(tmp_path / "up.log").open("w"), stderr=(tmp_path / "up.err").open("w"))
+    wait_until(lambda: (st := engine.inspect(f"labctl-{lab}-supervisor")) and st.status == "running", 120,
+               interval=0.2, what="the lab's supervisor running")
+    return lab

@@ -17,35 +17,16 @@ import time
 
 import pytest
 
-from helpers import labctl, labelled, wait_until
+from helpers import labctl, labelled, start_long_lab, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-LONG = """name: scenario-clock-live
-lesson: a long healthy job, for live clock faults
-lab:
-  items: 200000
-  rate: 250
-duration_s: 900
-timeline: []
-expect:
-  job:
-    completes: true
-"""
 
 
 @pytest.fixture
 def live(built, engine, labs, procs, tmp_path):
-    """A running lab with a job that outlasts the test (its labctl in the
-    background; the labs fixture takes the lab down at teardown)."""
-    lab = labs.new("clock")
-    sc = tmp_path / "long.yaml"
-    sc.write_text(LONG)
-    env = {**os.environ, "LABCTL_RUNS": str(labs.runs)}
-    procs.popen([sys.executable, "-m", "labctl", "up", str(sc), "--lab", lab], env=env,
-                stdout=(tmp_path / "up.log").open("w"), stderr=(tmp_path / "up.err").open("w"))
-    wait_until(lambda: (st := engine.inspect(f"labctl-{lab}-supervisor")) and st.status == "running", 120,
-               interval=0.2, what="the lab's supervisor running")
+    """A running lab with a job that outlasts the test (helpers.start_long_lab), its worker beating."""
+    lab = start_long_lab(engine, labs, procs, tmp_path, "clock")
     wait_until(lambda: beat_skew_s(engine, lab) is not None, 30, interval=0.2, what="the worker's first beat")
     return lab
 

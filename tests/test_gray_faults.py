@@ -17,39 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from helpers import labctl, labelled, wait_until
+from helpers import labctl, labelled, start_long_lab, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-LONG = """name: scenario-gray-live
-lesson: a long healthy job, for live gray faults
-lab:
-  items: 200000
-  rate: 250
-duration_s: 900
-timeline: []
-expect:
-  job:
-    completes: true
-"""
 
 
 @pytest.fixture
 def live(built, engine, labs, procs, tmp_path):
-    """A running lab with a job that outlasts the test (its labctl in the
-    background; the labs fixture takes the lab down at teardown)."""
+    """A running lab with a job that outlasts the test (helpers.start_long_lab)."""
     from labctl import images
 
     images.ensure_tools(engine, lambda _: None)
-    lab = labs.new("gray")
-    sc = tmp_path / "long.yaml"
-    sc.write_text(LONG)
-    env = {**os.environ, "LABCTL_RUNS": str(labs.runs)}
-    procs.popen([sys.executable, "-m", "labctl", "up", str(sc), "--lab", lab], env=env,
-                stdout=(tmp_path / "up.log").open("w"), stderr=(tmp_path / "up.err").open("w"))
-    wait_until(lambda: (st := engine.inspect(f"labctl-{lab}-supervisor")) and st.status == "running", 120,
-               interval=0.2, what="the lab's supervisor running")
-    return lab
+    return start_long_lab(engine, labs, procs, tmp_path, "gray")
 
 
 def rules(engine, lab: str) -> str:

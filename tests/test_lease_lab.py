@@ -254,3 +254,18 @@ def test_both_zombie_lease_scenarios_on_the_real_engine(built, engine, labs):
         assert img.text["Lanes"].startswith("lease service (its holder)|alice believes")
         assert int(img.text["FaultWindows"]) == 1 and int(img.text["Overlaps"]) >= 1
         assert labelled(engine, lab_id) == ([], [], []), "the lab is torn down after the run"
+
+
+def test_the_lease_picture_draws_its_lanes_the_overlap_and_the_fault(tmp_path):
+    from PIL import Image
+
+    evs = story(fencing=False)
+    evs += [ev(4.0, "labctl", "fault", id="f1", fault="pause", target="alice", step=1, phase="intent"),
+            ev(4.0, "labctl", "fault", id="f1", fault="pause", target="alice", step=1, phase="applied"),
+            ev(10.0, "labctl", "fault", id="f1-revert", of="f1", fault="unpause", target="alice", step=1,
+               phase="reverted")]
+    evs.sort(key=lambda e: e["ts"])
+    meta = lease.render(lease.Column("scenario-zombie-lease-unfenced", evs, T0, T0 + 12), tmp_path / "t.png")
+    img = Image.open(tmp_path / "t.png")
+    assert img.text["Lanes"] == meta["Lanes"] and meta["Lanes"].startswith("lease service (its holder)|alice believes")
+    assert (meta["FaultWindows"], meta["Overlaps"]) == ("1", "1")

@@ -147,3 +147,21 @@ def test_a_starved_monitor_rests_the_fast_path_and_waits_for_the_timeout():
     assert busy(3000) == "HEALTHY" and busy(3650) == "PARTITIONED"
     on_time = lab()
     assert on_time(3000) == "HEALTHY" and on_time(3650) == "PARTITIONED"  # on time: at once
+
+
+def test_a_worker_that_has_just_taken_its_lock_is_new_though_its_incarnation_is_not_written_yet():
+    """Boot: the monitor has listened 2.6 s to nothing; the worker takes its
+    flock a moment before it writes its incarnation into the lock file and
+    before its first beat. That tick is no silence of a known worker."""
+    c = mon.Classifier(200, 2000, beat_ms=BEAT)
+    wall0 = 1_700_000_000_000.0
+
+    def at(now_ms, lock):
+        o = mon.Observation(now_ms / 1000, wall0 + now_ms, lock, now_ms, None, None)
+        return c.classify(o)[0]
+
+    assert at(2400, mon.LockState("absent")) == "UNKNOWN"
+    assert at(2600, mon.LockState("held", None, None)) == "HEALTHY"  # not PAUSED: it has just come
+    assert at(2800, mon.LockState("held", 7, "inc-1")) == "HEALTHY"
+    # Held on, and silent past the timeout since it came: that is a silence.
+    assert at(2600 + 2100, mon.LockState("held", 7, "inc-1")) == "PAUSED"

@@ -506,6 +506,7 @@ class Classifier:
         self.fresh_since: float | None = None  # since when the volume beat has been fresh, without a break
         self.held_at: float | None = None  # monotonic: the last tick that saw the lock held, or the first tick
         self.late_ticks: deque[float] = deque()  # when the recent late ticks came (monotonic)
+        self.lock_was_held = False  # the last tick saw the lock held
 
     def classify(self, o: Observation) -> tuple[str, str]:
         """(verdict, heartbeat-only verdict)."""
@@ -521,11 +522,18 @@ class Classifier:
             self.held_at = o.now
         if o.lock.state != "held":
             self.clear_slow()
+            self.lock_was_held = False
             if self.stopped_cleanly(o):
                 return self.remember(STOPPED), heartbeat_only
             return self.remember(CRASHED if self.seen_worker else UNKNOWN), heartbeat_only
         self.seen_worker = True
         self.held_at = o.now
+        # A worker that has just taken the lock may not have written its
+        # incarnation into it yet: it is new all the same, and has had no
+        # time to beat (seen at boot: PAUSED for one tick).
+        if not self.lock_was_held:
+            self.inc_seen_at = o.now
+        self.lock_was_held = True
         if o.lock.incarnation != self.incarnation:
             if self.incarnation is not None:
                 self.restarted_until = o.now + RESTARTED_HOLD_S

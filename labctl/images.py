@@ -304,11 +304,13 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
               force: bool = False, builder: str | None = None) -> dict[str, str]:
     builder = builder or base
     refs = image_refs(engine, base, builder)
-    built: set[str] = set()  # the lease lab's four services share one image
+    seen: dict[str, str] = {}  # ref -> the first service built from it: the lease lab's four share one image
     for name, svc in compose.all_services({}).items():
         ref = refs[name]
         repo, tag = ref.split(":")
-        if ref in built or (engine.image_exists(ref) and not force):
+        if ref in seen:
+            pass  # said once, for its first service
+        elif engine.image_exists(ref) and not force:
             log(f"{name}: {ref} is up to date")
         else:
             log(f"{name}: building {ref}")
@@ -318,7 +320,7 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
             except LabError as e:
                 raise blame(e) from None
             log(f"{name}: built {ref}")
-            built.add(ref)
+        seen.setdefault(ref, name)
         # Content-hash tags are shared by every checkout (same sources, same
         # image); `docker compose up` here looks for <project>-<service>.
         engine.tag(ref, f"{compose.checkout_project()}-{name}", "latest")

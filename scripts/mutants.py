@@ -50,8 +50,10 @@ class Mutant:
 # unrelated edits to the same files.
 MUTANTS = (
     Mutant("worker-squares-7-wrongly", "the worker answers 7 with 7,50 (both the fast path and the general one)", (
-        Patch("images/worker/worker.c", "fmt_u64(o + len + 1, v * v)", "fmt_u64(o + len + 1, v * v + (v == 7))"),
-        Patch("images/worker/worker.c", "fmt_i64(o + n, v * v)", "fmt_i64(o + n, v * v + (v == 7))"),
+        Patch("images/worker/worker.c", "bitflip_maybe((int64_t)(v * v))",
+              "bitflip_maybe((int64_t)(v * v + (v == 7)))"),
+        Patch("images/worker/worker.c", "fmt_i64(o + n, bitflip_maybe(v * v))",
+              "fmt_i64(o + n, bitflip_maybe(v * v + (v == 7)))"),
     )),
     Mutant("worker-fatal-handler-leaves-lock", "the fatal-signal handler no longer removes the lock file", (
         Patch("images/worker/worker.c", "unlink(g_lock_path);", "(void)0;"),
@@ -60,6 +62,9 @@ MUTANTS = (
         Patch("images/monitor/monitor.py",
               "verdict = PARTITIONED if fresh and younger and alive_for_ms >= self.silent_after_ms else PAUSED",
               "verdict = PARTITIONED if fresh and younger and alive_for_ms >= self.silent_after_ms else PARTITIONED"),
+        # And its fast path (50 ms beats): a pause called there is a partition too.
+        Patch("images/monitor/monitor.py", "        if not fresh:\n            return PAUSED\n",
+              "        if not fresh:\n            return PARTITIONED\n"),
     )),
     Mutant("supervisor-writes-a-result-twice", "the supervisor writes item 1's result row twice", (
         Patch("images/supervisor/supervisor.py", "self.files[key].write(data)",

@@ -78,8 +78,9 @@ def test_bitflip_live_corrupts_results_silently_and_bitflip_off_stops_it(engine,
     assert ("bitflip", "applied") in phases and ("bitflip-off", "reverted") in phases, phases
 
 
-def test_a_bitflip_left_by_a_killed_labctl_is_reverted_by_down(engine, labs, live, procs, tmp_path):  # noqa: F811
-    lab = live
+def bitflip_then_kill_labctl(labs, lab: str, procs, tmp_path) -> None:
+    """A `labctl fault bitflip --for 5m` killed with SIGKILL once its fault is
+    journaled as applied: nothing reverts it but the journal."""
     wait_until(lambda: acked(labs, lab) > 100, 60, interval=0.2, what="the job under way")
     env = {**os.environ, "LABCTL_RUNS": str(labs.runs)}
     bg = procs.popen([sys.executable, "-m", "labctl", "fault", "bitflip", "0.2", "--lab", lab, "--for", "5m"],
@@ -87,6 +88,11 @@ def test_a_bitflip_left_by_a_killed_labctl_is_reverted_by_down(engine, labs, liv
     wait_until(lambda: applied(labs, lab), 60, what="bitflip journaled as applied")
     bg.send_signal(signal.SIGKILL)
     bg.wait(10)
+
+
+def test_a_bitflip_left_by_a_killed_labctl_is_reverted_by_down(engine, labs, live, procs, tmp_path):  # noqa: F811
+    lab = live
+    bitflip_then_kill_labctl(labs, lab, procs, tmp_path)
     # The killed labctl reverted nothing: the worker still corrupts.
     first = wrong_squares(engine, lab)
     wait_until(lambda: wrong_squares(engine, lab) > first + 10, 30, interval=0.5, what="more wrong squares")
@@ -104,13 +110,7 @@ def test_a_bitflip_left_by_a_killed_labctl_is_reverted_by_down(engine, labs, liv
 def test_a_bitflip_left_by_a_killed_labctl_is_undone_by_its_inverse_by_hand(engine, labs, live, procs,  # noqa: F811
                                                                            tmp_path):
     lab = live
-    wait_until(lambda: acked(labs, lab) > 100, 60, interval=0.2, what="the job under way")
-    env = {**os.environ, "LABCTL_RUNS": str(labs.runs)}
-    bg = procs.popen([sys.executable, "-m", "labctl", "fault", "bitflip", "0.2", "--lab", lab, "--for", "5m"],
-                     env=env, stdout=(tmp_path / "f.log").open("w"), stderr=(tmp_path / "f.err").open("w"))
-    wait_until(lambda: applied(labs, lab), 60, what="bitflip journaled as applied")
-    bg.send_signal(signal.SIGKILL)
-    bg.wait(10)
+    bitflip_then_kill_labctl(labs, lab, procs, tmp_path)
     wait_until(lambda: wrong_squares(engine, lab) > 10, 30, interval=0.5, what="wrong squares")
     r = labctl("fault", "bitflip-off", "--lab", lab, runs=labs.runs)
     assert r.returncode == 0 and "reverts the bitflip" in r.stdout, r.stdout + r.stderr

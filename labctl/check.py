@@ -355,6 +355,10 @@ def judge_job(run: Run) -> list[Check]:
     sup_codes = runlog.exit_codes(run.events, "supervisor")
     sup_exit = sup_codes[-1] if sup_codes else None
     checks = judge_outputs(run, sup_exit) if run.lab.program == "supervisor" else []
+    if run.live:
+        # Stopped, not finished: its exit codes and its last words are the stop's,
+        # not the job's (judge_live_outputs judged what it did).
+        return checks + judge_restarts(job, runlog.policy_restarts(run.events))
     if job.exit_code is not None:
         checks.append(Check(f"{run.lab.program} exits {job.exit_code}", sup_exit == job.exit_code,
                             f"got {sup_exit}"))

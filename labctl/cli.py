@@ -472,6 +472,8 @@ def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool,
         except LabError as e:
             errors[i] = e
         finally:
+            if live_mode:  # this lab is judged and gone: a `down` of it waits no longer
+                live.release(runs[i].lab_id)
             with left_lock:
                 left[0] -= 1
                 if left[0] == 0:
@@ -816,6 +818,9 @@ def cmd_down(args: argparse.Namespace) -> int:
             say(f"lab {lid}: asking its live `labctl up` to stop it and judge the run...")
             if live.request_stop(lid):
                 say(f"lab {lid}: stopped and judged by its `labctl up`; its run is in {rundir.lab_dir(lid)}")
+            else:
+                error(f"labctl: lab {lid}: its live `labctl up` did not stop within {live.STOP_WAIT_S} s; "
+                      "removing the lab now, and its run may be incomplete")
         n = lab.teardown(eng, lid)
         where = f" on engine {eng.name}" if len(engs) > 1 else ""
         say(f"lab {lid}{where}: reverted {n['reverted']} fault(s), removed {n['containers']} container(s), "

@@ -235,7 +235,7 @@ class LabRun:
         applied: dict[int, dict[str, Any]] = {}
         for when, i, step, is_revert in agenda:
             while time.time() < when:
-                if self.cancel.wait(min(POLL_S, max(0.0, when - time.time()))):
+                if self.cancel.wait(min(POLL_S, max(0.0, when - time.time()))) or self._stop_requested():
                     return
                 observe.poll_truth(self.engine, self.lab_id, self.live)
             if is_revert:
@@ -251,6 +251,12 @@ class LabRun:
             return
         self.live.step = "job running"
         self.wait_for_job(t0 + self.sc.duration_s)
+
+    def _stop_requested(self) -> bool:
+        """A live lab's stop request from `labctl down` (labctl/live.py)."""
+        from labctl import live
+
+        return self.live_mode and live.stop_requested(self.lab_id)
 
     def wait_live(self) -> None:
         """Until Ctrl-C, `labctl down`'s stop request, or the job's end."""

@@ -179,3 +179,17 @@ def test_a_live_lab_takes_faults_by_hand_is_watched_and_is_stopped_by_down(built
     assert json.loads((run_dir / "summary.json").read_text())["live"] is True
     assert labelled(engine, lab) == ([], [], [])
     assert not (labs.runs / lab / live.OWNER).exists()
+
+
+def test_a_stopped_live_job_is_not_judged_by_its_end_of_job_expectations(tmp_path):
+    """scenario-process-data expects exit 2 and scenario-stale-lock 69: a job
+    stopped live exits by its stop, so those are not judged."""
+    sc = scenario.resolve("stale-lock")
+    assert sc.expect.job.exit_code is not None
+    events = [{"ts": T0 + 5, "source": "engine", "kind": "container", "action": "die", "service": "supervisor",
+               "exit_code": 143}]
+    run = check.Run(sc, events, tmp_path, T0 + 30, T0, live=True)
+    names = [c.name for c in check.judge_job(run)]
+    assert not any("exits" in n or "log says" in n for n in names), names
+    not_live = check.Run(sc, events, tmp_path, T0 + 30, T0, live=False)
+    assert any("exits 69" in c.name and not c.ok for c in check.judge_job(not_live))

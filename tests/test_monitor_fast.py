@@ -165,3 +165,23 @@ def test_a_worker_that_has_just_taken_its_lock_is_new_though_its_incarnation_is_
     assert at(2800, mon.LockState("held", 7, "inc-1")) == "HEALTHY"
     # Held on, and silent past the timeout since it came: that is a silence.
     assert at(2600 + 2100, mon.LockState("held", 7, "inc-1")) == "PAUSED"
+
+
+def test_a_starved_volume_beat_does_not_undo_what_the_timeout_path_knows():
+    """A partitioned worker held off the CPU for 600 ms: its volume beat is past
+    the fast path's bound for a tick, but well within the timeout's window.
+    The timeout path's verdict stays PARTITIONED; it does not start again."""
+    c = mon.Classifier(200, 2000, beat_ms=BEAT)
+    wall0 = 1_700_000_000_000.0
+
+    def at(now_ms, file_age_ms):
+        o = mon.Observation(now_ms / 1000, wall0 + now_ms, mon.LockState("held", 1, "a"), now_ms - 1000,
+                            mon.Beat("a", 1, 1, 0, int(wall0 + now_ms - file_age_ms)), None, None,
+                            None, None, None, None, None, 0.0, file_age_ms)
+        return c.classify(o)[0]
+
+    for t in range(0, 1000, 200):
+        at(t, 20)  # healthy-looking: the network's silence starts at 1000 ms
+    assert at(3000, 20) == "PARTITIONED"  # the timeout path (phi too young: no fast path)
+    assert at(3200, 600) == "PARTITIONED"  # starved for a tick: the volume is still within the window
+    assert at(3400, 20) == "PARTITIONED"

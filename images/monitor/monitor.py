@@ -555,10 +555,14 @@ class Classifier:
         # Timed as received (ReceiveClock), not by the beat's own wall time:
         # a worker whose clock is skewed must not look paused, or alive.
         file_age_ms = o.file_age_ms if o.file_beat is not None else None
-        fresh = file_age_ms is not None and file_age_ms <= self.vol_stale_ms
+        # The volume is fresh within the timeout's window, as before the fast
+        # path; only the fast path judges it by its tighter bound, so a worker
+        # held off the CPU for half a second does not reset what the timeout
+        # path has learnt of it (fresh_since) or drop SLOW.
+        fresh = file_age_ms is not None and file_age_ms <= self.silent_after_ms
         self.fresh_since = (self.fresh_since if self.fresh_since is not None else o.now) if fresh else None
         if not net_silent:
-            fast = self.fast_verdict(o, file_age_ms, fresh)
+            fast = self.fast_verdict(o, file_age_ms, file_age_ms is not None and file_age_ms <= self.vol_stale_ms)
             if fast is not None:
                 return self.remember(fast), heartbeat_only
             if o.now < self.restarted_until:

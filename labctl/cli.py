@@ -816,8 +816,9 @@ def cmd_down(args: argparse.Namespace) -> int:
         # teardown under its feet would lose the run.
         if live.owner(lid) is not None:
             say(f"lab {lid}: asking its live `labctl up` to stop it and judge the run...")
+            where = live.runs_of(lid) or rundir.lab_dir(lid)
             if live.request_stop(lid):
-                say(f"lab {lid}: stopped and judged by its `labctl up`; its run is in {rundir.lab_dir(lid)}")
+                say(f"lab {lid}: stopped and judged by its `labctl up`; its run is in {where}")
             else:
                 error(f"labctl: lab {lid}: its live `labctl up` did not stop within {live.STOP_WAIT_S} s; "
                       "removing the lab now, and its run may be incomplete")

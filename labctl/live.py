@@ -4,8 +4,8 @@ given by hand, a view that attaches to labs already running, and what
 
 `labctl up SCENARIO --live` plays the scenario's timeline, then keeps the job
 streaming at a pace a class can follow until Ctrl-C or `labctl down --lab
-ID` (which asks the `up` that owns the lab to stop it, through a file in the
-lab's runs directory, and waits for it). The job is then stopped (its outputs
+ID` (which asks the `up` that owns the lab to stop it, through a file in a
+per-user state directory, and waits for it). The job is then stopped (its outputs
 are consistent up to its last checkpoint), the run judged: what was acked
 exactly once, and every fault given by hand with `labctl fault` judged
 against the ground truth like a scripted one.
@@ -28,8 +28,8 @@ from labctl.scenario import Scenario
 # A pace a class can follow, and enough work for a long lecture.
 LIVE_RATE = 50.0
 LIVE_HOURS = 8
-OWNER = "live.json"  # runs/<lab>/live.json: the `up` process that runs the lab live
-STOP = "stop-requested"  # runs/<lab>/stop-requested: `labctl down` asks that process to stop
+OWNER = "live.json"  # <state>/<lab>/live.json: the `up` process that runs the lab live
+STOP = "stop-requested"  # <state>/<lab>/stop-requested: `labctl down` asks that process to stop
 STOP_WAIT_S = 90  # how long `down` waits for the owner to stop, judge and remove its lab
 # The monitor's verdict a fault given by hand should bring, judged as a scripted step's window.
 EXPECT = {"pause": states.PAUSED, "sigstop": states.PAUSED, "partition": states.PARTITIONED,
@@ -52,23 +52,33 @@ def make_live(sc: Scenario) -> Scenario:
 # ----------------------------------------------------------------------- the owner and the stop request
 
 
+def state_dir(lab_id: str) -> Path:
+    """Where a live lab's owner and stop request live: a per-user directory
+    (LABCTL_STATE, default ~/.local/state/labctl/live), not the runs
+    directory, which is relative to where `labctl up` ran: a `labctl down`
+    from any other directory must still find the lab's owner."""
+    base = os.environ.get("LABCTL_STATE") or str(Path.home() / ".local" / "state" / "labctl")
+    return Path(base) / "live" / lab_id
+
+
 def claim(lab_id: str) -> None:
     """Marks the lab as run live by this process, so that `down` asks it to stop."""
-    d = rundir.lab_dir(lab_id)
+    d = state_dir(lab_id)
     d.mkdir(parents=True, exist_ok=True)
     (d / STOP).unlink(missing_ok=True)
-    (d / OWNER).write_text(json.dumps({"pid": os.getpid(), "since": time.time()}) + "\n")
+    (d / OWNER).write_text(json.dumps({"pid": os.getpid(), "since": time.time(),
+                                       "runs": str(rundir.lab_dir(lab_id))}) + "\n")
 
 
 def release(lab_id: str) -> None:
     for name in (OWNER, STOP):
-        (rundir.lab_dir(lab_id) / name).unlink(missing_ok=True)
+        (state_dir(lab_id) / name).unlink(missing_ok=True)
 
 
 def owner(lab_id: str) -> int | None:
     """The pid of the live `up` that owns the lab, if it still runs."""
     try:
-        pid = int(json.loads((rundir.lab_dir(lab_id) / OWNER).read_text())["pid"])
+        pid = int(json.loads((state_dir(lab_id) / OWNER).read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
@@ -80,8 +90,16 @@ def owner(lab_id: str) -> int | None:
     return pid
 
 
+def runs_of(lab_id: str) -> str | None:
+    """Where the live lab's `up` writes its run (its runs directory, wherever it ran)."""
+    try:
+        return str(json.loads((state_dir(lab_id) / OWNER).read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def stop_requested(lab_id: str) -> bool:
-    return (rundir.lab_dir(lab_id) / STOP).exists()
+    return (state_dir(lab_id) / STOP).exists()
 
 
 def request_stop(lab_id: str, timeout: float = STOP_WAIT_S, poll: float = 0.2) -> bool:
@@ -90,7 +108,7 @@ def request_stop(lab_id: str, timeout: float = STOP_WAIT_S, poll: float = 0.2) -
     pid = owner(lab_id)
     if pid is None:
         return False
-    (rundir.lab_dir(lab_id) / STOP).write_text(f"{time.time()}\n")
+    (state_dir(lab_id) / STOP).write_text(f"{time.time()}\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if owner(lab_id) is None:

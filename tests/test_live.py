@@ -100,16 +100,21 @@ def test_the_oracle_judges_a_stopped_job_up_to_its_checkpoint(tmp_path):
 
 
 def test_a_stop_request_reaches_the_owner_and_a_dead_owner_is_none(tmp_path, monkeypatch):
-    monkeypatch.setenv("LABCTL_RUNS", str(tmp_path))
+    monkeypatch.setenv("LABCTL_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("LABCTL_STATE", str(tmp_path / "state"))
     live.claim("l1")
     assert live.owner("l1") == os.getpid() and not live.stop_requested("l1")
-    (tmp_path / "l1" / live.OWNER).write_text(json.dumps({"pid": 2 ** 22 + 12345}))  # no such process
+    assert live.runs_of("l1") == str(tmp_path / "runs" / "l1")
+    # Another directory, another runs dir: the owner is found all the same.
+    monkeypatch.setenv("LABCTL_RUNS", str(tmp_path / "elsewhere"))
+    assert live.owner("l1") == os.getpid() and live.runs_of("l1") == str(tmp_path / "runs" / "l1")
+    (live.state_dir("l1") / live.OWNER).write_text(json.dumps({"pid": 2 ** 22 + 12345}))  # no such process
     assert live.owner("l1") is None and live.request_stop("l1") is False
     live.claim("l1")
     # The owner (this process) never exits here: the request is made and times out.
     assert live.request_stop("l1", timeout=0.3, poll=0.05) is False and live.stop_requested("l1")
     live.release("l1")
-    assert not (tmp_path / "l1" / live.OWNER).exists() and not live.stop_requested("l1")
+    assert not (live.state_dir("l1") / live.OWNER).exists() and not live.stop_requested("l1")
 
 
 @pytest.mark.parametrize("extra, what", [
@@ -178,7 +183,7 @@ def test_a_live_lab_takes_faults_by_hand_is_watched_and_is_stopped_by_down(built
     assert any(n.startswith("every item acked") for n in names)
     assert json.loads((run_dir / "summary.json").read_text())["live"] is True
     assert labelled(engine, lab) == ([], [], [])
-    assert not (labs.runs / lab / live.OWNER).exists()
+    assert not (live.state_dir(lab) / live.OWNER).exists()
 
 
 def test_a_stopped_live_job_is_not_judged_by_its_end_of_job_expectations(tmp_path):

@@ -335,7 +335,9 @@ class LabRun:
             for err in removal_error:
                 self.result.engine_lost = self.result.engine_lost or is_engine_gone(err)
                 self.result.error = self.result.error or f"labctl: error: teardown failed: {err}"
-            live.phase = "passed" if self.result.ok else ("interrupted" if self.cancel.is_set() else "FAILED")
+            stopped_live = self.live_mode  # a live lab's Ctrl-C is its end, not an interruption
+            live.phase = "passed" if self.result.ok else (
+                "interrupted" if self.cancel.is_set() and not stopped_live else "FAILED")
 
     def _remove(self, errors: list[Exception]) -> None:
         try:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "images" / "worker" / "build" / "worker"
 SUPERVISOR = ROOT / "images" / "supervisor" / "supervisor.py"
 PROXY = ROOT / "images" / "proxy" / "proxy.py"
+COMPOSE = ROOT / "compose.yaml"
 
 
 def free_port() -> int:
@@ -100,12 +101,86 @@ def run(tmp: Path, inp: Path, window: int, proxied: bool, tag: str) -> tuple[flo
                 p.wait()
 
 
+# --------------------------------------------------------------------------- the lab's own path
+
+
+def lab_compose(proxied: bool, project_images: str) -> dict:
+    """compose.yaml as the lab runs it, or as it ran before the proxy: the
+    worker on the lab network as "worker", beating straight to the monitor.
+    Images are the ones `labctl build` made for this checkout."""
+    import yaml
+
+    doc = yaml.safe_load(COMPOSE.read_text())
+    services = doc["services"]
+    for name, svc in services.items():
+        svc.pop("build", None)
+        svc["image"] = f"{project_images}-{name}:latest"
+    if not proxied:
+        del services["proxy"]
+        w = services["worker"]
+        del w["network_mode"]
+        w["depends_on"] = ["monitor"]
+        w["networks"] = {"lab": {"aliases": ["worker"]}}
+        swap = {"--listen=127.0.0.1:7100": "--listen=0.0.0.0:7000",
+                "--heartbeat-udp=127.0.0.1:7101": "--heartbeat-udp=monitor:7001"}
+        assert all(a in w["command"] for a in swap), "compose.yaml's worker command changed"
+        w["command"] = [swap.get(a, a) for a in w["command"]]
+    return doc
+
+
+def run_lab(tmp: Path, items: int, window: int, proxied: bool, tag: str, project_images: str) -> float:
+    """items/s of one healthy compose lab's job, from the supervisor's `done` event."""
+    import yaml
+
+    f = tmp / f"compose-{tag}.yaml"
+    f.write_text(yaml.safe_dump(lab_compose(proxied, project_images)))
+    project = f"labctl-bench-proxy-{os.getpid()}-{tag}"
+    env = {**os.environ, "LAB_ITEMS": str(items), "LAB_WINDOW": str(window), "LAB_GIVE_UP_S": "60",
+           "LAB_MONITOR_LINGER_S": "0"}
+    compose = ["docker", "compose", "-p", project, "-f", str(f)]
+    try:
+        up = subprocess.run([*compose, "up", "--no-build", "--pull", "never", "--abort-on-container-exit",
+                             "--exit-code-from", "supervisor"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+        if up.returncode != 0:
+            raise SystemExit(f"{tag}: docker compose up exited {up.returncode}: {up.stderr.strip()[-400:]}")
+        logs = subprocess.run([*compose, "logs", "--no-log-prefix", "supervisor"], env=env,
+                              capture_output=True, text=True, timeout=60).stdout
+        done = [json.loads(line) for line in logs.splitlines() if line.startswith("{") and '"kind":"done"' in line]
+        if not done:
+            raise SystemExit(f"{tag}: no `done` event in the supervisor's log")
+        s = done[-1]
+        resolved = s["processed"] + s["corrupted"] + s["rejected"]
+        if s["exit_code"] != 0 or resolved != s["read"] or s["dead_lettered"]:
+            raise SystemExit(f"{tag}: exit {s['exit_code']}, {resolved} of {s['read']} items resolved")
+        return s["read"] / s["duration_s"]
+    finally:
+        subprocess.run([*compose, "down", "-v", "--remove-orphans", "-t", "1"], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=300_000)
+    ap.add_argument("--items", type=int, default=300_000, help="items per loopback run")
+    ap.add_argument("--lab-items", type=int, default=1_000_000, help="items per lab run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--path", choices=("loopback", "lab", "both"), default="both")
     args = ap.parse_args()
+    rows = []
+    if args.path in ("loopback", "both"):
+        rows.append(loopback(args))
+    if args.path in ("lab", "both"):
+        rows.append(lab(args))
+    print(f"{'path':<44}{'direct':>12}{'proxied':>12}{'ratio':>8}   (target >= 0.90)")
+    for name, d, p, _ in rows:
+        print(f"{name:<44}{d:>12,.0f}{p:>12,.0f}{p / d:>8.3f}")
+    for name, _, _, detail in rows:
+        print(f"{name}: {detail}")
+    return 0
+
+
+def loopback(args: argparse.Namespace) -> tuple[str, float, float, str]:
     subprocess.run(["make", "-s", "-C", str(WORKER.parent.parent), "all"], check=True)
     sys.path.insert(0, str(SUPERVISOR.parent))
     import generate_data
@@ -120,15 +195,29 @@ def main() -> int:
             rate, c = run(tmp, inp, args.window, True, f"proxied-{i}")
             proxied.append(rate)
             cpu.append(c)
-    d_med, p_med = statistics.median(direct), statistics.median(proxied)
-    print(f"supervisor -> worker over loopback, {args.items:,} items, window {args.window}, "
-          f"{args.runs} runs each, median ({os.cpu_count()} cores)")
-    print(f"{'path':<28}{'items/s (median)':>18}   runs")
-    print(f"{'direct':<28}{d_med:>18,.0f}   {', '.join(f'{r:,.0f}' for r in direct)}")
-    print(f"{'through the proxy':<28}{p_med:>18,.0f}   {', '.join(f'{r:,.0f}' for r in proxied)}")
-    print(f"proxied / direct: {p_med / d_med:.3f} (target >= 0.90); proxy CPU s per run: "
-          f"{', '.join(f'{c:.2f}' for c in cpu)}")
-    return 0
+    return (f"host loopback, no limits, {args.items:,} items", statistics.median(direct), statistics.median(proxied),
+            f"direct {', '.join(f'{r:,.0f}' for r in direct)}; proxied {', '.join(f'{r:,.0f}' for r in proxied)}; "
+            f"proxy CPU s {', '.join(f'{c:.2f}' for c in cpu)}")
+
+
+def lab(args: argparse.Namespace) -> tuple[str, float, float, str]:
+    sys.path.insert(0, str(ROOT))
+    from labctl import compose
+
+    images = compose.checkout_project()
+    for svc in ("monitor", "proxy", "worker", "supervisor"):
+        if subprocess.run(["docker", "image", "inspect", f"{images}-{svc}:latest"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            raise SystemExit(f"bench_proxy: no image {images}-{svc}:latest; run `labctl build` first")
+    direct, proxied = [], []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for i in range(args.runs):
+            direct.append(run_lab(tmp, args.lab_items, args.window, False, f"direct-{i}", images))
+            proxied.append(run_lab(tmp, args.lab_items, args.window, True, f"proxied-{i}", images))
+    return (f"the lab (compose, its limits), {args.lab_items:,} items", statistics.median(direct),
+            statistics.median(proxied),
+            f"direct {', '.join(f'{r:,.0f}' for r in direct)}; proxied {', '.join(f'{r:,.0f}' for r in proxied)}")
 
 
 if __name__ == "__main__":

@@ -355,17 +355,18 @@ def cmd_base(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def build_progress(status: Status) -> Callable[[str], None]:
-    """A build's output: the spinner's line on a terminal; elsewhere (logs,
-    CI) each Dockerfile step and, in a long step, a line every 10 s."""
+def build_progress(status: Status) -> Callable[[str, str], None]:
+    """The builds' output: the spinner's line on a terminal; elsewhere (logs,
+    CI) each Dockerfile step and, in a long step, a line every 10 s, each
+    named by its service (the images build side by side)."""
     last = [0.0]
 
-    def on_line(line: str) -> None:
+    def on_line(service: str, line: str) -> None:
         if console.is_terminal:
-            status.update(f"building: {line[:90]}")
+            status.update(f"building {service}: {line[:90]}")
         elif line.startswith("Step ") or time.monotonic() - last[0] >= images.HEARTBEAT_S:
             last[0] = time.monotonic()
-            say(f"  {line[:110]}")
+            say(f"  {service}: {line[:110]}")
 
     return on_line
 

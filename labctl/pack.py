@@ -260,10 +260,10 @@ def lab_images(engine: Engine, say: Say) -> list[str]:
     base, builder = images.build_bases(engine, say)
     last = [0.0]
 
-    def on_line(line: str) -> None:
+    def on_line(service: str, line: str) -> None:
         if line.startswith("Step ") or time.monotonic() - last[0] >= PROGRESS_S:
             last[0] = time.monotonic()
-            say(f"  {line[:100]}")
+            say(f"  {service}: {line[:100]}")
 
     refs = images.build_all(engine, base, say, on_line, builder=builder)
     return list(dict.fromkeys([base, builder, images.tools_ref(), *refs.values()]))  # the lease services share one

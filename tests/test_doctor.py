@@ -238,7 +238,7 @@ def test_the_issue_s_build_error_through_build_all(monkeypatch):
                            "fix the Dockerfile or sources under " + path)
 
     with pytest.raises(LabError) as err:
-        images.build_all(BrokenBuild(), "labctl-base:latest", lambda s: None, lambda s: None)  # type: ignore[arg-type]
+        images.build_all(BrokenBuild(), "labctl-base:latest", lambda s: None, lambda n, s: None)  # type: ignore[arg-type]
     assert err.value.code == ExitCode.ENGINE_ERROR
     assert "could not find bridge docker0" in err.value.what and "not the Dockerfile" in err.value.what
     assert "sudo systemctl restart docker" in (err.value.todo or "")

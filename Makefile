@@ -29,7 +29,6 @@ host-deps-images:
 # The venv with labctl (venv), and with the test tools too (venv-test).
 $(STAMPS)/venv: pyproject.toml | $(STAMPS)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
 	PYTHONWARNINGS='ignore:Editable installation' $(VPY) -m pip install -q -e .
 	touch $@
 

@@ -18,7 +18,7 @@ The time is the supervisor's own job duration (summary.json, or its `done`
 event in the lab), as in bench_supervisor.py. The target: through the proxy,
 within 10 % of direct.
 
-    python bench/bench_proxy.py [--items 300000] [--lab-items 1000000] [--runs 3] [--window 1024]
+    python bench/bench_proxy.py [--items 300000] [--lab-items 1000000] [--runs 9] [--window 1024]
                                 [--path loopback|lab|both]
 """
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=300_000, help="items per loopback run")
     ap.add_argument("--lab-items", type=int, default=1_000_000, help="items per lab run")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=9, help="runs of each side, alternating")
     ap.add_argument("--window", type=int, default=1024)
     ap.add_argument("--path", choices=("loopback", "lab", "both"), default="both")
     args = ap.parse_args()

@@ -443,6 +443,7 @@ def make_runs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool
     if len(ready) > 1:
         for sc, lid, (eng, _) in zip(scenarios, lab_ids, placed, strict=True):
             say(f"lab {lid}: {sc.name} on engine {eng.name}")
+    scenarios = crowd_beats(scenarios, [eng for eng, _ in placed])
     runs = [(lease.LeaseLabRun if sc.lab.kind == "lease" else lab.LabRun)(eng.clone(), sc, lid, refs, keep, cancel)
             for sc, lid, (eng, refs) in zip(scenarios, lab_ids, placed, strict=True)]
     for r in runs:
@@ -450,6 +451,25 @@ def make_runs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool
         if live_mode:
             live.claim(r.lab_id)
     return runs
+
+
+def crowd_beats(scenarios: list[scenario.Scenario], placed: list[Engine]) -> list[scenario.Scenario]:
+    """Slower beats on an engine crowded with labs (scenario.for_crowd), said once per engine."""
+    out = list(scenarios)
+    for eng in dict.fromkeys(placed):  # each engine once, in order
+        mine = [i for i, e in enumerate(placed) if e is eng]
+        cores = int(eng.info().get("NCPU") or os.cpu_count() or 1)
+        if not scenario.crowded(len(mine), cores):
+            continue
+        for i in mine:
+            out[i] = scenario.for_crowd(out[i])
+        slowed = sum(1 for i in mine if out[i] is not scenarios[i])
+        if slowed:
+            where = f" on engine {eng.name}" if len(set(placed)) > 1 else ""
+            say(f"labctl: {len(mine)} labs on {cores} cores{where}: the workers of {slowed} beat every "
+                f"{scenario.CROWD_HEARTBEAT_MS} ms, not {scenario.LabParams().heartbeat_ms} (a crowd has no CPU "
+                "to spare for fast beats; silence waits for the fixed timeout)")
+    return out
 
 
 def run_labs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool, base: str | None,

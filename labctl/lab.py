@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tarfile
 import threading
 import time
@@ -15,7 +14,7 @@ from typing import Any
 from labctl import check, compose, dependability, faults, labels, observe, rundir, runlog, states, timeline
 from labctl.engine import DEFAULT, ContainerSpec, Engine, is_engine_gone, wait_for
 from labctl.errors import ExitCode, LabError
-from labctl.scenario import Scenario, Step
+from labctl.scenario import Scenario, Step, run_file_text
 
 BOOT_TIMEOUT_S = 30
 POLL_S = 0.25
@@ -356,7 +355,7 @@ class LabRun:
         events, the volume, the summary. After it the lab can go."""
         rd = self.run_dir
         rd.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.sc.path, rd / rundir.SCENARIO)
+        (rd / rundir.SCENARIO).write_text(run_file_text(self.sc))
         engine_evs = self.recorder.stop() if self.recorder else []
         events = observe.collect(self.engine, self.lab_id, t_start - 1, t_end + 1, engine_evs,
                                  self.collect_services())

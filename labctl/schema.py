@@ -72,7 +72,8 @@ _LAB_KEYS: dict[str, tuple[str, str]] = {
                                                          "timeout_ms"),
     "log_beats": ("true or false", "the monitor logs every heartbeat's arrival (bench/tune_detectors.py)"),
     "interval_ms": ("whole number, 1 or more", "the monitor's tick: how often it judges"),
-    "heartbeat_ms": ("whole number, 1 or more", "how often the worker beats (UDP and the shared volume)"),
+    "heartbeat_ms": ("whole number, 1 or more", "how often the worker beats (UDP and the shared volume); not "
+                                                "given, and more than 5 labs a core on one engine: 200"),
     "window": ("whole number, 1 or more", "items the supervisor keeps in flight"),
     "bug_trigger": ("whole number or `none`", "the reading that triggers the worker's bug (bug_kind)"),
     "bug_kind": (_one_of(scenario.BUG_KINDS), "what the bug does: segfault, or allocate until the kernel's OOM "

@@ -2,7 +2,6 @@
 cli.crowd_beats), and the run directory records what the run used."""
 from __future__ import annotations
 
-
 from labctl import cli, scenario
 
 

@@ -454,19 +454,27 @@ def make_runs(scenarios: list[scenario.Scenario], lab_ids: list[str], keep: bool
 
 
 def crowd_beats(scenarios: list[scenario.Scenario], placed: list[Engine]) -> list[scenario.Scenario]:
-    """Slower beats on an engine crowded with labs (scenario.for_crowd), said once per engine."""
+    """Slower beats on an engine crowded with labs (scenario.for_crowd), said
+    once per engine. The crowd is this run's labs and the labs already on the
+    engine: a class's server where each student runs `labctl up` crowds too."""
     out = list(scenarios)
     for eng in dict.fromkeys(placed):  # each engine once, in order
         mine = [i for i, e in enumerate(placed) if e is eng]
-        cores = int(eng.info().get("NCPU") or os.cpu_count() or 1)
-        if not scenario.crowded(len(mine), cores):
+        labs = len(mine) + len(lab.lab_ids(eng))
+        if not scenario.crowded(labs, 1):
+            continue  # not even on one core: no need to ask the engine
+        try:
+            cores = int(eng.info().get("NCPU") or 0) or os.cpu_count() or 1
+        except LabError:
+            cores = os.cpu_count() or 1
+        if not scenario.crowded(labs, cores):
             continue
         for i in mine:
             out[i] = scenario.for_crowd(out[i])
         slowed = sum(1 for i in mine if out[i] is not scenarios[i])
         if slowed:
             where = f" on engine {eng.name}" if len(set(placed)) > 1 else ""
-            say(f"labctl: {len(mine)} labs on {cores} cores{where}: the workers of {slowed} beat every "
+            say(f"labctl: {labs} labs on {cores} cores{where}: the workers of {slowed} beat every "
                 f"{scenario.CROWD_HEARTBEAT_MS} ms, not {scenario.LabParams().heartbeat_ms} (a crowd has no CPU "
                 "to spare for fast beats; silence waits for the fixed timeout)")
     return out

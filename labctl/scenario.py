@@ -410,11 +410,16 @@ def crowded(labs: int, cores: int) -> bool:
 
 def for_crowd(sc: Scenario) -> Scenario:
     """The scenario as a crowded engine runs it: slower beats, unless its file
-    names its own or it has no worker (a lease lab)."""
-    if sc.beats_given or sc.lab.kind != "worker" or sc.lab.heartbeat_ms >= CROWD_HEARTBEAT_MS:
+    names its own, it has no worker (a lease lab), or a timeout of its would
+    hold fewer than ten slow beats (a 450 ms timeout tuned for 50 ms beats
+    would call every 200 ms gap a silence)."""
+    lab = sc.lab
+    tightest = min(lab.timeout_ms, lab.heartbeat_only_timeout_ms or lab.timeout_ms)
+    if (sc.beats_given or lab.kind != "worker" or lab.heartbeat_ms >= CROWD_HEARTBEAT_MS
+            or tightest < 10 * CROWD_HEARTBEAT_MS):
         return sc
-    lab = dataclasses.replace(sc.lab, heartbeat_ms=CROWD_HEARTBEAT_MS)
-    return dataclasses.replace(sc, lab=lab, lab_overrides={**sc.lab_overrides, "heartbeat_ms": CROWD_HEARTBEAT_MS})
+    return dataclasses.replace(sc, lab=dataclasses.replace(lab, heartbeat_ms=CROWD_HEARTBEAT_MS),
+                               lab_overrides={**sc.lab_overrides, "heartbeat_ms": CROWD_HEARTBEAT_MS})
 
 
 def run_file_text(sc: Scenario) -> str:

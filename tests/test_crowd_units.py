@@ -2,6 +2,8 @@
 cli.crowd_beats), and the run directory records what the run used."""
 from __future__ import annotations
 
+import dataclasses
+
 from labctl import cli, scenario
 
 
@@ -48,9 +50,19 @@ class FakeEngine:
         return {"NCPU": self.cores}
 
 
+def test_a_timeout_too_short_for_ten_slow_beats_keeps_the_fast_ones():
+    sc = builtin("scenario-pause")
+    for key, value in (("timeout_ms", 1999), ("heartbeat_only_timeout_ms", 450)):
+        tight = dataclasses.replace(sc, lab=dataclasses.replace(sc.lab, **{key: value}))
+        assert scenario.for_crowd(tight) is tight, key
+    roomy = dataclasses.replace(sc, lab=dataclasses.replace(sc.lab, timeout_ms=2000, heartbeat_only_timeout_ms=2000))
+    assert scenario.for_crowd(roomy).lab.heartbeat_ms == 200
+
+
 def test_crowd_beats_counts_the_labs_each_engine_runs(monkeypatch):
     said: list[str] = []
     monkeypatch.setattr(cli, "say", said.append)
+    monkeypatch.setattr(cli.lab, "lab_ids", lambda eng: [])
     a, b = FakeEngine("a", 2), FakeEngine("b", 2)
     scs = [builtin("scenario-pause")] * 20
     # 20 labs over two 2-core engines, 10 each: neither is crowded.
@@ -61,3 +73,28 @@ def test_crowd_beats_counts_the_labs_each_engine_runs(monkeypatch):
     assert [s.lab.heartbeat_ms for s in out] == [200] * 11 + [50] * 9
     assert said == ["labctl: 11 labs on 2 cores on engine a: the workers of 11 beat every 200 ms, not 50 "
                     "(a crowd has no CPU to spare for fast beats; silence waits for the fixed timeout)"]
+
+
+def test_labs_already_on_the_engine_count_too(monkeypatch):
+    """A class's server: each student's `labctl up` starts one lab."""
+    said: list[str] = []
+    monkeypatch.setattr(cli, "say", said.append)
+    a = FakeEngine("a", 2)
+    monkeypatch.setattr(cli.lab, "lab_ids", lambda eng: [f"pause-{i:04x}" for i in range(10)])
+    out = cli.crowd_beats([builtin("scenario-pause")], [a])
+    assert out[0].lab.heartbeat_ms == 200
+    assert said and said[0].startswith("labctl: 11 labs on 2 cores: the workers of 1 beat every 200 ms")
+    monkeypatch.setattr(cli.lab, "lab_ids", lambda eng: [f"pause-{i:04x}" for i in range(9)])
+    assert cli.crowd_beats([builtin("scenario-pause")], [a])[0].lab.heartbeat_ms == 50
+
+
+def test_an_engine_that_will_not_say_its_cores_counts_this_machine_s(monkeypatch):
+    class Mute(FakeEngine):
+        def info(self):
+            raise cli.LabError(cli.ExitCode.ENGINE_ERROR, "engine gone")
+
+    monkeypatch.setattr(cli, "say", lambda s: None)
+    monkeypatch.setattr(cli.lab, "lab_ids", lambda eng: [])
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 1)
+    out = cli.crowd_beats([builtin("scenario-pause")] * 6, [Mute("m", 0)] * 6)
+    assert all(s.lab.heartbeat_ms == 200 for s in out)

@@ -3,6 +3,8 @@ when no registry answers) and the lab's three images, rebuilt only when their
 sources change."""
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import os
 import queue
@@ -193,17 +195,31 @@ def choose_builder(engine: Engine, base: str, log: Callable[[str], None]) -> str
 def build_bases(engine: Engine, log: Callable[[str], None], force: bool = False) -> tuple[str, str]:
     """The run-time base and the builder: (their refs); and the fault tools.
     The three mmdebstrap runs go side by side (downloads and extraction)."""
+    gone = threading.Event()
+    say = quiet_after(gone, log)
     runtime, builder, _tools = side_by_side(
-        [lambda r=r: build_base(engine, log, r, force) for r in (RUNTIME, BUILDER, TOOLS)])  # type: ignore[misc]
+        [lambda r=r: build_base(engine, say, r, force) for r in (RUNTIME, BUILDER, TOOLS)],  # type: ignore[misc]
+        abandoned=gone)
     return runtime, builder
 
 
-def side_by_side(jobs: Sequence[Callable[[], T]], threads: int = BUILD_THREADS) -> list[T]:
+def quiet_after(gone: threading.Event, say: Callable[..., None]) -> Callable[..., None]:
+    """`say`, silent once the caller has given up on the jobs (Ctrl-C): a
+    build thread left running must not write to a terminal being closed."""
+    def quiet(*args: str) -> None:
+        if not gone.is_set():
+            say(*args)
+    return quiet
+
+
+def side_by_side(jobs: Sequence[Callable[[], T]], threads: int = BUILD_THREADS,
+                 abandoned: threading.Event | None = None) -> list[T]:
     """Runs the jobs at most `threads` at a time and returns their results in
     order, once all have ended; the first job's error (in job order) is
     raised after the others end, so no build is left half-said. Daemon
     threads and a queue rather than joins: Ctrl-C reaches the caller at
-    once (the engine drops a build whose client is gone)."""
+    once (the engine drops a build whose client is gone), after `abandoned`
+    is set for the jobs to see."""
     done: queue.Queue[tuple[int, T | None, BaseException | None]] = queue.Queue()
     slots = threading.BoundedSemaphore(max(1, threads))
 
@@ -214,16 +230,21 @@ def side_by_side(jobs: Sequence[Callable[[], T]], threads: int = BUILD_THREADS) 
             except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
                 done.put((i, None, e))
 
-    for i, job in enumerate(jobs):
-        threading.Thread(target=run, args=(i, job), name=f"labctl-build-{i}", daemon=True).start()
     results: dict[int, T | None] = {}
     errors: dict[int, BaseException] = {}
-    while len(results) + len(errors) < len(jobs):
-        i, value, error = done.get()
-        if error is not None:
-            errors[i] = error
-        else:
-            results[i] = value
+    try:
+        for i, job in enumerate(jobs):
+            threading.Thread(target=run, args=(i, job), name=f"labctl-build-{i}", daemon=True).start()
+        while len(results) + len(errors) < len(jobs):
+            i, value, error = done.get()
+            if error is not None:
+                errors[i] = error
+            else:
+                results[i] = value
+    except BaseException:  # Ctrl-C, wherever it lands: the jobs go on without us
+        if abandoned is not None:
+            abandoned.set()
+        raise
     if errors:
         raise errors[min(errors)]
     return [results[i] for i in range(len(jobs))]  # type: ignore[misc]
@@ -243,7 +264,12 @@ def build_base(engine: Engine, log: Callable[[str], None], recipe: BaseRecipe = 
     if not shutil.which("mmdebstrap"):
         raise LabError(ExitCode.BUILD_FAILED, "mmdebstrap is not installed",
                        "install it (apt-get install mmdebstrap) or run `make` which does")
-    with tempfile.TemporaryDirectory(prefix="labctl-base-") as d:
+    d = tempfile.mkdtemp(prefix="labctl-base-")
+    # Built in a thread that a Ctrl-C leaves behind (side_by_side): the
+    # rootfs tarball (up to 180 MB) goes at exit whatever becomes of it.
+    cleanup = functools.partial(shutil.rmtree, d, True)
+    atexit.register(cleanup)
+    try:
         tar = Path(d) / "rootfs.tar"
         cmd = [
             "mmdebstrap", "--variant=extract", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
@@ -271,6 +297,9 @@ def build_base(engine: Engine, log: Callable[[str], None], recipe: BaseRecipe = 
             f"LABEL {labels.MANAGED}=true",
         ])
         log(f"{recipe.what} {ref} built in {time.monotonic() - started:.0f} s")
+    finally:
+        cleanup()
+        atexit.unregister(cleanup)
     return ref
 
 
@@ -360,6 +389,9 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
         else:
             todo.append((name, svc, ref))
 
+    gone = threading.Event()
+    log, on_line = quiet_after(gone, log), quiet_after(gone, on_line)
+
     def build(name: str, svc: ContainerSpec, ref: str) -> None:
         log(f"{name}: building {ref}")
         started = time.monotonic()
@@ -373,7 +405,7 @@ def build_all(engine: Engine, base: str, log: Callable[[str], None], on_line: Ca
             raise blame(e) from None
         log(f"{name}: built {ref} in {time.monotonic() - started:.0f} s")
 
-    side_by_side([lambda t=t: build(*t) for t in todo])  # type: ignore[misc]
+    side_by_side([lambda t=t: build(*t) for t in todo], abandoned=gone)  # type: ignore[misc]
     for name in compose.all_services({}):
         # Content-hash tags are shared by every checkout (same sources, same
         # image); `docker compose up` here looks for <project>-<service>.

@@ -114,6 +114,8 @@ def test_build_all_builds_each_image_once_all_at_once(monkeypatch, tmp_path):
     monkeypatch.setattr(compose, "write_env", lambda base, builder: False)
     wanted = distinct_images()
     assert len(wanted) >= 5 and "worker" in wanted and "lease" in wanted
+    # The fake's barrier waits for every build at once: more images than threads would hang it.
+    assert len(wanted) <= images.BUILD_THREADS, "raise BUILD_THREADS or size FakeEngine's barrier"
     engine = FakeEngine(len(wanted))
     lines: list[tuple[str, str]] = []
     said: list[str] = []
@@ -142,3 +144,49 @@ def test_every_lab_dockerfile_labels_its_image_managed_and_its_component():
         text = (svc / "Dockerfile").read_text()
         assert 'io.labctl.managed="true"' in text, svc
         assert f'io.labctl.component="{svc.name}"' in text, svc
+
+
+def test_a_ctrl_c_while_waiting_tells_the_jobs_they_are_abandoned():
+    import os
+    import signal
+
+    abandoned = threading.Event()
+    release = threading.Event()
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def job():
+        signal.pthread_kill(main, signal.SIGINT)  # the user's Ctrl-C, while the main thread waits
+        release.wait(5)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            images.side_by_side([job], abandoned=abandoned)
+        assert abandoned.is_set()
+        said: list[str] = []
+        quiet = images.quiet_after(abandoned, said.append)
+        quiet("a build line after the Ctrl-C")
+        assert said == []
+    finally:
+        release.set()
+    assert os.getpid()  # still here: the job's thread is a daemon, nothing waits for it
+
+
+def test_a_failed_base_build_leaves_no_rootfs_behind(monkeypatch, tmp_path):
+    monkeypatch.setattr(images.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(images.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def fails(cmd, env, log):
+        (tmp_path / next(p.name for p in tmp_path.iterdir()) / "rootfs.tar").write_bytes(b"x" * 1024)
+        return ["E: cannot download"]
+
+    monkeypatch.setattr(images, "run_with_progress", fails)
+
+    class NoImage:
+        def image_exists(self, ref):
+            return False
+
+    with pytest.raises(LabError) as err:
+        images.build_base(NoImage(), lambda s: None, images.TOOLS)  # type: ignore[arg-type]
+    assert "mmdebstrap failed" in err.value.what
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,6 @@
-"""The base images (a run-time base and a builder, from the Debian archive,
-when no registry answers) and the lab's three images, rebuilt only when their
-sources change."""
+"""The base images (a run-time base, a builder and the fault tools, from the
+Debian archive, when no registry answers) and the lab's images, built side
+by side and rebuilt only when their sources change."""
 from __future__ import annotations
 
 import atexit
